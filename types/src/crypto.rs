@@ -1,0 +1,424 @@
+//! BLS12-381 signatures (DESIGN.md §2): public keys in G1 (48 bytes), signatures in G2 (96 bytes),
+//! hash-to-curve on G2 (RFC 9380, `bls12_381` 0.9.0) with one domain-separation tag per message kind.
+//!
+//! Aggregates are safe from rogue keys because every committee key comes with a proof of possession, checked
+//! when the committee loads. A quorum certificate is one aggregate signature: verifying it is summing the
+//! signers' keys and two pairings. [`batch_verify`] checks many aggregates in one multi-Miller loop, each
+//! weighted by a random 64-bit scalar so that errors cannot cancel out.
+
+use std::fmt;
+
+use bls12_381::hash_to_curve::{ExpandMsgXmd, HashToCurve};
+use bls12_381::{multi_miller_loop, G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Scalar};
+use group::{Curve, Group};
+use rand::RngCore;
+
+use crate::error::{CryptoError, KeyError};
+
+/// What a signature is about. Each kind signs under its own hash-to-curve tag, so a signature made for one
+/// kind of message never verifies as another.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Domain {
+    ProofOfPossession,
+    Header,
+    Vote,
+}
+
+impl Domain {
+    /// The RFC 9380 domain-separation tag.
+    pub fn tag(self) -> &'static [u8] {
+        match self {
+            Domain::ProofOfPossession => b"MAKO-V01-BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_",
+            Domain::Header => b"MAKO-V01-HEADER_BLS12381G2_XMD:SHA-256_SSWU_RO_",
+            Domain::Vote => b"MAKO-V01-VOTE_BLS12381G2_XMD:SHA-256_SSWU_RO_",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Domain::ProofOfPossession => "proof-of-possession",
+            Domain::Header => "header",
+            Domain::Vote => "vote",
+        }
+    }
+}
+
+/// Hashes a message to a point of G2 under the domain's tag.
+pub fn hash_to_g2(domain: Domain, message: &[u8]) -> G2Affine {
+    <G2Projective as HashToCurve<ExpandMsgXmd<sha2::Sha256>>>::hash_to_curve([message], domain.tag()).to_affine()
+}
+
+/// A compressed public key as it travels and is stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct PublicKeyBytes(pub [u8; 48]);
+
+/// A compressed signature as it travels and is stored.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SignatureBytes(pub [u8; 96]);
+
+impl SignatureBytes {
+    /// A placeholder for messages that carry no signature (genesis certificates).
+    pub const EMPTY: SignatureBytes = SignatureBytes([0; 96]);
+}
+
+impl fmt::Debug for PublicKeyBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bls:{}", hex::encode(&self.0[..6]))
+    }
+}
+
+impl fmt::Debug for SignatureBytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sig:{}", hex::encode(&self.0[..6]))
+    }
+}
+
+/// A validated public key: on the curve, in the prime-order subgroup, not the identity.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BlsPublicKey(G1Affine);
+
+impl BlsPublicKey {
+    pub fn from_bytes(bytes: &PublicKeyBytes) -> Result<Self, KeyError> {
+        let point: Option<G1Affine> = G1Affine::from_compressed(&bytes.0).into();
+        match point {
+            Some(p) if !bool::from(p.is_identity()) => Ok(Self(p)),
+            _ => Err(KeyError::InvalidPoint("BLS12-381 G1 public key")),
+        }
+    }
+
+    pub fn to_bytes(&self) -> PublicKeyBytes {
+        PublicKeyBytes(self.0.to_compressed())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.to_compressed())
+    }
+
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        Self::from_bytes(&PublicKeyBytes(crate::hex_array(text)?))
+    }
+
+    pub fn point(&self) -> &G1Affine {
+        &self.0
+    }
+
+    /// Checks a single signature.
+    pub fn verify(&self, domain: Domain, message: &[u8], signature: &BlsSignature) -> Result<(), CryptoError> {
+        if pairing_check(&self.0, domain, message, &signature.0) {
+            Ok(())
+        } else {
+            Err(CryptoError::InvalidSignature { domain: domain.name() })
+        }
+    }
+
+    /// Checks that `proof` is this key's proof of possession: a signature of the key itself.
+    pub fn verify_possession(&self, proof: &BlsSignature) -> Result<(), CryptoError> {
+        self.verify(Domain::ProofOfPossession, &self.to_bytes().0, proof)
+    }
+}
+
+impl fmt::Debug for BlsPublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_bytes(), f)
+    }
+}
+
+/// A validated signature: on the curve, in the prime-order subgroup.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct BlsSignature(G2Affine);
+
+impl BlsSignature {
+    pub fn from_bytes(bytes: &SignatureBytes) -> Result<Self, KeyError> {
+        Option::<G2Affine>::from(G2Affine::from_compressed(&bytes.0))
+            .map(Self)
+            .ok_or(KeyError::InvalidPoint("BLS12-381 G2 signature"))
+    }
+
+    pub fn to_bytes(&self) -> SignatureBytes {
+        SignatureBytes(self.0.to_compressed())
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.to_compressed())
+    }
+
+    pub fn from_hex(text: &str) -> Result<Self, KeyError> {
+        Self::from_bytes(&SignatureBytes(crate::hex_array(text)?))
+    }
+
+    pub fn point(&self) -> &G2Affine {
+        &self.0
+    }
+
+    /// Sums signatures into one aggregate.
+    pub fn aggregate<'a>(signatures: impl IntoIterator<Item = &'a BlsSignature>) -> Result<Self, CryptoError> {
+        let mut iter = signatures.into_iter().peekable();
+        if iter.peek().is_none() {
+            return Err(CryptoError::Empty);
+        }
+        let sum: G2Projective = iter.map(|s| G2Projective::from(s.0)).sum();
+        Ok(Self(sum.to_affine()))
+    }
+}
+
+impl fmt::Debug for BlsSignature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.to_bytes(), f)
+    }
+}
+
+/// Sums public keys into the key that verifies their aggregate signature on a common message.
+/// Safe only for keys whose proof of possession was checked (the committee's).
+pub fn aggregate_public_keys<'a>(keys: impl IntoIterator<Item = &'a BlsPublicKey>) -> Result<G1Affine, CryptoError> {
+    let mut iter = keys.into_iter().peekable();
+    if iter.peek().is_none() {
+        return Err(CryptoError::Empty);
+    }
+    let sum: G1Projective = iter.map(|k| G1Projective::from(k.0)).sum();
+    Ok(sum.to_affine())
+}
+
+/// Checks an aggregate signature of one message by the signers whose (possession-checked) keys are given.
+pub fn verify_aggregate<'a>(
+    keys: impl IntoIterator<Item = &'a BlsPublicKey>,
+    domain: Domain,
+    message: &[u8],
+    signature: &BlsSignature,
+) -> Result<(), CryptoError> {
+    let keys: Vec<&BlsPublicKey> = keys.into_iter().collect();
+    let aggregate = aggregate_public_keys(keys.iter().copied())?;
+    if pairing_check(&aggregate, domain, message, &signature.0) {
+        Ok(())
+    } else {
+        Err(CryptoError::InvalidAggregate { domain: domain.name(), signers: keys.len() })
+    }
+}
+
+/// e(-g1, σ) · e(pk, H(m)) == 1, as one multi-Miller loop and one final exponentiation.
+fn pairing_check(public: &G1Affine, domain: Domain, message: &[u8], signature: &G2Affine) -> bool {
+    if bool::from(public.is_identity()) {
+        return false;
+    }
+    let minus_g1 = -G1Affine::generator();
+    let sig = G2Prepared::from(*signature);
+    let hashed = G2Prepared::from(hash_to_g2(domain, message));
+    multi_miller_loop(&[(&minus_g1, &sig), (public, &hashed)]).final_exponentiation().is_identity().into()
+}
+
+/// One aggregate to check in a [`batch_verify`].
+pub struct BatchItem<'a> {
+    /// The signers' aggregate public key.
+    pub public_key: G1Affine,
+    pub domain: Domain,
+    pub message: &'a [u8],
+    pub signature: BlsSignature,
+}
+
+/// Checks many (aggregate key, message, signature) triples at once:
+/// e(-g1, Σ rᵢσᵢ) · Π e(rᵢ·pkᵢ, H(mᵢ)) == 1 with random nonzero 64-bit rᵢ. One multi-Miller loop and one
+/// final exponentiation; a forged item passes with probability about 2⁻⁶⁴. On failure the caller falls
+/// back to checking items one by one to find the bad one.
+pub fn batch_verify(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(), CryptoError> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let scalars: Vec<u64> = items.iter().map(|_| rng.next_u64() | 1).collect();
+    let mut signature_sum = G2Projective::identity();
+    let mut weighted_keys = Vec::with_capacity(items.len());
+    for (item, &r) in items.iter().zip(&scalars) {
+        if bool::from(item.public_key.is_identity()) {
+            return Err(CryptoError::InvalidBatch { items: items.len() });
+        }
+        signature_sum += mul_u64(G2Projective::from(item.signature.0), r);
+        weighted_keys.push(mul_u64(G1Projective::from(item.public_key), r));
+    }
+    let mut keys_affine = vec![G1Affine::identity(); weighted_keys.len()];
+    G1Projective::batch_normalize(&weighted_keys, &mut keys_affine);
+    let hashed: Vec<G2Prepared> =
+        items.iter().map(|item| G2Prepared::from(hash_to_g2(item.domain, item.message))).collect();
+    let minus_g1 = -G1Affine::generator();
+    let sum_prepared = G2Prepared::from(signature_sum.to_affine());
+    let mut terms: Vec<(&G1Affine, &G2Prepared)> = Vec::with_capacity(items.len() + 1);
+    terms.push((&minus_g1, &sum_prepared));
+    terms.extend(keys_affine.iter().zip(&hashed));
+    if bool::from(multi_miller_loop(&terms).final_exponentiation().is_identity()) {
+        Ok(())
+    } else {
+        Err(CryptoError::InvalidBatch { items: items.len() })
+    }
+}
+
+/// Multiplies by a 64-bit scalar with 64 doublings instead of the full-width 255-bit ladder: the random
+/// weights of a batch check are public-coin, so no constant-time multiply is needed (DESIGN.md §2: ≈2× cheaper).
+fn mul_u64<G: Group>(point: G, scalar: u64) -> G {
+    let mut acc = G::identity();
+    for bit in (0..64).rev() {
+        acc = acc.double();
+        if (scalar >> bit) & 1 == 1 {
+            acc += point;
+        }
+    }
+    acc
+}
+
+/// A BLS secret key with its public key.
+#[derive(Clone)]
+pub struct BlsKeyPair {
+    secret: Scalar,
+    public: BlsPublicKey,
+}
+
+impl BlsKeyPair {
+    /// Derives a key pair from a 32-byte seed: the secret is a 64-byte blake3 XOF output reduced mod r.
+    pub fn from_seed(seed: [u8; 32]) -> Self {
+        let mut wide = [0u8; 64];
+        blake3::Hasher::new_derive_key("mako 2026 bls12-381 secret key v1")
+            .update(&seed)
+            .finalize_xof()
+            .fill(&mut wide);
+        let mut secret = Scalar::from_bytes_wide(&wide);
+        if secret == Scalar::zero() {
+            secret = Scalar::one(); // probability 2⁻²⁵⁵; keeps the function total
+        }
+        let public = BlsPublicKey((G1Affine::generator() * secret).to_affine());
+        Self { secret, public }
+    }
+
+    /// A fresh key pair from the operating system's randomness.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut seed);
+        Self::from_seed(seed)
+    }
+
+    /// Restores a key pair from its secret scalar (little-endian, as written by [`Self::secret_bytes`]).
+    pub fn from_secret_bytes(bytes: &[u8; 32]) -> Result<Self, KeyError> {
+        let secret: Scalar =
+            Option::from(Scalar::from_bytes(bytes)).ok_or(KeyError::InvalidPoint("BLS12-381 scalar"))?;
+        if secret == Scalar::zero() {
+            return Err(KeyError::InvalidPoint("BLS12-381 scalar"));
+        }
+        let public = BlsPublicKey((G1Affine::generator() * secret).to_affine());
+        Ok(Self { secret, public })
+    }
+
+    pub fn secret_bytes(&self) -> [u8; 32] {
+        self.secret.to_bytes()
+    }
+
+    pub fn public(&self) -> BlsPublicKey {
+        self.public
+    }
+
+    pub fn sign(&self, domain: Domain, message: &[u8]) -> BlsSignature {
+        BlsSignature((hash_to_g2(domain, message) * self.secret).to_affine())
+    }
+
+    /// Signs this key itself: the proof that whoever lists the key holds its secret.
+    pub fn proof_of_possession(&self) -> BlsSignature {
+        self.sign(Domain::ProofOfPossession, &self.public.to_bytes().0)
+    }
+}
+
+impl fmt::Debug for BlsKeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlsKeyPair").field("public", &self.public).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::SeedableRng;
+
+    use super::*;
+
+    fn keys(n: u8) -> Vec<BlsKeyPair> {
+        (0..n).map(|i| BlsKeyPair::from_seed([i; 32])).collect()
+    }
+
+    #[test]
+    fn sign_and_verify() {
+        let key = BlsKeyPair::from_seed([1; 32]);
+        let sig = key.sign(Domain::Vote, b"header digest");
+        key.public().verify(Domain::Vote, b"header digest", &sig).unwrap();
+        assert!(key.public().verify(Domain::Vote, b"other message", &sig).is_err());
+        let other = BlsKeyPair::from_seed([2; 32]);
+        assert!(other.public().verify(Domain::Vote, b"header digest", &sig).is_err());
+    }
+
+    #[test]
+    fn wrong_domain_tag_is_rejected() {
+        let key = BlsKeyPair::from_seed([1; 32]);
+        let sig = key.sign(Domain::Header, b"m");
+        assert!(key.public().verify(Domain::Vote, b"m", &sig).is_err());
+        assert!(key.public().verify(Domain::ProofOfPossession, b"m", &sig).is_err());
+        // A proof of possession is a signature of the key under its own tag, not a header signature.
+        let fake_pop = key.sign(Domain::Header, &key.public().to_bytes().0);
+        assert!(key.public().verify_possession(&fake_pop).is_err());
+        key.public().verify_possession(&key.proof_of_possession()).unwrap();
+    }
+
+    #[test]
+    fn aggregate_verifies_and_forgery_fails() {
+        let keys = keys(4);
+        let sigs: Vec<_> = keys.iter().map(|k| k.sign(Domain::Vote, b"m")).collect();
+        let agg = BlsSignature::aggregate(&sigs).unwrap();
+        let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
+        verify_aggregate(&publics, Domain::Vote, b"m", &agg).unwrap();
+        // Claiming a signer who did not sign fails.
+        let three = BlsSignature::aggregate(&sigs[..3]).unwrap();
+        assert!(verify_aggregate(&publics, Domain::Vote, b"m", &three).is_err());
+        // One signature on another message spoils the aggregate.
+        let mut forged = sigs.clone();
+        forged[2] = keys[2].sign(Domain::Vote, b"x");
+        let forged = BlsSignature::aggregate(&forged).unwrap();
+        assert!(verify_aggregate(&publics, Domain::Vote, b"m", &forged).is_err());
+    }
+
+    #[test]
+    fn rogue_key_aggregate_forges_without_proof_of_possession() {
+        // The rogue-key attack: the attacker publishes pk_r = x·g1 − pk_honest, so the aggregate key of
+        // {honest, rogue} is x·g1 and x·H(m) "verifies" for both without the honest signer. This is why the
+        // committee requires proofs of possession (see committee tests): the attacker cannot produce one.
+        let honest = BlsKeyPair::from_seed([1; 32]);
+        let x = Scalar::from(424242u64);
+        let rogue_point = (G1Projective::generator() * x - G1Projective::from(*honest.public().point())).to_affine();
+        let rogue = BlsPublicKey::from_bytes(&PublicKeyBytes(rogue_point.to_compressed())).unwrap();
+        let forged = BlsSignature((hash_to_g2(Domain::Vote, b"m") * x).to_affine());
+        assert!(verify_aggregate([&honest.public(), &rogue], Domain::Vote, b"m", &forged).is_ok());
+        // Without the secret of pk_r, any proof of possession the attacker offers fails.
+        let attempt = BlsSignature((hash_to_g2(Domain::ProofOfPossession, &rogue.to_bytes().0) * x).to_affine());
+        assert!(rogue.verify_possession(&attempt).is_err());
+    }
+
+    #[test]
+    fn batch_verify_accepts_valid_and_rejects_one_bad_item() {
+        let keys = keys(4);
+        let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
+        let messages: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 32]).collect();
+        let mut items: Vec<BatchItem> = messages
+            .iter()
+            .map(|m| BatchItem {
+                public_key: aggregate_public_keys(&publics).unwrap(),
+                domain: Domain::Vote,
+                message: m,
+                signature: BlsSignature::aggregate(&keys.iter().map(|k| k.sign(Domain::Vote, m)).collect::<Vec<_>>())
+                    .unwrap(),
+            })
+            .collect();
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);
+        batch_verify(&items, &mut rng).unwrap();
+        items[3].signature = items[1].signature;
+        assert!(batch_verify(&items, &mut rng).is_err());
+    }
+
+    #[test]
+    fn key_bytes_round_trip_and_reject_garbage() {
+        let key = BlsKeyPair::from_seed([3; 32]);
+        assert_eq!(BlsPublicKey::from_bytes(&key.public().to_bytes()).unwrap(), key.public());
+        assert!(BlsPublicKey::from_bytes(&PublicKeyBytes([0xff; 48])).is_err());
+        assert!(BlsSignature::from_bytes(&SignatureBytes([0x13; 96])).is_err());
+        let restored = BlsKeyPair::from_secret_bytes(&key.secret_bytes()).unwrap();
+        assert_eq!(restored.public(), key.public());
+    }
+}

@@ -1,0 +1,72 @@
+//! The errors of mako-types, one enum per concern. Each names what was wrong and with what.
+
+use crate::{AuthorityIndex, Round};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error("invalid hex: {0}")]
+    Hex(String),
+    #[error("expected {expected} bytes, got {got}")]
+    Length { expected: usize, got: usize },
+    #[error("bytes are not a valid {0}")]
+    InvalidPoint(&'static str),
+    #[error("key file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CryptoError {
+    #[error("invalid signature under domain {domain}")]
+    InvalidSignature { domain: &'static str },
+    #[error("invalid aggregate signature under domain {domain} ({signers} signers)")]
+    InvalidAggregate { domain: &'static str, signers: usize },
+    #[error("batch verification of {items} items failed")]
+    InvalidBatch { items: usize },
+    #[error("nothing to aggregate")]
+    Empty,
+    #[error(transparent)]
+    Key(#[from] KeyError),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum CommitteeError {
+    #[error("committee is empty")]
+    Empty,
+    #[error("committee has {0} validators; at most {max} are supported", max = u16::MAX)]
+    TooLarge(usize),
+    #[error("validator {validator}: {field} is zero")]
+    ZeroStake { validator: usize, field: &'static str },
+    #[error("validator {validator}: {field} duplicates validator {other}'s")]
+    Duplicate { validator: usize, other: usize, field: &'static str },
+    #[error("validator {validator}: proof_of_possession does not verify for bls_public_key")]
+    BadProofOfPossession { validator: usize },
+    #[error("validator {validator}: {field}: {source}")]
+    BadKey { validator: usize, field: &'static str, source: KeyError },
+    #[error("validator {validator}: {field}: total stake overflows")]
+    StakeOverflow { validator: usize, field: &'static str },
+    #[error("committee file {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum WireError {
+    #[error("malformed {type_name} ({len} bytes): {reason}")]
+    Malformed { type_name: &'static str, len: usize, reason: String },
+}
+
+/// Why a header, vote or certificate was rejected. Each variant is a counted reason in the mempool.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DagError {
+    #[error("unknown authority {0}")]
+    UnknownAuthority(AuthorityIndex),
+    #[error("{kind} {digest} from {author} round {round} has a bad signature")]
+    BadSignature { kind: &'static str, digest: String, author: AuthorityIndex, round: Round },
+    #[error("certificate {digest} from {author} round {round} has {stake} stake, needs {quorum}")]
+    BelowQuorum { digest: String, author: AuthorityIndex, round: Round, stake: u64, quorum: u64 },
+    #[error("certificate {digest} signer bitmap has {bits} bits for a committee of {size}")]
+    BadBitmap { digest: String, bits: usize, size: usize },
+    #[error("genesis certificate {digest} from {author} is not this committee's genesis")]
+    BadGenesis { digest: String, author: AuthorityIndex },
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}

@@ -1,0 +1,107 @@
+//! A primary's proposal for a round (DESIGN.md §3): the batches it includes and the quorum of previous-round
+//! certificates it builds on, signed by its author.
+
+use crate::committee::{AuthorityIndex, Committee, WorkerId};
+use crate::crypto::{BlsKeyPair, BlsSignature, Domain, SignatureBytes};
+use crate::digest::{context, BatchDigest, CertificateDigest, Digest, HeaderDigest};
+use crate::error::DagError;
+use crate::Round;
+
+/// What a header's author signs and what its digest covers: everything but the signature.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct HeaderContent {
+    pub author: AuthorityIndex,
+    pub round: Round,
+    pub payload: Vec<(BatchDigest, WorkerId)>,
+    pub parents: Vec<CertificateDigest>,
+}
+
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Header {
+    pub content: HeaderContent,
+    pub signature: SignatureBytes,
+}
+
+impl Header {
+    /// Builds and signs a header. Parents are sorted so that a header has one canonical form.
+    pub fn new(
+        author: AuthorityIndex,
+        round: Round,
+        payload: Vec<(BatchDigest, WorkerId)>,
+        mut parents: Vec<CertificateDigest>,
+        key: &BlsKeyPair,
+    ) -> Self {
+        parents.sort();
+        let content = HeaderContent { author, round, payload, parents };
+        let digest = content.digest();
+        let signature = key.sign(Domain::Header, digest.as_bytes()).to_bytes();
+        Self { content, signature }
+    }
+
+    pub fn author(&self) -> AuthorityIndex {
+        self.content.author
+    }
+
+    pub fn round(&self) -> Round {
+        self.content.round
+    }
+
+    pub fn payload(&self) -> &[(BatchDigest, WorkerId)] {
+        &self.content.payload
+    }
+
+    pub fn parents(&self) -> &[CertificateDigest] {
+        &self.content.parents
+    }
+
+    pub fn digest(&self) -> HeaderDigest {
+        self.content.digest()
+    }
+
+    /// Checks the author's signature against its committee key.
+    pub fn verify_signature(&self, committee: &Committee) -> Result<(), DagError> {
+        let author = committee.authority(self.author()).ok_or(DagError::UnknownAuthority(self.author()))?;
+        let digest = self.digest();
+        let bad = || DagError::BadSignature {
+            kind: "header",
+            digest: digest.to_string(),
+            author: self.author(),
+            round: self.round(),
+        };
+        let signature = BlsSignature::from_bytes(&self.signature).map_err(|_| bad())?;
+        author.bls_key.verify(Domain::Header, digest.as_bytes(), &signature).map_err(|_| bad())
+    }
+}
+
+impl HeaderContent {
+    pub fn digest(&self) -> HeaderDigest {
+        HeaderDigest(Digest::of(context::HEADER, &[&crate::encode(self)]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ValidatorKeys;
+
+    #[test]
+    fn signature_covers_every_field() {
+        let keys: Vec<_> = (0..4).map(ValidatorKeys::from_seed).collect();
+        let committee = Committee::local(&keys, 9000, 1).unwrap();
+        let header = Header::new(AuthorityIndex(1), 3, vec![(BatchDigest::default(), 0)], vec![], &keys[1].bls);
+        header.verify_signature(&committee).unwrap();
+
+        let mut moved = header.clone();
+        moved.content.round = 4;
+        assert!(matches!(moved.verify_signature(&committee), Err(DagError::BadSignature { .. })));
+        let mut stolen = header.clone();
+        stolen.content.author = AuthorityIndex(2);
+        assert!(stolen.verify_signature(&committee).is_err());
+        let mut unknown = header.clone();
+        unknown.content.author = AuthorityIndex(9);
+        assert_eq!(unknown.verify_signature(&committee), Err(DagError::UnknownAuthority(AuthorityIndex(9))));
+        let mut garbage = header;
+        garbage.signature = SignatureBytes([7; 96]);
+        assert!(garbage.verify_signature(&committee).is_err());
+    }
+}
