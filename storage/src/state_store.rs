@@ -1,0 +1,113 @@
+//! Small state records: the last vote per author (so a restarted validator never votes twice in one round,
+//! DESIGN.md §9.7), the consensus state written with every commit (§4), and the execution progress (§5).
+
+use fjall::Keyspace;
+use mako_types::{AuthorityIndex, Digest, HeaderDigest, Round};
+
+use crate::{decode_value, StoreError};
+
+/// The header this validator last voted for, per author.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct LastVote {
+    pub round: Round,
+    pub header_digest: HeaderDigest,
+}
+
+/// What consensus needs to resume: the last committed round of each author and the last sub-DAG index.
+#[derive(Clone, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ConsensusState {
+    /// Indexed by [`AuthorityIndex`].
+    pub last_committed_rounds: Vec<Round>,
+    pub last_sub_dag_index: u64,
+}
+
+/// The last executed sub-DAG index and the state root after it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ExecutionProgress {
+    pub last_executed_index: u64,
+    pub state_root: Digest,
+}
+
+pub(crate) const CONSENSUS_KEY: &[u8] = b"consensus";
+pub(crate) const EXECUTION_KEY: &[u8] = b"execution";
+
+pub(crate) fn last_vote_key(author: AuthorityIndex) -> [u8; 11] {
+    let mut key = *b"last_vote\0\0";
+    key[9..].copy_from_slice(&author.0.to_be_bytes());
+    key
+}
+
+#[derive(Clone)]
+pub struct StateStore {
+    keyspace: Keyspace,
+}
+
+impl StateStore {
+    pub(crate) fn new(keyspace: Keyspace) -> Self {
+        Self { keyspace }
+    }
+
+    pub(crate) fn keyspace(&self) -> &Keyspace {
+        &self.keyspace
+    }
+
+    pub fn last_vote(&self, author: AuthorityIndex) -> Result<Option<LastVote>, StoreError> {
+        self.read(&last_vote_key(author))
+    }
+
+    pub fn consensus_state(&self) -> Result<Option<ConsensusState>, StoreError> {
+        self.read(CONSENSUS_KEY)
+    }
+
+    pub fn execution_progress(&self) -> Result<Option<ExecutionProgress>, StoreError> {
+        self.read(EXECUTION_KEY)
+    }
+
+    fn read<T>(&self, key: &[u8]) -> Result<Option<T>, StoreError>
+    where
+        T: rkyv::Archive,
+        T::Archived: for<'a> rkyv::bytecheck::CheckBytes<rkyv::api::high::HighValidator<'a, rkyv::rancor::Error>>
+            + rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rkyv::rancor::Error>>,
+    {
+        let value = self.keyspace.get(key).map_err(StoreError::fjall("read state"))?;
+        value.map(|bytes| decode_value("state", key, &bytes)).transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Durability, Store};
+
+    use super::*;
+
+    #[test]
+    fn records_survive_reopen_and_commit_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let vote = LastVote { round: 7, header_digest: HeaderDigest(Digest([3; 32])) };
+        let consensus = ConsensusState { last_committed_rounds: vec![4, 6, 6, 2], last_sub_dag_index: 3 };
+        let execution = ExecutionProgress { last_executed_index: 2, state_root: Digest([9; 32]) };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(store.state.consensus_state().unwrap(), None);
+            let mut set = store.write_set();
+            set.put_last_vote(AuthorityIndex(2), &vote);
+            set.put_consensus_state(&consensus);
+            set.put_execution_progress(&execution);
+            set.commit(Durability::Synced).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state.last_vote(AuthorityIndex(2)).unwrap(), Some(vote));
+        assert_eq!(store.state.last_vote(AuthorityIndex(1)).unwrap(), None);
+        assert_eq!(store.state.consensus_state().unwrap(), Some(consensus));
+        assert_eq!(store.state.execution_progress().unwrap(), Some(execution));
+    }
+
+    #[test]
+    fn undecodable_record_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.state.keyspace().insert(CONSENSUS_KEY, &[0xffu8; 3][..]).unwrap();
+        let err = store.state.consensus_state().unwrap_err();
+        assert!(err.to_string().contains("corrupt value in state"), "{err}");
+    }
+}

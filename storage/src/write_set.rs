@@ -1,0 +1,82 @@
+//! A set of writes committed as one atomic fjall batch: after a crash either all of them are there or none.
+
+use fjall::{OwnedWriteBatch, PersistMode};
+use mako_types::{AuthorityIndex, BatchDigest, Certificate, Round};
+
+use crate::certificate_store::round_key;
+use crate::state_store::{last_vote_key, CONSENSUS_KEY, EXECUTION_KEY};
+use crate::{ConsensusState, ExecutionProgress, LastVote, Store, StoreError};
+
+/// How far a commit goes before it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// Written to the operating system: survives a crash of the process, not of the machine.
+    Buffered,
+    /// Synced to disk (fsync): survives a power loss too, at the cost of a disk flush.
+    Synced,
+}
+
+pub struct WriteSet {
+    store: Store,
+    batch: OwnedWriteBatch,
+}
+
+impl WriteSet {
+    pub(crate) fn new(store: &Store) -> Self {
+        Self { batch: store.db.batch(), store: store.clone() }
+    }
+
+    pub fn put_batch(&mut self, digest: &BatchDigest, encoded: &[u8]) {
+        self.batch.insert(self.store.batches.keyspace(), digest.as_bytes(), encoded);
+    }
+
+    pub fn remove_batch(&mut self, digest: &BatchDigest) {
+        self.batch.remove(self.store.batches.keyspace(), digest.as_bytes());
+    }
+
+    /// Stores a certificate with its (round, author) index entry.
+    pub fn put_certificate(&mut self, certificate: &Certificate) {
+        let digest = certificate.digest();
+        let (by_digest, by_round) = self.store.certificates.keyspaces();
+        self.batch.insert(by_digest, digest.as_bytes(), mako_types::encode(certificate).as_slice());
+        self.batch.insert(by_round, round_key(certificate.round(), certificate.author()), digest.as_bytes());
+    }
+
+    /// Removes every certificate below `round` with its index entry (garbage collection).
+    pub fn remove_certificates_below(&mut self, round: Round) -> Result<(), StoreError> {
+        if round == 0 {
+            return Ok(());
+        }
+        let (by_digest, by_round) = self.store.certificates.keyspaces();
+        for ((r, author), digest) in self.store.certificates.index_range(0, round - 1)? {
+            self.batch.remove(by_digest, digest.as_bytes());
+            self.batch.remove(by_round, round_key(r, author));
+        }
+        Ok(())
+    }
+
+    pub fn put_last_vote(&mut self, author: AuthorityIndex, vote: &LastVote) {
+        self.batch.insert(self.store.state.keyspace(), last_vote_key(author), mako_types::encode(vote).as_slice());
+    }
+
+    pub fn put_consensus_state(&mut self, state: &ConsensusState) {
+        self.batch.insert(self.store.state.keyspace(), CONSENSUS_KEY, mako_types::encode(state).as_slice());
+    }
+
+    pub fn put_execution_progress(&mut self, progress: &ExecutionProgress) {
+        self.batch.insert(self.store.state.keyspace(), EXECUTION_KEY, mako_types::encode(progress).as_slice());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Commits every write at once.
+    pub fn commit(self, durability: Durability) -> Result<(), StoreError> {
+        let mode = match durability {
+            Durability::Buffered => PersistMode::Buffer,
+            Durability::Synced => PersistMode::SyncData,
+        };
+        self.batch.durability(Some(mode)).commit().map_err(StoreError::fjall("commit write set"))
+    }
+}
