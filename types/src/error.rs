@@ -67,6 +67,44 @@ pub enum DagError {
     BadBitmap { digest: String, bits: usize, size: usize },
     #[error("genesis certificate {digest} from {author} is not this committee's genesis")]
     BadGenesis { digest: String, author: AuthorityIndex },
+    #[error("{author} round {round}: conflicting certificates {first} and {second}")]
+    Equivocation { author: AuthorityIndex, round: Round, first: String, second: String },
+    #[error("{kind} from {author} round {round} is at or below the GC round {gc_round}")]
+    BelowGc { kind: &'static str, author: AuthorityIndex, round: Round, gc_round: Round },
+    #[error("header from {author} round {round}: parent {parent} is from round {parent_round}, expected {expected}")]
+    ParentWrongRound { author: AuthorityIndex, round: Round, parent: String, parent_round: Round, expected: Round },
+    #[error("header from {author} round {round}: parents carry {stake} stake, need {quorum}")]
+    ParentsBelowQuorum { author: AuthorityIndex, round: Round, stake: u64, quorum: u64 },
+    #[error("header from {author} round {round}: two parents from {parent_author}")]
+    DuplicateParent { author: AuthorityIndex, round: Round, parent_author: AuthorityIndex },
+    #[error("header from {author} round {round}: already voted for {voted} at round {voted_round}")]
+    AlreadyVoted { author: AuthorityIndex, round: Round, voted_round: Round, voted: String },
+    #[error("header from {author} round {round}: payload names worker {worker}, which does not exist")]
+    UnknownWorker { author: AuthorityIndex, round: Round, worker: u32 },
+    #[error("header from {author} round {round}: round 0 is genesis, never proposed")]
+    GenesisRound { author: AuthorityIndex, round: Round },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+}
+
+impl DagError {
+    /// A short stable label, for counting rejections by reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DagError::UnknownAuthority(_) => "unknown_authority",
+            DagError::BadSignature { .. } => "bad_signature",
+            DagError::BelowQuorum { .. } => "below_quorum",
+            DagError::BadBitmap { .. } => "bad_bitmap",
+            DagError::BadGenesis { .. } => "bad_genesis",
+            DagError::Equivocation { .. } => "equivocation",
+            DagError::BelowGc { .. } => "below_gc",
+            DagError::ParentWrongRound { .. } => "parent_wrong_round",
+            DagError::ParentsBelowQuorum { .. } => "parents_below_quorum",
+            DagError::DuplicateParent { .. } => "duplicate_parent",
+            DagError::AlreadyVoted { .. } => "already_voted",
+            DagError::UnknownWorker { .. } => "unknown_worker",
+            DagError::GenesisRound { .. } => "genesis_round",
+            DagError::Crypto(_) => "crypto",
+        }
+    }
 }

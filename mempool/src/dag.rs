@@ -1,0 +1,303 @@
+//! The certified DAG in memory: certificates by round and author, always causally complete.
+//!
+//! A certificate is accepted only once all its parents are (DESIGN.md §3); one that arrives early waits in a
+//! pending set, and the caller learns which parents to fetch. Accepting a certificate may unblock others that
+//! waited for it: [`Dag::insert`] returns all of them in causal order, which is the order in which they flow
+//! to consensus. Garbage collection drops every round at or below the GC round, pending ones included, so
+//! memory stays flat under steady load. Two different certificates for one (author, round) are impossible
+//! with an honest quorum and are rejected as an equivocation. Ordered maps only: iteration order is part of
+//! determinism (DESIGN.md §6).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use mako_types::{AuthorityIndex, Certificate, CertificateDigest, DagError, Round};
+
+/// What became of an inserted certificate.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Insertion {
+    /// Accepted, with every pending certificate it unblocked: causal order, this one first.
+    Accepted(Vec<Certificate>),
+    /// Already in the DAG or already pending.
+    Duplicate,
+    /// At or below the GC round: ignored.
+    BelowGc,
+    /// Waits for these parents, which the caller should fetch.
+    Pending { missing: Vec<CertificateDigest> },
+}
+
+#[derive(Debug)]
+pub struct Dag {
+    vertices: BTreeMap<Round, BTreeMap<AuthorityIndex, (CertificateDigest, Certificate)>>,
+    rounds_by_digest: BTreeMap<CertificateDigest, (Round, AuthorityIndex)>,
+    genesis: BTreeSet<CertificateDigest>,
+    /// Certificates waiting for parents, and for each missing parent the certificates waiting on it.
+    pending: BTreeMap<CertificateDigest, (Certificate, BTreeSet<CertificateDigest>)>,
+    waiting_on: BTreeMap<CertificateDigest, BTreeSet<CertificateDigest>>,
+    gc_round: Round,
+}
+
+impl Dag {
+    /// A DAG holding the genesis certificates of round 0.
+    pub fn new(genesis: Vec<Certificate>) -> Self {
+        let mut dag = Self {
+            vertices: BTreeMap::new(),
+            rounds_by_digest: BTreeMap::new(),
+            genesis: genesis.iter().map(Certificate::digest).collect(),
+            pending: BTreeMap::new(),
+            waiting_on: BTreeMap::new(),
+            gc_round: 0,
+        };
+        for certificate in genesis {
+            dag.add_vertex(certificate);
+        }
+        dag
+    }
+
+    pub fn gc_round(&self) -> Round {
+        self.gc_round
+    }
+
+    /// Inserts a verified certificate.
+    pub fn insert(&mut self, certificate: Certificate) -> Result<Insertion, DagError> {
+        let (round, author) = (certificate.round(), certificate.author());
+        if round <= self.gc_round {
+            return Ok(Insertion::BelowGc);
+        }
+        let digest = certificate.digest();
+        if let Some((known, _)) = self.vertices.get(&round).and_then(|r| r.get(&author)) {
+            if *known == digest {
+                return Ok(Insertion::Duplicate);
+            }
+            return Err(DagError::Equivocation { author, round, first: known.to_string(), second: digest.to_string() });
+        }
+        if self.pending.contains_key(&digest) {
+            return Ok(Insertion::Duplicate);
+        }
+        let missing: BTreeSet<CertificateDigest> =
+            certificate.header.parents().iter().filter(|p| !self.is_parent_present(round, p)).copied().collect();
+        if !missing.is_empty() {
+            for parent in &missing {
+                self.waiting_on.entry(*parent).or_default().insert(digest);
+            }
+            let list = missing.iter().copied().collect();
+            self.pending.insert(digest, (certificate, missing));
+            return Ok(Insertion::Pending { missing: list });
+        }
+        Ok(Insertion::Accepted(self.accept(certificate)))
+    }
+
+    /// Adds a certificate whose parents are all present, then every pending one that this unblocks.
+    fn accept(&mut self, certificate: Certificate) -> Vec<Certificate> {
+        let mut accepted = Vec::new();
+        let mut ready = vec![certificate];
+        while let Some(certificate) = ready.pop() {
+            let digest = self.add_vertex(certificate.clone());
+            accepted.push(certificate);
+            for child in self.waiting_on.remove(&digest).unwrap_or_default() {
+                let Some((_, missing)) = self.pending.get_mut(&child) else { continue };
+                missing.remove(&digest);
+                if missing.is_empty() {
+                    let (child, _) = self.pending.remove(&child).expect("the child was just found pending");
+                    ready.push(child);
+                }
+            }
+            // Process lower rounds first so that the output stays causally ordered.
+            ready.sort_by_key(|c| std::cmp::Reverse((c.round(), c.author())));
+        }
+        accepted
+    }
+
+    fn add_vertex(&mut self, certificate: Certificate) -> CertificateDigest {
+        let digest = certificate.digest();
+        let (round, author) = (certificate.round(), certificate.author());
+        self.rounds_by_digest.insert(digest, (round, author));
+        self.vertices.entry(round).or_default().insert(author, (digest, certificate));
+        digest
+    }
+
+    /// A parent of a round-`child_round` certificate counts as present if it is in the DAG, or if its round was
+    /// garbage collected (below the horizon nothing is checked any more).
+    fn is_parent_present(&self, child_round: Round, parent: &CertificateDigest) -> bool {
+        let parent_round = child_round - 1;
+        if parent_round == 0 {
+            return self.genesis.contains(parent);
+        }
+        parent_round <= self.gc_round || self.rounds_by_digest.contains_key(parent)
+    }
+
+    pub fn contains(&self, digest: &CertificateDigest) -> bool {
+        self.rounds_by_digest.contains_key(digest)
+    }
+
+    pub fn get(&self, digest: &CertificateDigest) -> Option<&Certificate> {
+        let (round, author) = self.rounds_by_digest.get(digest)?;
+        self.vertices.get(round)?.get(author).map(|(_, c)| c)
+    }
+
+    /// Round and author of a certificate in the DAG.
+    pub fn position(&self, digest: &CertificateDigest) -> Option<(Round, AuthorityIndex)> {
+        self.rounds_by_digest.get(digest).copied()
+    }
+
+    pub fn get_at(&self, round: Round, author: AuthorityIndex) -> Option<&Certificate> {
+        self.vertices.get(&round)?.get(&author).map(|(_, c)| c)
+    }
+
+    /// The certificates of a round, by author.
+    pub fn round(&self, round: Round) -> impl Iterator<Item = &Certificate> {
+        self.vertices.get(&round).into_iter().flat_map(|r| r.values().map(|(_, c)| c))
+    }
+
+    /// The highest round with a certificate.
+    pub fn highest_round(&self) -> Round {
+        self.vertices.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// The highest round of each author's certificates ("what do I have", for the synchronizer).
+    pub fn last_round_per_author(&self, committee_size: usize) -> Vec<Round> {
+        let mut last = vec![0; committee_size];
+        for (round, by_author) in &self.vertices {
+            for author in by_author.keys() {
+                if let Some(slot) = last.get_mut(author.as_usize()) {
+                    *slot = *round;
+                }
+            }
+        }
+        last
+    }
+
+    /// Certificates above `rounds[author]` for each author, in (round, author) order.
+    pub fn above(&self, rounds: &[Round]) -> Vec<&Certificate> {
+        self.vertices
+            .iter()
+            .flat_map(|(round, by_author)| by_author.iter().map(move |(author, (_, c))| (*round, *author, c)))
+            .filter(|(round, author, _)| rounds.get(author.as_usize()).is_none_or(|r| round > r))
+            .map(|(_, _, c)| c)
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.rounds_by_digest.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rounds_by_digest.is_empty()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Drops every round at or below `gc_round`, pending certificates included. Never moves backwards.
+    /// Returns the pending certificates this completed (their missing parents fell below the horizon).
+    pub fn garbage_collect(&mut self, gc_round: Round) -> Vec<Certificate> {
+        if gc_round <= self.gc_round {
+            return Vec::new();
+        }
+        self.gc_round = gc_round;
+        let kept = self.vertices.split_off(&(gc_round + 1));
+        for (_, by_author) in std::mem::replace(&mut self.vertices, kept) {
+            for (digest, _) in by_author.values() {
+                self.rounds_by_digest.remove(digest);
+            }
+        }
+        let stale: Vec<CertificateDigest> =
+            self.pending.iter().filter(|(_, (c, _))| c.round() <= gc_round).map(|(d, _)| *d).collect();
+        for digest in stale {
+            self.pending.remove(&digest);
+        }
+        // A pending certificate one round above the horizon may now be complete: its parents count as present.
+        let unblocked: Vec<CertificateDigest> =
+            self.pending.iter().filter(|(_, (c, _))| c.round() == gc_round + 1).map(|(d, _)| *d).collect();
+        let mut accepted = Vec::new();
+        for digest in unblocked {
+            if let Some((certificate, _)) = self.pending.remove(&digest) {
+                accepted.extend(self.accept(certificate));
+            }
+        }
+        let pending = &self.pending;
+        self.waiting_on.retain(|_, children| {
+            children.retain(|c| pending.contains_key(c));
+            !children.is_empty()
+        });
+        accepted
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_dag::{build_dag, certificate, committee, everyone, genesis_digests};
+
+    #[test]
+    fn accepts_in_causal_order_and_reports_missing_parents() {
+        let committee = committee(4);
+        let mut dag = Dag::new(Certificate::genesis(&committee));
+        let (certs, _) = build_dag(&committee, genesis_digests(&committee), 1..=3, &everyone(&committee));
+        // Round 3 first: it waits for all of round 2.
+        let outcome = dag.insert(certs[8].clone()).unwrap();
+        assert!(matches!(outcome, Insertion::Pending { ref missing } if missing.len() == 4));
+        for c in &certs[4..8] {
+            assert!(matches!(dag.insert(c.clone()).unwrap(), Insertion::Pending { .. }));
+        }
+        assert_eq!(dag.pending_len(), 5);
+        // Round 1 arrives: everything unblocks, lower rounds first.
+        let mut accepted = Vec::new();
+        for c in &certs[..4] {
+            let Insertion::Accepted(list) = dag.insert(c.clone()).unwrap() else { panic!("round 1 has its parents") };
+            accepted.extend(list);
+        }
+        let rounds: Vec<Round> = accepted.iter().map(Certificate::round).collect();
+        assert_eq!(rounds, [1, 1, 1, 1, 2, 2, 2, 2, 3]);
+        assert_eq!(dag.pending_len(), 0);
+        assert_eq!(dag.insert(certs[0].clone()).unwrap(), Insertion::Duplicate);
+        assert_eq!(dag.highest_round(), 3);
+    }
+
+    #[test]
+    fn rejects_conflicting_certificates_and_unknown_genesis() {
+        let committee = committee(4);
+        let mut dag = Dag::new(Certificate::genesis(&committee));
+        let genesis = genesis_digests(&committee);
+        dag.insert(certificate(&committee, AuthorityIndex(0), 1, genesis.clone())).unwrap();
+        let other = certificate(&committee, AuthorityIndex(0), 1, genesis[..3].to_vec());
+        assert!(matches!(dag.insert(other), Err(DagError::Equivocation { .. })));
+        let fake_parent = certificate(&committee, AuthorityIndex(1), 1, vec![CertificateDigest::default()]);
+        assert!(matches!(dag.insert(fake_parent).unwrap(), Insertion::Pending { .. }));
+    }
+
+    #[test]
+    fn garbage_collection_bounds_memory() {
+        let committee = committee(4);
+        let mut dag = Dag::new(Certificate::genesis(&committee));
+        let mut parents = genesis_digests(&committee);
+        for round in 1..=500 {
+            let (certs, last) = build_dag(&committee, parents, round..=round, &everyone(&committee));
+            parents = last;
+            for c in certs {
+                assert!(matches!(dag.insert(c).unwrap(), Insertion::Accepted(_)));
+            }
+            dag.garbage_collect(round.saturating_sub(50));
+            assert!(dag.len() <= 4 * 51 + 4, "round {round}: {} certificates held", dag.len());
+        }
+        assert_eq!(dag.gc_round(), 450);
+        let (old, _) = build_dag(&committee, genesis_digests(&committee), 1..=1, &everyone(&committee));
+        assert_eq!(dag.insert(old[0].clone()).unwrap(), Insertion::BelowGc);
+    }
+
+    #[test]
+    fn pending_above_the_horizon_completes_when_its_parents_fall_below_it() {
+        let committee = committee(4);
+        let mut dag = Dag::new(Certificate::genesis(&committee));
+        let (certs, _) = build_dag(&committee, genesis_digests(&committee), 1..=6, &everyone(&committee));
+        for c in &certs[..12] {
+            dag.insert(c.clone()).unwrap();
+        }
+        // Round 5 arrives without round 4.
+        assert!(matches!(dag.insert(certs[16].clone()).unwrap(), Insertion::Pending { .. }));
+        let accepted = dag.garbage_collect(4);
+        assert_eq!(accepted, vec![certs[16].clone()]);
+        assert_eq!(dag.pending_len(), 0);
+        assert_eq!(dag.above(&[4, 4, 4, 4]).len(), 1);
+    }
+}

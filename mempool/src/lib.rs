@@ -1,0 +1,11 @@
+//! mako-mempool: the Narwhal mempool (DESIGN.md §3).
+//!
+//! Workers batch client transactions and replicate the batches; the primary proposes one header a round,
+//! votes on the others' headers by the rules of [`vote_rules`], and assembles certificates into a causally
+//! complete [`dag::Dag`], whose accepted certificates flow in causal order to consensus.
+
+pub mod dag;
+pub mod vote_rules;
+
+#[cfg(any(test, feature = "test-utils"))]
+pub mod test_dag;

@@ -1,0 +1,228 @@
+//! When a primary votes for a header (DESIGN.md §3), as one pure decision.
+//!
+//! Vote for header H of author A at round r only if: A is in the committee; r is above the GC round; we have
+//! not voted for a *different* header of (A, r), nor for any header of A at a later round; every payload entry
+//! names an existing worker; the signature is valid; the parents are all known, from round r-1, from distinct
+//! authors holding a quorum of stake; and every batch of the payload is stored locally. Unknown parents or
+//! missing batches are not a rejection: the caller fetches them and asks again. Cheap checks run before the
+//! signature check, and nothing is fetched for a header whose signature fails. The caller persists the vote
+//! before sending it, so a restart can never equivocate (DESIGN.md §9.7).
+
+use std::collections::BTreeSet;
+
+use mako_storage::LastVote;
+use mako_types::{AuthorityIndex, BatchDigest, CertificateDigest, Committee, DagError, Header, WorkerId};
+
+use crate::dag::Dag;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum VoteDecision {
+    /// Vote: persist the vote for (author, round), then send it.
+    Vote,
+    /// We already voted for this very header: send the same vote again (the first may have been lost).
+    Revote,
+    /// These parents are unknown: fetch them, then decide again.
+    FetchParents(Vec<CertificateDigest>),
+    /// These batches are not stored here: have the workers fetch them, then decide again.
+    FetchBatches(Vec<(BatchDigest, WorkerId)>),
+}
+
+/// What the vote rules read.
+pub struct VoteContext<'a> {
+    pub committee: &'a Committee,
+    pub dag: &'a Dag,
+    /// Our last vote for the header's author, if any.
+    pub last_vote: Option<LastVote>,
+    /// Whether a batch is stored locally.
+    pub has_batch: &'a dyn Fn(&BatchDigest, WorkerId) -> bool,
+}
+
+/// Decides whether to vote for `header`.
+pub fn decide(header: &Header, context: &VoteContext<'_>) -> Result<VoteDecision, DagError> {
+    let (author, round) = (header.author(), header.round());
+    let authority = context.committee.authority(author).ok_or(DagError::UnknownAuthority(author))?;
+    if round == 0 {
+        return Err(DagError::GenesisRound { author, round });
+    }
+    let gc_round = context.dag.gc_round();
+    if round <= gc_round {
+        return Err(DagError::BelowGc { kind: "header", author, round, gc_round });
+    }
+    if let Some(last) = context.last_vote {
+        let digest = header.digest();
+        if last.round == round && last.header_digest == digest {
+            return Ok(VoteDecision::Revote);
+        }
+        if last.round >= round {
+            return Err(DagError::AlreadyVoted {
+                author,
+                round,
+                voted_round: last.round,
+                voted: last.header_digest.to_string(),
+            });
+        }
+    }
+    if let Some(&(_, worker)) = header.payload().iter().find(|(_, w)| *w as usize >= authority.worker_addresses.len()) {
+        return Err(DagError::UnknownWorker { author, round, worker });
+    }
+    header.verify_signature(context.committee)?;
+
+    let missing = missing_parents(header, context.dag);
+    if !missing.is_empty() {
+        return Ok(VoteDecision::FetchParents(missing));
+    }
+    check_parents(header, context)?;
+
+    let missing: Vec<_> = header.payload().iter().filter(|(d, w)| !(context.has_batch)(d, *w)).copied().collect();
+    if !missing.is_empty() {
+        return Ok(VoteDecision::FetchBatches(missing));
+    }
+    Ok(VoteDecision::Vote)
+}
+
+/// Parents neither in the DAG nor below its horizon.
+fn missing_parents(header: &Header, dag: &Dag) -> Vec<CertificateDigest> {
+    let parent_round = header.round() - 1;
+    if parent_round > 0 && parent_round <= dag.gc_round() {
+        return Vec::new();
+    }
+    header.parents().iter().filter(|p| !dag.contains(p)).copied().collect()
+}
+
+/// Known parents must be from round r-1, from distinct authors, holding a quorum of stake.
+fn check_parents(header: &Header, context: &VoteContext<'_>) -> Result<(), DagError> {
+    let (author, round) = (header.author(), header.round());
+    let parent_round = round - 1;
+    if parent_round > 0 && parent_round <= context.dag.gc_round() {
+        return Ok(()); // below the horizon nothing can be checked any more
+    }
+    let mut authors = BTreeSet::<AuthorityIndex>::new();
+    for parent in header.parents() {
+        let (r, parent_author) = context.dag.position(parent).expect("missing parents were handled before");
+        if r != parent_round {
+            return Err(DagError::ParentWrongRound {
+                author,
+                round,
+                parent: parent.to_string(),
+                parent_round: r,
+                expected: parent_round,
+            });
+        }
+        if !authors.insert(parent_author) {
+            return Err(DagError::DuplicateParent { author, round, parent_author });
+        }
+    }
+    let stake = authors.iter().map(|a| context.committee.stake(*a)).sum();
+    if !context.committee.is_quorum(stake) {
+        return Err(DagError::ParentsBelowQuorum {
+            author,
+            round,
+            stake,
+            quorum: context.committee.quorum_threshold(),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use mako_types::{Certificate, Digest, HeaderDigest, SignatureBytes, ValidatorKeys};
+
+    use super::*;
+    use crate::test_dag::{build_dag, everyone, genesis_digests};
+
+    struct Fixture {
+        keys: Vec<ValidatorKeys>,
+        committee: Committee,
+        dag: Dag,
+        round1: Vec<CertificateDigest>,
+    }
+
+    impl Fixture {
+        /// Four validators; the DAG holds round 1.
+        fn new() -> Self {
+            let keys: Vec<_> = (0..4).map(ValidatorKeys::from_seed).collect();
+            let committee = Committee::local(&keys, 20_000, 1).unwrap();
+            let mut dag = Dag::new(Certificate::genesis(&committee));
+            let (certs, round1) = build_dag(&committee, genesis_digests(&committee), 1..=1, &everyone(&committee));
+            for c in certs {
+                dag.insert(c).unwrap();
+            }
+            Self { keys, committee, dag, round1 }
+        }
+
+        fn header(&self, author: u16, round: u64, parents: Vec<CertificateDigest>) -> Header {
+            let payload = vec![(mako_types::BatchDigest(Digest([author as u8; 32])), 0)];
+            Header::new(AuthorityIndex(author), round, payload, parents, &self.keys[author as usize].bls)
+        }
+
+        fn decide(&self, header: &Header, last_vote: Option<LastVote>) -> Result<VoteDecision, DagError> {
+            let has_batch = |_: &BatchDigest, _: WorkerId| true;
+            decide(
+                header,
+                &VoteContext { committee: &self.committee, dag: &self.dag, last_vote, has_batch: &has_batch },
+            )
+        }
+    }
+
+    #[test]
+    fn votes_for_a_well_formed_header() {
+        let f = Fixture::new();
+        assert_eq!(f.decide(&f.header(1, 2, f.round1[..3].to_vec()), None), Ok(VoteDecision::Vote));
+    }
+
+    #[test]
+    fn bad_signature_is_rejected_before_anything_is_fetched() {
+        let f = Fixture::new();
+        let mut header = f.header(1, 3, vec![CertificateDigest::default()]);
+        header.signature = SignatureBytes(f.keys[2].bls.sign(mako_types::Domain::Header, b"x").to_bytes().0);
+        assert!(matches!(f.decide(&header, None), Err(DagError::BadSignature { .. })));
+    }
+
+    #[test]
+    fn parents_must_be_a_quorum_of_the_previous_round() {
+        let f = Fixture::new();
+        let err = f.decide(&f.header(1, 2, f.round1[..2].to_vec()), None).unwrap_err();
+        assert_eq!(err.reason(), "parents_below_quorum");
+        // Round-1 certificates as parents of a round-3 header.
+        let err = f.decide(&f.header(1, 3, f.round1.clone()), None).unwrap_err();
+        assert_eq!(err.reason(), "parent_wrong_round");
+        let unknown = vec![CertificateDigest(Digest([9; 32]))];
+        assert_eq!(f.decide(&f.header(1, 2, unknown.clone()), None), Ok(VoteDecision::FetchParents(unknown)));
+    }
+
+    #[test]
+    fn never_votes_for_two_headers_of_one_round() {
+        let f = Fixture::new();
+        let first = f.header(1, 2, f.round1[..3].to_vec());
+        let second = f.header(1, 2, f.round1[1..].to_vec());
+        let voted = LastVote { round: 2, header_digest: first.digest() };
+        assert_eq!(f.decide(&first, Some(voted)), Ok(VoteDecision::Revote));
+        assert_eq!(f.decide(&second, Some(voted)).unwrap_err().reason(), "already_voted");
+        let later = LastVote { round: 5, header_digest: HeaderDigest::default() };
+        assert_eq!(f.decide(&first, Some(later)).unwrap_err().reason(), "already_voted");
+    }
+
+    #[test]
+    fn missing_batches_are_fetched_and_unknown_workers_rejected() {
+        let f = Fixture::new();
+        let header = f.header(2, 2, f.round1.clone());
+        let has_batch = |_: &BatchDigest, _: WorkerId| false;
+        let context = VoteContext { committee: &f.committee, dag: &f.dag, last_vote: None, has_batch: &has_batch };
+        assert_eq!(decide(&header, &context), Ok(VoteDecision::FetchBatches(header.payload().to_vec())));
+        let bad_worker =
+            Header::new(AuthorityIndex(2), 2, vec![(BatchDigest::default(), 7)], f.round1.clone(), &f.keys[2].bls);
+        assert_eq!(f.decide(&bad_worker, None).unwrap_err().reason(), "unknown_worker");
+    }
+
+    #[test]
+    fn genesis_round_unknown_author_and_below_gc_are_rejected() {
+        let mut f = Fixture::new();
+        assert_eq!(f.decide(&f.header(0, 0, vec![]), None).unwrap_err().reason(), "genesis_round");
+        let mut stranger = f.header(0, 2, f.round1.clone());
+        stranger.content.author = AuthorityIndex(11);
+        assert_eq!(f.decide(&stranger, None).unwrap_err().reason(), "unknown_authority");
+        f.dag.garbage_collect(3);
+        assert_eq!(f.decide(&f.header(1, 2, f.round1.clone()), None).unwrap_err().reason(), "below_gc");
+    }
+}
