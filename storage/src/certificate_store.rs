@@ -56,6 +56,18 @@ impl CertificateStore {
         value.map(|bytes| decode_digest(&key, &bytes)).transpose()
     }
 
+    /// The highest round with a stored certificate (0 when none is stored).
+    pub fn highest_round(&self) -> Result<Round, StoreError> {
+        let Some(guard) = self.by_round.last_key_value() else { return Ok(0) };
+        let key = guard.key().map_err(StoreError::fjall("scan certificate index"))?;
+        let bytes: [u8; 8] = key.get(..8).and_then(|k| k.try_into().ok()).ok_or_else(|| StoreError::Corrupt {
+            store: "certificate_index",
+            key: key.to_vec(),
+            reason: "short key".into(),
+        })?;
+        Ok(Round::from_be_bytes(bytes))
+    }
+
     /// Every certificate of round `from` and above, in (round, author) order.
     pub fn from_round(&self, from: Round) -> Result<Vec<Certificate>, StoreError> {
         self.index_range(from, Round::MAX)?
@@ -71,11 +83,7 @@ impl CertificateStore {
     }
 
     /// (round, author) index entries with `from <= round <= to`, in order.
-    pub(crate) fn index_range(
-        &self,
-        from: Round,
-        to: Round,
-    ) -> Result<Vec<IndexEntry>, StoreError> {
+    pub(crate) fn index_range(&self, from: Round, to: Round) -> Result<Vec<IndexEntry>, StoreError> {
         let range = round_key(from, AuthorityIndex(0))..=round_key(to, AuthorityIndex(u16::MAX));
         let mut entries = Vec::new();
         for guard in self.by_round.range(range) {
@@ -130,6 +138,7 @@ mod tests {
         assert_eq!(store.certificates.get(&round2.digest()).unwrap().as_ref(), Some(&round2));
         assert_eq!(store.certificates.get_by_round_author(1, AuthorityIndex(3)).unwrap().as_ref(), Some(&round1[3]));
         assert_eq!(store.certificates.get_by_round_author(2, AuthorityIndex(3)).unwrap(), None);
+        assert_eq!(store.certificates.highest_round().unwrap(), 2);
         let above: Vec<_> = store.certificates.from_round(1).unwrap();
         assert_eq!(above.len(), 5);
         assert_eq!(above.last(), Some(&round2));

@@ -2,7 +2,7 @@
 //! DESIGN.md §9.7), the consensus state written with every commit (§4), and the execution progress (§5).
 
 use fjall::Keyspace;
-use mako_types::{AuthorityIndex, Digest, HeaderDigest, Round};
+use mako_types::{AuthorityIndex, Digest, Header, HeaderDigest, Round};
 
 use crate::{decode_value, StoreError};
 
@@ -29,6 +29,7 @@ pub struct ExecutionProgress {
 }
 
 pub(crate) const CONSENSUS_KEY: &[u8] = b"consensus";
+pub(crate) const LAST_HEADER_KEY: &[u8] = b"last_header";
 pub(crate) const EXECUTION_KEY: &[u8] = b"execution";
 
 pub(crate) fn last_vote_key(author: AuthorityIndex) -> [u8; 11] {
@@ -53,6 +54,12 @@ impl StateStore {
 
     pub fn last_vote(&self, author: AuthorityIndex) -> Result<Option<LastVote>, StoreError> {
         self.read(&last_vote_key(author))
+    }
+
+    /// The last header this validator proposed, so that after a restart it re-sends that header instead
+    /// of proposing a different one for the same round.
+    pub fn last_header(&self) -> Result<Option<Header>, StoreError> {
+        self.read(LAST_HEADER_KEY)
     }
 
     pub fn consensus_state(&self) -> Result<Option<ConsensusState>, StoreError> {

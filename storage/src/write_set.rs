@@ -1,10 +1,10 @@
 //! A set of writes committed as one atomic fjall batch: after a crash either all of them are there or none.
 
 use fjall::{OwnedWriteBatch, PersistMode};
-use mako_types::{AuthorityIndex, BatchDigest, Certificate, Round};
+use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round};
 
 use crate::certificate_store::round_key;
-use crate::state_store::{last_vote_key, CONSENSUS_KEY, EXECUTION_KEY};
+use crate::state_store::{last_vote_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY};
 use crate::{ConsensusState, ExecutionProgress, LastVote, Store, StoreError};
 
 /// How far a commit goes before it returns.
@@ -57,6 +57,10 @@ impl WriteSet {
 
     pub fn put_last_vote(&mut self, author: AuthorityIndex, vote: &LastVote) {
         self.batch.insert(self.store.state.keyspace(), last_vote_key(author), mako_types::encode(vote).as_slice());
+    }
+
+    pub fn put_last_header(&mut self, header: &Header) {
+        self.batch.insert(self.store.state.keyspace(), LAST_HEADER_KEY, mako_types::encode(header).as_slice());
     }
 
     pub fn put_consensus_state(&mut self, state: &ConsensusState) {
