@@ -4,7 +4,10 @@
 //! votes on the others' headers by the rules of [`vote_rules`], and assembles certificates into a causally
 //! complete [`dag::Dag`], whose accepted certificates flow in causal order to consensus.
 
+pub mod config;
 pub mod dag;
+pub mod messages;
+pub mod primary;
 pub mod vote_rules;
 
 #[cfg(any(test, feature = "test-utils"))]

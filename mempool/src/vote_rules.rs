@@ -35,6 +35,8 @@ pub struct VoteContext<'a> {
     pub last_vote: Option<LastVote>,
     /// Whether a batch is stored locally.
     pub has_batch: &'a dyn Fn(&BatchDigest, WorkerId) -> bool,
+    /// The header's signature was already checked (a parked header decided again).
+    pub signature_checked: bool,
 }
 
 /// Decides whether to vote for `header`.
@@ -65,7 +67,9 @@ pub fn decide(header: &Header, context: &VoteContext<'_>) -> Result<VoteDecision
     if let Some(&(_, worker)) = header.payload().iter().find(|(_, w)| *w as usize >= authority.worker_addresses.len()) {
         return Err(DagError::UnknownWorker { author, round, worker });
     }
-    header.verify_signature(context.committee)?;
+    if !context.signature_checked {
+        header.verify_signature(context.committee)?;
+    }
 
     let missing = missing_parents(header, context.dag);
     if !missing.is_empty() {
@@ -160,7 +164,13 @@ mod tests {
             let has_batch = |_: &BatchDigest, _: WorkerId| true;
             decide(
                 header,
-                &VoteContext { committee: &self.committee, dag: &self.dag, last_vote, has_batch: &has_batch },
+                &VoteContext {
+                    committee: &self.committee,
+                    dag: &self.dag,
+                    last_vote,
+                    has_batch: &has_batch,
+                    signature_checked: false,
+                },
             )
         }
     }
@@ -208,7 +218,13 @@ mod tests {
         let f = Fixture::new();
         let header = f.header(2, 2, f.round1.clone());
         let has_batch = |_: &BatchDigest, _: WorkerId| false;
-        let context = VoteContext { committee: &f.committee, dag: &f.dag, last_vote: None, has_batch: &has_batch };
+        let context = VoteContext {
+            committee: &f.committee,
+            dag: &f.dag,
+            last_vote: None,
+            has_batch: &has_batch,
+            signature_checked: false,
+        };
         assert_eq!(decide(&header, &context), Ok(VoteDecision::FetchBatches(header.payload().to_vec())));
         let bad_worker =
             Header::new(AuthorityIndex(2), 2, vec![(BatchDigest::default(), 7)], f.round1.clone(), &f.keys[2].bls);

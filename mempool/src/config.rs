@@ -1,0 +1,59 @@
+//! The mempool's parameters, with the defaults of DESIGN.md §8. They come from the validator's TOML config.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MempoolParameters {
+    /// Seal a batch once its transactions reach this many bytes.
+    pub batch_size: usize,
+    /// Or once this long has passed since its first transaction.
+    #[serde(with = "humantime_serde")]
+    pub max_batch_delay: Duration,
+    /// Largest transaction accepted from a client, in bytes.
+    pub max_transaction_size: usize,
+    /// Propose once this many batch digests wait.
+    pub header_num_batches: usize,
+    /// Or once this long has passed since the last proposal.
+    #[serde(with = "humantime_serde")]
+    pub max_header_delay: Duration,
+    /// Rounds kept in memory behind the last committed round.
+    pub gc_depth: u64,
+    /// Certificate fetch retry period.
+    #[serde(with = "humantime_serde")]
+    pub sync_retry_delay: Duration,
+    /// Peers asked per retry.
+    pub sync_retry_nodes: usize,
+}
+
+impl Default for MempoolParameters {
+    fn default() -> Self {
+        Self {
+            batch_size: 500_000,
+            max_batch_delay: Duration::from_millis(100),
+            max_transaction_size: 64 * 1024,
+            header_num_batches: 1,
+            max_header_delay: Duration::from_millis(200),
+            gc_depth: 50,
+            sync_retry_delay: Duration::from_secs(5),
+            sync_retry_nodes: 3,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_with_defaults_and_unknown_field_rejected() {
+        let parsed: MempoolParameters = toml::from_str("batch_size = 1000\nmax_batch_delay = \"10ms\"").unwrap();
+        assert_eq!(parsed.batch_size, 1000);
+        assert_eq!(parsed.max_batch_delay, Duration::from_millis(10));
+        assert_eq!(parsed.gc_depth, 50);
+        let err = toml::from_str::<MempoolParameters>("batch_sise = 1").unwrap_err().to_string();
+        assert!(err.contains("batch_sise"), "{err}");
+    }
+}

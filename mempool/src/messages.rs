@@ -1,0 +1,51 @@
+//! What the mempool's actors say to each other: primaries to primaries, workers to the same-index workers of
+//! other validators (both over the network, validated rkyv frames), and a primary to its own workers (in
+//! process, over bounded channels).
+
+use mako_types::{AuthorityIndex, Batch, BatchDigest, Certificate, CertificateDigest, Header, Round, Vote, WorkerId};
+use tokio::time::Instant;
+
+/// Between primaries.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum PrimaryMessage {
+    /// A proposal; answered with a [`PrimaryMessage::Vote`] when the vote rules allow.
+    Header(Header),
+    /// A vote for a header of the receiver.
+    Vote(Vote),
+    /// A new certificate.
+    Certificate(Certificate),
+    /// "Send me the certificates you hold above these rounds", one round per authority index (catch-up).
+    CertificatesAbove { rounds: Vec<Round>, limit: u32 },
+    /// "Send me these certificates" (missing parents).
+    CertificatesByDigest(Vec<CertificateDigest>),
+    /// The answer to either request, in causal (round, author) order.
+    Certificates(Vec<Certificate>),
+}
+
+/// Between the workers of one id.
+#[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum WorkerMessage {
+    /// A sealed batch; the receiver stores it durably before acknowledging.
+    Batch(Batch),
+    /// "Send me these batches".
+    BatchRequest(Vec<BatchDigest>),
+    /// The answer to a request: the batches the sender holds, in any order.
+    Batches(Vec<Batch>),
+}
+
+/// From a worker to its own primary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerToPrimary {
+    /// One of our batches, now held by a quorum: include it in a header. `created` is when it was sealed.
+    OurBatch { digest: BatchDigest, worker: WorkerId, created: Instant },
+    /// Another validator's batch, now stored here (received or fetched).
+    OthersBatch { digest: BatchDigest, worker: WorkerId },
+}
+
+/// From a primary to its own workers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PrimaryToWorker {
+    /// Fetch these batches, first from `target` (the author of the header that needs them), then from others;
+    /// report each with [`WorkerToPrimary::OthersBatch`] once stored.
+    Synchronize { digests: Vec<BatchDigest>, target: AuthorityIndex },
+}

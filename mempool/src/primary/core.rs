@@ -1,0 +1,461 @@
+//! The core: owner of the certified DAG. It votes on headers, aggregates votes for ours, accepts certificates
+//! once they are causally complete, and feeds the proposer (parents), consensus (certificates in causal order)
+//! and the synchronizer (what is missing). DESIGN.md §3; upholds §9.7 by persisting each vote before it
+//! leaves, and §9.5 by storing each certificate before consensus sees it.
+//!
+//! Headers that wait for parents or batches are parked (one per author, the latest) and decided again when a
+//! certificate is accepted or a batch arrives. Every reliable send is kept under its round and cancelled by
+//! garbage collection, so retries to a dead peer stop once they no longer matter.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mako_network::{Delivery, Endpoint, Inbound};
+use mako_storage::{Durability, LastVote, Store};
+use mako_types::{
+    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CertificateDigest, Committee, DagError, Header, Round, Vote,
+    WorkerId,
+};
+use rand::SeedableRng;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, warn};
+
+use super::aggregator::VotesAggregator;
+use super::metrics::PrimaryMetrics;
+use super::synchronizer::SyncRequest;
+use crate::config::MempoolParameters;
+use crate::dag::{Dag, Insertion};
+use crate::messages::{PrimaryMessage, PrimaryToWorker, WorkerToPrimary};
+use crate::vote_rules::{decide, VoteContext, VoteDecision};
+
+/// Most certificates in one answer to a sync request (≈0.5 KB each: well inside a 1 MB frame).
+pub(crate) const MAX_CERTIFICATES_PER_REPLY: usize = 500;
+
+/// The core's channels.
+pub struct CoreChannels {
+    pub rx_network: mpsc::Receiver<Inbound<PrimaryMessage>>,
+    pub rx_own_headers: mpsc::Receiver<Header>,
+    pub rx_workers: mpsc::Receiver<WorkerToPrimary>,
+    pub rx_synced: mpsc::Receiver<(AuthorityIndex, Vec<Certificate>)>,
+    pub rx_committed_round: watch::Receiver<Round>,
+    pub tx_parents: mpsc::Sender<(Round, Vec<CertificateDigest>)>,
+    pub tx_our_batches: mpsc::Sender<(BatchDigest, WorkerId)>,
+    pub tx_workers: Vec<mpsc::Sender<PrimaryToWorker>>,
+    pub tx_sync: mpsc::Sender<SyncRequest>,
+    pub tx_last_rounds: watch::Sender<Vec<Round>>,
+    pub tx_consensus: mpsc::Sender<Certificate>,
+}
+
+pub struct Core {
+    me: AuthorityIndex,
+    committee: Committee,
+    key: Arc<BlsKeyPair>,
+    parameters: MempoolParameters,
+    store: Store,
+    network: Endpoint<PrimaryMessage>,
+    dag: Dag,
+    aggregator: Option<VotesAggregator>,
+    parked: BTreeMap<AuthorityIndex, Header>,
+    deliveries: BTreeMap<Round, Vec<Delivery<PrimaryMessage>>>,
+    parents_sent: Round,
+    rng: rand_chacha::ChaCha8Rng,
+    metrics: Arc<PrimaryMetrics>,
+    channels: CoreChannels,
+}
+
+impl Core {
+    #[allow(clippy::too_many_arguments)]
+    pub fn spawn(
+        me: AuthorityIndex,
+        committee: Committee,
+        key: Arc<BlsKeyPair>,
+        parameters: MempoolParameters,
+        store: Store,
+        network: Endpoint<PrimaryMessage>,
+        dag: Dag,
+        rng_seed: u64,
+        metrics: Arc<PrimaryMetrics>,
+        channels: CoreChannels,
+    ) -> tokio::task::JoinHandle<()> {
+        let parents_sent = dag.highest_round().saturating_sub(1);
+        let core = Self {
+            me,
+            committee,
+            key,
+            parameters,
+            store,
+            network,
+            dag,
+            aggregator: None,
+            parked: BTreeMap::new(),
+            deliveries: BTreeMap::new(),
+            parents_sent,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
+            metrics,
+            channels,
+        };
+        tokio::spawn(core.run())
+    }
+
+    async fn run(mut self) {
+        self.resend_last_header().await;
+        loop {
+            tokio::select! {
+                biased;
+                changed = self.channels.rx_committed_round.changed() => {
+                    if changed.is_err() { return }
+                    let committed = *self.channels.rx_committed_round.borrow_and_update();
+                    self.garbage_collect(committed).await;
+                }
+                header = self.channels.rx_own_headers.recv() => {
+                    let Some(header) = header else { return };
+                    self.propose(header).await;
+                }
+                report = self.channels.rx_workers.recv() => {
+                    let Some(report) = report else { return };
+                    self.on_worker_report(report).await;
+                }
+                synced = self.channels.rx_synced.recv() => {
+                    let Some((from, certificates)) = synced else { return };
+                    self.process_certificates(from, certificates).await;
+                }
+                inbound = self.channels.rx_network.recv() => {
+                    let Some(inbound) = inbound else { return };
+                    self.on_message(inbound).await;
+                }
+            }
+        }
+    }
+
+    /// After a restart: if our last header has no certificate yet, send it again (never a new one).
+    async fn resend_last_header(&mut self) {
+        let header = match self.store.state.last_header() {
+            Ok(Some(header)) => header,
+            Ok(None) => return,
+            Err(error) => return self.storage_error(&error),
+        };
+        if header.round() > self.dag.gc_round() && self.dag.get_at(header.round(), self.me).is_none() {
+            debug!(round = header.round(), "re-sending our last header after restart");
+            self.aggregator = Some(VotesAggregator::new(header.clone()));
+            self.vote_for_own(&header).await;
+            let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Header(header.clone())).await;
+            self.keep(header.round(), deliveries);
+        }
+    }
+
+    async fn propose(&mut self, header: Header) {
+        let mut writes = self.store.write_set();
+        writes.put_last_header(&header);
+        if let Err(error) = writes.commit(Durability::Buffered) {
+            return self.storage_error(&error);
+        }
+        PrimaryMetrics::bump(&self.metrics.headers_proposed);
+        self.metrics.observe_round(header.round());
+        self.aggregator = Some(VotesAggregator::new(header.clone()));
+        self.vote_for_own(&header).await;
+        let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Header(header.clone())).await;
+        self.keep(header.round(), deliveries);
+    }
+
+    /// We vote for our own header like anyone else's: the vote is persisted first.
+    async fn vote_for_own(&mut self, header: &Header) {
+        if let Some(vote) = self.persist_vote(header) {
+            self.on_vote(vote).await;
+        }
+    }
+
+    async fn on_message(&mut self, inbound: Inbound<PrimaryMessage>) {
+        let Inbound { from, message, responder } = inbound;
+        match message {
+            PrimaryMessage::Header(header) => {
+                drop(responder); // ack receipt; the vote travels as its own message
+                if header.author() != from {
+                    self.metrics.reject("relayed_header");
+                    return;
+                }
+                self.on_header(header, false).await;
+            }
+            PrimaryMessage::Vote(vote) => {
+                drop(responder);
+                if vote.voter != from {
+                    self.metrics.reject("relayed_vote");
+                    return;
+                }
+                self.on_vote(vote).await;
+            }
+            PrimaryMessage::Certificate(certificate) => {
+                drop(responder);
+                self.process_certificates(from, vec![certificate]).await;
+            }
+            PrimaryMessage::CertificatesAbove { rounds, limit } => {
+                let limit = (limit as usize).min(MAX_CERTIFICATES_PER_REPLY);
+                let certificates = self.dag.above(&rounds).into_iter().take(limit).cloned().collect();
+                let _ = responder.reply(&PrimaryMessage::Certificates(certificates)).await;
+            }
+            PrimaryMessage::CertificatesByDigest(digests) => {
+                let certificates =
+                    digests.iter().take(MAX_CERTIFICATES_PER_REPLY).filter_map(|d| self.dag.get(d)).cloned().collect();
+                let _ = responder.reply(&PrimaryMessage::Certificates(certificates)).await;
+            }
+            PrimaryMessage::Certificates(certificates) => {
+                drop(responder);
+                self.process_certificates(from, certificates).await;
+            }
+        }
+    }
+
+    /// Applies the vote rules; parks the header if it waits for parents or batches.
+    async fn on_header(&mut self, header: Header, signature_checked: bool) {
+        let last_vote = match self.store.state.last_vote(header.author()) {
+            Ok(last_vote) => last_vote,
+            Err(error) => return self.storage_error(&error),
+        };
+        let decision = {
+            let store = &self.store;
+            let has_batch = |digest: &BatchDigest, _: WorkerId| store.batches.contains(digest).unwrap_or(false);
+            let context = VoteContext {
+                committee: &self.committee,
+                dag: &self.dag,
+                last_vote,
+                has_batch: &has_batch,
+                signature_checked,
+            };
+            decide(&header, &context)
+        };
+        match decision {
+            Ok(VoteDecision::Vote) => {
+                self.parked.remove(&header.author());
+                if let Some(vote) = self.persist_vote(&header) {
+                    self.send_vote(vote).await;
+                }
+            }
+            Ok(VoteDecision::Revote) => {
+                self.parked.remove(&header.author());
+                self.send_vote(Vote::new(&header, self.me, &self.key)).await;
+            }
+            Ok(VoteDecision::FetchParents(missing)) => {
+                let _ = self
+                    .channels
+                    .tx_sync
+                    .send(SyncRequest::Certificates { digests: missing, from: header.author() })
+                    .await;
+                self.park(header);
+            }
+            Ok(VoteDecision::FetchBatches(missing)) => {
+                self.fetch_batches(header.author(), missing).await;
+                self.park(header);
+            }
+            Err(error) => self.reject(&error),
+        }
+    }
+
+    fn park(&mut self, header: Header) {
+        let newer = self.parked.get(&header.author()).is_none_or(|parked| parked.round() <= header.round());
+        if newer {
+            self.parked.insert(header.author(), header);
+        }
+    }
+
+    /// Decides again every parked header (their signatures were checked when they arrived).
+    async fn retry_parked(&mut self) {
+        let parked: Vec<Header> = std::mem::take(&mut self.parked).into_values().collect();
+        for header in parked {
+            self.on_header(header, true).await;
+        }
+    }
+
+    /// Records our vote for (author, round) durably; only then may it leave (DESIGN.md §9.7).
+    fn persist_vote(&mut self, header: &Header) -> Option<Vote> {
+        let mut writes = self.store.write_set();
+        writes.put_last_vote(header.author(), &LastVote { round: header.round(), header_digest: header.digest() });
+        match writes.commit(Durability::Buffered) {
+            Ok(()) => Some(Vote::new(header, self.me, &self.key)),
+            Err(error) => {
+                self.storage_error(&error);
+                None
+            }
+        }
+    }
+
+    async fn send_vote(&mut self, vote: Vote) {
+        PrimaryMetrics::bump(&self.metrics.votes_sent);
+        let round = vote.round;
+        let delivery = self.network.send_reliable(vote.header_author, &PrimaryMessage::Vote(vote)).await;
+        self.keep(round, delivery.map(|d| vec![d]));
+    }
+
+    async fn on_vote(&mut self, vote: Vote) {
+        let Some(aggregator) = self.aggregator.as_mut() else { return };
+        let outcome = aggregator.add(vote, &self.committee);
+        for (voter, error) in &outcome.bad_voters {
+            warn!(%voter, %error, "bad vote");
+            self.metrics.reject(error.reason());
+        }
+        if let Some(certificate) = outcome.certificate {
+            PrimaryMetrics::bump(&self.metrics.certificates_formed);
+            self.aggregator = None;
+            let round = certificate.round();
+            let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Certificate(certificate.clone())).await;
+            self.keep(round, deliveries);
+            self.accept_verified(self.me, vec![certificate]).await;
+        }
+    }
+
+    /// Certificates from a peer: drop what we know, verify the rest (together when there are several), and
+    /// insert them into the DAG.
+    async fn process_certificates(&mut self, from: AuthorityIndex, certificates: Vec<Certificate>) {
+        let gc_round = self.dag.gc_round();
+        let fresh: Vec<Certificate> =
+            certificates.into_iter().filter(|c| c.round() > gc_round && !self.dag.contains(&c.digest())).collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let verified = if Certificate::verify_batch(&fresh, &self.committee, &mut self.rng).is_ok() {
+            fresh
+        } else {
+            let mut good = Vec::new();
+            for certificate in fresh {
+                match certificate.verify(&self.committee) {
+                    Ok(()) => good.push(certificate),
+                    Err(error) => self.reject(&error),
+                }
+            }
+            good
+        };
+        self.accept_verified(from, verified).await;
+    }
+
+    async fn accept_verified(&mut self, from: AuthorityIndex, certificates: Vec<Certificate>) {
+        let mut accepted = Vec::new();
+        let mut missing = Vec::new();
+        for certificate in certificates {
+            match self.dag.insert(certificate) {
+                Ok(Insertion::Accepted(list)) => accepted.extend(list),
+                Ok(Insertion::Pending { missing: parents }) => {
+                    PrimaryMetrics::bump(&self.metrics.certificates_pending);
+                    missing.extend(parents);
+                }
+                Ok(Insertion::Duplicate | Insertion::BelowGc) => {}
+                Err(error) => self.reject(&error),
+            }
+        }
+        if !missing.is_empty() {
+            missing.sort();
+            missing.dedup();
+            let _ = self.channels.tx_sync.send(SyncRequest::Certificates { digests: missing, from }).await;
+        }
+        self.deliver_accepted(accepted).await;
+    }
+
+    /// Stores newly accepted certificates, then hands them on: to consensus in causal order, to the proposer
+    /// as parents, to the workers for any batch we lack.
+    async fn deliver_accepted(&mut self, accepted: Vec<Certificate>) {
+        if accepted.is_empty() {
+            return;
+        }
+        let mut writes = self.store.write_set();
+        for certificate in &accepted {
+            writes.put_certificate(certificate);
+        }
+        if let Err(error) = writes.commit(Durability::Buffered) {
+            // Not stored means not accepted: forget them, a later sync brings them again.
+            self.storage_error(&error);
+            return;
+        }
+        let mut rounds = Vec::new();
+        for certificate in accepted {
+            PrimaryMetrics::bump(&self.metrics.certificates_accepted);
+            self.metrics.observe_round(certificate.round());
+            rounds.push(certificate.round());
+            if certificate.author() != self.me {
+                let missing: Vec<_> = certificate
+                    .header
+                    .payload()
+                    .iter()
+                    .filter(|(d, _)| !self.store.batches.contains(d).unwrap_or(false))
+                    .copied()
+                    .collect();
+                self.fetch_batches(certificate.author(), missing).await;
+            }
+            if self.channels.tx_consensus.send(certificate).await.is_err() {
+                debug!("consensus is gone");
+            }
+        }
+        rounds.sort();
+        rounds.dedup();
+        for round in rounds {
+            self.send_parents_if_quorum(round).await;
+        }
+        let _ = self.channels.tx_last_rounds.send(self.dag.last_round_per_author(self.committee.size()));
+        self.retry_parked().await;
+    }
+
+    /// When round `round` holds a quorum, its certificates are the parents of the next header.
+    async fn send_parents_if_quorum(&mut self, round: Round) {
+        if round <= self.parents_sent && round != 0 {
+            return;
+        }
+        let stake: u64 = self.dag.round(round).map(|c| self.committee.stake(c.author())).sum();
+        if self.committee.is_quorum(stake) {
+            self.parents_sent = round;
+            let parents = self.dag.round(round).map(Certificate::digest).collect();
+            let _ = self.channels.tx_parents.send((round, parents)).await;
+        }
+    }
+
+    async fn on_worker_report(&mut self, report: WorkerToPrimary) {
+        match report {
+            WorkerToPrimary::OurBatch { digest, worker, .. } => {
+                let _ = self.channels.tx_our_batches.send((digest, worker)).await;
+            }
+            WorkerToPrimary::OthersBatch { .. } => {
+                if !self.parked.is_empty() {
+                    self.retry_parked().await;
+                }
+            }
+        }
+    }
+
+    async fn fetch_batches(&mut self, target: AuthorityIndex, missing: Vec<(BatchDigest, WorkerId)>) {
+        let mut by_worker: BTreeMap<WorkerId, Vec<BatchDigest>> = BTreeMap::new();
+        for (digest, worker) in missing {
+            by_worker.entry(worker).or_default().push(digest);
+        }
+        for (worker, digests) in by_worker {
+            if let Some(tx) = self.channels.tx_workers.get(worker as usize) {
+                let _ = tx.send(PrimaryToWorker::Synchronize { digests, target }).await;
+            }
+        }
+    }
+
+    async fn garbage_collect(&mut self, committed_round: Round) {
+        let gc_round = committed_round.saturating_sub(self.parameters.gc_depth);
+        if gc_round <= self.dag.gc_round() {
+            return;
+        }
+        let completed = self.dag.garbage_collect(gc_round);
+        self.deliveries = self.deliveries.split_off(&(gc_round + 1)); // dropping a delivery cancels it
+        self.parked.retain(|_, header| header.round() > gc_round);
+        if self.aggregator.as_ref().is_some_and(|a| a.header().round() <= gc_round) {
+            self.aggregator = None;
+        }
+        self.deliver_accepted(completed).await;
+    }
+
+    fn keep(&mut self, round: Round, deliveries: Result<Vec<Delivery<PrimaryMessage>>, mako_network::NetworkError>) {
+        match deliveries {
+            Ok(deliveries) => self.deliveries.entry(round).or_default().extend(deliveries),
+            Err(error) => debug!(%error, "send failed"),
+        }
+    }
+
+    fn reject(&self, error: &DagError) {
+        debug!(%error, "rejected");
+        self.metrics.reject(error.reason());
+    }
+
+    fn storage_error(&self, error: &mako_storage::StoreError) {
+        warn!(%error, "storage error");
+        PrimaryMetrics::bump(&self.metrics.storage_errors);
+    }
+}

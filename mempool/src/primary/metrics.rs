@@ -1,0 +1,44 @@
+//! Counters of a primary: what it did, and every rejected message by reason (DagError::reason), so that tests
+//! and the node's metrics endpoint see why input was refused.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use mako_types::Round;
+
+#[derive(Debug, Default)]
+pub struct PrimaryMetrics {
+    pub headers_proposed: AtomicU64,
+    pub votes_sent: AtomicU64,
+    pub certificates_formed: AtomicU64,
+    pub certificates_accepted: AtomicU64,
+    pub certificates_pending: AtomicU64,
+    pub certificates_requested: AtomicU64,
+    pub highest_round: AtomicU64,
+    pub storage_errors: AtomicU64,
+    rejected: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl PrimaryMetrics {
+    pub(crate) fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn reject(&self, reason: &'static str) {
+        *self.rejected.lock().expect("metrics lock is never poisoned").entry(reason).or_default() += 1;
+    }
+
+    pub(crate) fn observe_round(&self, round: Round) {
+        self.highest_round.fetch_max(round, Ordering::Relaxed);
+    }
+
+    /// Rejections so far, by reason.
+    pub fn rejected(&self) -> BTreeMap<&'static str, u64> {
+        self.rejected.lock().expect("metrics lock is never poisoned").clone()
+    }
+
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
