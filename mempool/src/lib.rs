@@ -9,6 +9,7 @@ pub mod dag;
 pub mod messages;
 pub mod primary;
 pub mod vote_rules;
+pub mod worker;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_dag;

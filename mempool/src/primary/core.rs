@@ -58,6 +58,8 @@ pub struct Core {
     parked: BTreeMap<AuthorityIndex, Header>,
     deliveries: BTreeMap<Round, Vec<Delivery<PrimaryMessage>>>,
     parents_sent: Round,
+    /// When each of our batches waiting for a certificate was sealed (for the batch-to-certificate latency).
+    batch_sealed: BTreeMap<BatchDigest, tokio::time::Instant>,
     rng: rand_chacha::ChaCha8Rng,
     metrics: Arc<PrimaryMetrics>,
     channels: CoreChannels,
@@ -77,7 +79,6 @@ impl Core {
         metrics: Arc<PrimaryMetrics>,
         channels: CoreChannels,
     ) -> tokio::task::JoinHandle<()> {
-        let parents_sent = dag.highest_round().saturating_sub(1);
         let core = Self {
             me,
             committee,
@@ -89,7 +90,8 @@ impl Core {
             aggregator: None,
             parked: BTreeMap::new(),
             deliveries: BTreeMap::new(),
-            parents_sent,
+            parents_sent: 0,
+            batch_sealed: BTreeMap::new(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
             metrics,
             channels,
@@ -99,6 +101,13 @@ impl Core {
 
     async fn run(mut self) {
         self.resend_last_header().await;
+        // The proposer starts on the highest round that holds a quorum (genesis for a fresh validator).
+        let highest = self.dag.highest_round();
+        for round in (self.dag.gc_round()..=highest).rev() {
+            if self.send_parents_if_quorum(round).await {
+                break;
+            }
+        }
         loop {
             tokio::select! {
                 biased;
@@ -111,12 +120,9 @@ impl Core {
                     let Some(header) = header else { return };
                     self.propose(header).await;
                 }
-                report = self.channels.rx_workers.recv() => {
-                    let Some(report) = report else { return };
-                    self.on_worker_report(report).await;
-                }
-                synced = self.channels.rx_synced.recv() => {
-                    let Some((from, certificates)) = synced else { return };
+                // Workers and the synchronizer may stop (a validator without local workers): not a reason to.
+                Some(report) = self.channels.rx_workers.recv() => self.on_worker_report(report).await,
+                Some((from, certificates)) = self.channels.rx_synced.recv() => {
                     self.process_certificates(from, certificates).await;
                 }
                 inbound = self.channels.rx_network.recv() => {
@@ -294,6 +300,11 @@ impl Core {
         if let Some(certificate) = outcome.certificate {
             PrimaryMetrics::bump(&self.metrics.certificates_formed);
             self.aggregator = None;
+            for (digest, _) in certificate.header.payload() {
+                if let Some(sealed) = self.batch_sealed.remove(digest) {
+                    self.metrics.observe_batch_latency(sealed.elapsed());
+                }
+            }
             let round = certificate.round();
             let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Certificate(certificate.clone())).await;
             self.keep(round, deliveries);
@@ -339,6 +350,7 @@ impl Core {
                 Err(error) => self.reject(&error),
             }
         }
+        self.observe_dag_size();
         if !missing.is_empty() {
             missing.sort();
             missing.dedup();
@@ -391,21 +403,25 @@ impl Core {
     }
 
     /// When round `round` holds a quorum, its certificates are the parents of the next header.
-    async fn send_parents_if_quorum(&mut self, round: Round) {
+    /// Returns whether it sent them.
+    async fn send_parents_if_quorum(&mut self, round: Round) -> bool {
         if round <= self.parents_sent && round != 0 {
-            return;
+            return false;
         }
         let stake: u64 = self.dag.round(round).map(|c| self.committee.stake(c.author())).sum();
-        if self.committee.is_quorum(stake) {
-            self.parents_sent = round;
-            let parents = self.dag.round(round).map(Certificate::digest).collect();
-            let _ = self.channels.tx_parents.send((round, parents)).await;
+        if !self.committee.is_quorum(stake) {
+            return false;
         }
+        self.parents_sent = round;
+        let parents = self.dag.round(round).map(Certificate::digest).collect();
+        let _ = self.channels.tx_parents.send((round, parents)).await;
+        true
     }
 
     async fn on_worker_report(&mut self, report: WorkerToPrimary) {
         match report {
-            WorkerToPrimary::OurBatch { digest, worker, .. } => {
+            WorkerToPrimary::OurBatch { digest, worker, created } => {
+                self.batch_sealed.insert(digest, created);
                 let _ = self.channels.tx_our_batches.send((digest, worker)).await;
             }
             WorkerToPrimary::OthersBatch { .. } => {
@@ -434,6 +450,8 @@ impl Core {
             return;
         }
         let completed = self.dag.garbage_collect(gc_round);
+        self.metrics.gc_round.store(gc_round, std::sync::atomic::Ordering::Relaxed);
+        self.observe_dag_size();
         self.deliveries = self.deliveries.split_off(&(gc_round + 1)); // dropping a delivery cancels it
         self.parked.retain(|_, header| header.round() > gc_round);
         if self.aggregator.as_ref().is_some_and(|a| a.header().round() <= gc_round) {
@@ -447,6 +465,11 @@ impl Core {
             Ok(deliveries) => self.deliveries.entry(round).or_default().extend(deliveries),
             Err(error) => debug!(%error, "send failed"),
         }
+    }
+
+    fn observe_dag_size(&self) {
+        let size = (self.dag.len() + self.dag.pending_len()) as u64;
+        self.metrics.dag_certificates.store(size, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn reject(&self, error: &DagError) {

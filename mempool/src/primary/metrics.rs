@@ -16,9 +16,17 @@ pub struct PrimaryMetrics {
     pub certificates_pending: AtomicU64,
     pub certificates_requested: AtomicU64,
     pub highest_round: AtomicU64,
+    /// Certificates held in memory (accepted and pending): what garbage collection keeps flat.
+    pub dag_certificates: AtomicU64,
+    pub gc_round: AtomicU64,
     pub storage_errors: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
+    /// Batch sealed → our certificate holding it formed, in microseconds (the last `LATENCY_SAMPLES`).
+    batch_to_certificate_us: Mutex<std::collections::VecDeque<u64>>,
 }
+
+/// Latency samples kept for percentiles.
+const LATENCY_SAMPLES: usize = 100_000;
 
 impl PrimaryMetrics {
     pub(crate) fn bump(counter: &AtomicU64) {
@@ -31,6 +39,19 @@ impl PrimaryMetrics {
 
     pub(crate) fn observe_round(&self, round: Round) {
         self.highest_round.fetch_max(round, Ordering::Relaxed);
+    }
+
+    pub(crate) fn observe_batch_latency(&self, latency: std::time::Duration) {
+        let mut samples = self.batch_to_certificate_us.lock().expect("metrics lock is never poisoned");
+        if samples.len() == LATENCY_SAMPLES {
+            samples.pop_front();
+        }
+        samples.push_back(latency.as_micros() as u64);
+    }
+
+    /// Batch-to-certificate latencies observed so far, in microseconds.
+    pub fn batch_latencies_us(&self) -> Vec<u64> {
+        self.batch_to_certificate_us.lock().expect("metrics lock is never poisoned").iter().copied().collect()
     }
 
     /// Rejections so far, by reason.

@@ -1,0 +1,173 @@
+//! The batch maker (DESIGN.md §3, worker step 2): gathers client transactions and seals them into a
+//! [`Batch`] once their bytes reach `batch_size`, or once `max_batch_delay` has passed since the batch's
+//! first transaction, whichever comes first. Time is tokio's, so turmoil and paused-time tests control it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mako_types::{Batch, Transaction};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::metrics::{bump, WorkerMetrics};
+
+/// A batch just sealed, with the moment it was sealed (the start of consensus latency, DESIGN.md §7).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SealedBatch {
+    pub batch: Batch,
+    pub created: Instant,
+}
+
+pub struct BatchMaker {
+    batch_size: usize,
+    max_batch_delay: Duration,
+    transactions: mpsc::Receiver<Transaction>,
+    sealed: mpsc::Sender<SealedBatch>,
+    metrics: Arc<WorkerMetrics>,
+    /// The batch being filled, its transaction bytes, and when it must be sealed at the latest.
+    current: Vec<Transaction>,
+    current_bytes: usize,
+    deadline: Option<Instant>,
+}
+
+impl BatchMaker {
+    pub fn spawn(
+        batch_size: usize,
+        max_batch_delay: Duration,
+        transactions: mpsc::Receiver<Transaction>,
+        sealed: mpsc::Sender<SealedBatch>,
+        metrics: Arc<WorkerMetrics>,
+    ) -> JoinHandle<()> {
+        let maker = Self {
+            batch_size,
+            max_batch_delay,
+            transactions,
+            sealed,
+            metrics,
+            current: Vec::new(),
+            current_bytes: 0,
+            deadline: None,
+        };
+        tokio::spawn(maker.run())
+    }
+
+    async fn run(mut self) {
+        // One timer, re-armed when a batch opens; its branch is disabled while no batch is open.
+        let timer = tokio::time::sleep(self.max_batch_delay);
+        tokio::pin!(timer);
+        loop {
+            tokio::select! {
+                biased;
+                // The delay rule first: under a steady trickle the timer must still win.
+                () = &mut timer, if self.deadline.is_some() => {
+                    if self.seal().await.is_err() {
+                        return;
+                    }
+                }
+                transaction = self.transactions.recv() => match transaction {
+                    Some(transaction) => {
+                        if self.current.is_empty() {
+                            let deadline = Instant::now() + self.max_batch_delay;
+                            self.deadline = Some(deadline);
+                            timer.as_mut().reset(deadline);
+                        }
+                        self.current_bytes += transaction.0.len();
+                        self.current.push(transaction);
+                        if self.current_bytes >= self.batch_size && self.seal().await.is_err() {
+                            return;
+                        }
+                    }
+                    // Every client connection and the client port are gone: seal what is left and stop.
+                    None => {
+                        if !self.current.is_empty() {
+                            let _ = self.seal().await;
+                        }
+                        return;
+                    }
+                },
+            }
+        }
+    }
+
+    /// Seals the open batch and hands it on; an error means the next actor is gone (shutdown).
+    async fn seal(&mut self) -> Result<(), mpsc::error::SendError<SealedBatch>> {
+        let batch = Batch::new(std::mem::take(&mut self.current));
+        self.current_bytes = 0;
+        self.deadline = None;
+        bump(&self.metrics.batches_sealed);
+        self.sealed.send(SealedBatch { batch, created: Instant::now() }).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Harness {
+        transactions: mpsc::Sender<Transaction>,
+        sealed: mpsc::Receiver<SealedBatch>,
+        _maker: JoinHandle<()>,
+    }
+
+    fn harness(batch_size: usize, max_batch_delay: Duration) -> Harness {
+        let (transactions, rx_transactions) = mpsc::channel(100);
+        let (tx_sealed, sealed) = mpsc::channel(100);
+        let maker = BatchMaker::spawn(
+            batch_size,
+            max_batch_delay,
+            rx_transactions,
+            tx_sealed,
+            Arc::new(WorkerMetrics::default()),
+        );
+        Harness { transactions, sealed, _maker: maker }
+    }
+
+    fn tx(byte: u8, size: usize) -> Transaction {
+        Transaction(vec![byte; size])
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seals_when_the_size_is_reached() {
+        let mut h = harness(100, Duration::from_secs(60));
+        let start = Instant::now();
+        for i in 0..4 {
+            h.transactions.send(tx(i, 30)).await.unwrap();
+        }
+        let sealed = h.sealed.recv().await.unwrap();
+        assert_eq!(sealed.batch.transactions, (0..4).map(|i| tx(i, 30)).collect::<Vec<_>>());
+        assert_eq!(sealed.created, start, "sealed by size, without waiting for the delay");
+        // The next transaction opens a new batch.
+        h.transactions.send(tx(9, 100)).await.unwrap();
+        assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(9, 100)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seals_after_the_delay_since_the_first_transaction() {
+        let mut h = harness(1_000, Duration::from_millis(100));
+        let start = Instant::now();
+        h.transactions.send(tx(1, 10)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        h.transactions.send(tx(2, 10)).await.unwrap();
+        let sealed = h.sealed.recv().await.unwrap();
+        assert_eq!(sealed.batch.transactions, vec![tx(1, 10), tx(2, 10)]);
+        assert_eq!(sealed.created - start, Duration::from_millis(100), "delay counts from the first transaction");
+        // Nothing is sealed while no transaction waits.
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(h.sealed.try_recv().is_err());
+        let reopened = Instant::now();
+        h.transactions.send(tx(3, 10)).await.unwrap();
+        let sealed = h.sealed.recv().await.unwrap();
+        assert_eq!(sealed.batch.transactions, vec![tx(3, 10)]);
+        assert_eq!(sealed.created - reopened, Duration::from_millis(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn seals_the_rest_when_clients_are_gone() {
+        let mut h = harness(1_000, Duration::from_secs(60));
+        h.transactions.send(tx(1, 10)).await.unwrap();
+        drop(h.transactions);
+        assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(1, 10)]);
+        assert!(h.sealed.recv().await.is_none());
+    }
+}

@@ -1,0 +1,302 @@
+//! The client port (DESIGN.md §3, worker step 1): clients stream transactions over long-lived TCP
+//! connections, each transaction one frame `u32 little-endian length ‖ bytes`.
+//!
+//! A transaction of zero bytes or above `max_transaction_size` is refused clearly: the worker writes one
+//! error frame back (`u32 little-endian length ‖ UTF-8 text`, the text starting with `rejected:`) and closes
+//! that connection, without disturbing any other. Accepted transactions go to the batch maker over a
+//! bounded channel; when it is full the connection stops reading, which pushes back on the client through
+//! TCP flow control. The per-connection code is generic over the stream, so production (tokio) and
+//! simulation (turmoil) share it and differ only in the accept call.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mako_types::Transaction;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{debug, warn};
+
+use super::metrics::{bump, WorkerMetrics};
+use super::WorkerError;
+
+/// Client connections served at once; further clients wait in the listener's backlog.
+const MAX_CLIENT_CONNECTIONS: usize = 1_024;
+/// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Where clients connect: a real TCP listener, or turmoil's simulated one.
+pub enum ClientListener {
+    Tokio(tokio::net::TcpListener),
+    Turmoil(turmoil::net::TcpListener),
+}
+
+/// One accepted client connection.
+enum ClientStream {
+    Tokio(tokio::net::TcpStream),
+    Turmoil(turmoil::net::TcpStream),
+}
+
+impl ClientListener {
+    /// Listens on a real TCP port.
+    pub async fn bind(address: SocketAddr) -> Result<Self, WorkerError> {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| WorkerError::ClientBind { address, source })?;
+        Ok(Self::Tokio(listener))
+    }
+
+    /// Listens on turmoil's simulated network (inside a turmoil host).
+    pub async fn bind_turmoil(address: SocketAddr) -> Result<Self, WorkerError> {
+        let listener = turmoil::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| WorkerError::ClientBind { address, source })?;
+        Ok(Self::Turmoil(listener))
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match self {
+            Self::Tokio(listener) => listener.local_addr(),
+            Self::Turmoil(listener) => listener.local_addr(),
+        }
+    }
+
+    async fn accept(&self) -> std::io::Result<ClientStream> {
+        match self {
+            Self::Tokio(listener) => listener.accept().await.map(|(stream, _)| ClientStream::Tokio(stream)),
+            Self::Turmoil(listener) => listener.accept().await.map(|(stream, _)| ClientStream::Turmoil(stream)),
+        }
+    }
+}
+
+/// The accept loop; owns the connection tasks (at most [`MAX_CLIENT_CONNECTIONS`]).
+pub struct ClientPort {
+    listener: ClientListener,
+    max_transaction_size: usize,
+    transactions: mpsc::Sender<Transaction>,
+    metrics: Arc<WorkerMetrics>,
+    connections: JoinSet<()>,
+}
+
+impl ClientPort {
+    pub fn spawn(
+        listener: ClientListener,
+        max_transaction_size: usize,
+        transactions: mpsc::Sender<Transaction>,
+        metrics: Arc<WorkerMetrics>,
+    ) -> JoinHandle<()> {
+        let port = Self { listener, max_transaction_size, transactions, metrics, connections: JoinSet::new() };
+        tokio::spawn(port.run())
+    }
+
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                biased;
+                Some(_) = self.connections.join_next() => {}
+                accepted = self.listener.accept(), if self.connections.len() < MAX_CLIENT_CONNECTIONS => {
+                    match accepted {
+                        Ok(ClientStream::Tokio(stream)) => self.serve(stream),
+                        Ok(ClientStream::Turmoil(stream)) => self.serve(stream),
+                        Err(error) => {
+                            warn!(%error, "cannot accept a client connection");
+                            tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(&mut self, stream: S) {
+        let (limit, transactions, metrics) =
+            (self.max_transaction_size, self.transactions.clone(), Arc::clone(&self.metrics));
+        self.connections.spawn(async move {
+            if let Err(error) = serve_connection(stream, limit, &transactions, &metrics).await {
+                debug!(%error, "client connection closed");
+            }
+        });
+    }
+}
+
+/// Reads transactions from one client until it disconnects, sends a bad transaction, or the worker stops.
+pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    max_transaction_size: usize,
+    transactions: &mpsc::Sender<Transaction>,
+    metrics: &WorkerMetrics,
+) -> Result<(), WorkerError> {
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = BufReader::new(reader);
+    loop {
+        let mut length = [0u8; 4];
+        match reader.read_exact(&mut length).await {
+            Ok(_) => {}
+            // The client closed the connection (between frames, or within a length prefix it never finished).
+            Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+            Err(error) => return Err(error.into()),
+        }
+        let size = u32::from_le_bytes(length) as usize;
+        if let Err(rejection) = check_size(size, max_transaction_size) {
+            bump(&metrics.transactions_rejected);
+            // Best effort: the client may already be gone.
+            let _ = write_error_frame(&mut writer, &format!("rejected: {rejection}")).await;
+            return Err(rejection);
+        }
+        let mut bytes = vec![0u8; size];
+        reader.read_exact(&mut bytes).await?;
+        if transactions.send(Transaction(bytes)).await.is_err() {
+            // The batch maker is gone: the worker is shutting down.
+            return Ok(());
+        }
+        bump(&metrics.transactions_accepted);
+    }
+}
+
+/// A transaction's size must be in `1..=limit`.
+fn check_size(size: usize, limit: usize) -> Result<(), WorkerError> {
+    match size {
+        0 => Err(WorkerError::EmptyTransaction),
+        size if size > limit => Err(WorkerError::TransactionTooLarge { size, limit }),
+        _ => Ok(()),
+    }
+}
+
+async fn write_error_frame<W: AsyncWrite + Unpin>(writer: &mut W, text: &str) -> std::io::Result<()> {
+    let mut frame = Vec::with_capacity(4 + text.len());
+    frame.extend_from_slice(&(text.len() as u32).to_le_bytes());
+    frame.extend_from_slice(text.as_bytes());
+    writer.write_all(&frame).await?;
+    writer.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(bytes: &[u8]) -> Vec<u8> {
+        let mut frame = (bytes.len() as u32).to_le_bytes().to_vec();
+        frame.extend_from_slice(bytes);
+        frame
+    }
+
+    /// Runs one connection over an in-memory duplex pipe: the client writes `input` then reads to the end.
+    async fn converse(input: Vec<u8>, limit: usize) -> (Result<(), WorkerError>, Vec<Transaction>, Vec<u8>, u64) {
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        let (tx, mut rx) = mpsc::channel(16);
+        let metrics = WorkerMetrics::default();
+        let serve = serve_connection(server, limit, &tx, &metrics);
+        let talk = async {
+            client.write_all(&input).await.unwrap();
+            client.shutdown().await.unwrap();
+            let mut answer = Vec::new();
+            client.read_to_end(&mut answer).await.unwrap();
+            answer
+        };
+        let (result, answer) = tokio::join!(serve, talk);
+        drop(tx);
+        let mut received = Vec::new();
+        while let Some(transaction) = rx.recv().await {
+            received.push(transaction);
+        }
+        (result, received, answer, metrics.snapshot().transactions_rejected)
+    }
+
+    fn error_text(answer: &[u8]) -> String {
+        let length = u32::from_le_bytes(answer[..4].try_into().unwrap()) as usize;
+        assert_eq!(answer.len(), 4 + length, "one error frame");
+        String::from_utf8(answer[4..].to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn valid_transactions_are_forwarded_in_order() {
+        let input = [frame(b"first"), frame(&[7; 100]), frame(b"x")].concat();
+        let (result, received, answer, rejected) = converse(input, 100).await;
+        assert!(result.is_ok(), "{result:?}");
+        let expected = vec![Transaction(b"first".to_vec()), Transaction(vec![7; 100]), Transaction(b"x".to_vec())];
+        assert_eq!(received, expected);
+        assert!(answer.is_empty());
+        assert_eq!(rejected, 0);
+    }
+
+    #[tokio::test]
+    async fn oversized_transaction_is_rejected_with_an_error_frame() {
+        let input = [frame(b"ok"), frame(&[1; 101]), frame(b"never read")].concat();
+        let (result, received, answer, rejected) = converse(input, 100).await;
+        assert!(matches!(result, Err(WorkerError::TransactionTooLarge { size: 101, limit: 100 })), "{result:?}");
+        assert_eq!(received, vec![Transaction(b"ok".to_vec())]);
+        assert_eq!(error_text(&answer), "rejected: transaction of 101 bytes exceeds the limit of 100");
+        assert_eq!(rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn empty_transaction_is_rejected_with_an_error_frame() {
+        let input = [frame(b"ok"), frame(b"")].concat();
+        let (result, received, answer, rejected) = converse(input, 100).await;
+        assert!(matches!(result, Err(WorkerError::EmptyTransaction)), "{result:?}");
+        assert_eq!(received, vec![Transaction(b"ok".to_vec())]);
+        assert_eq!(error_text(&answer), "rejected: transaction of 0 bytes is empty");
+        assert_eq!(rejected, 1);
+    }
+
+    #[tokio::test]
+    async fn a_truncated_transaction_is_dropped_not_forwarded() {
+        let mut input = frame(&[3; 50]);
+        input.truncate(20);
+        let (result, received, _, _) = converse([frame(b"ok"), input].concat(), 100).await;
+        assert!(matches!(result, Err(WorkerError::ClientIo(_))), "{result:?}");
+        assert_eq!(received, vec![Transaction(b"ok".to_vec())]);
+    }
+
+    #[tokio::test]
+    async fn tcp_listener_serves_clients_independently() {
+        let listener = ClientListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let _port = ClientPort::spawn(listener, 10, tx, Arc::new(WorkerMetrics::default()));
+        let mut bad = tokio::net::TcpStream::connect(address).await.unwrap();
+        let mut good = tokio::net::TcpStream::connect(address).await.unwrap();
+        bad.write_all(&frame(&[0; 11])).await.unwrap();
+        let mut answer = Vec::new();
+        bad.read_to_end(&mut answer).await.unwrap();
+        assert!(error_text(&answer).starts_with("rejected: transaction of 11 bytes"));
+        good.write_all(&[frame(b"a"), frame(b"b")].concat()).await.unwrap();
+        for expected in [b"a", b"b"] {
+            let received = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+            assert_eq!(received, Transaction(expected.to_vec()));
+        }
+    }
+
+    #[test]
+    fn turmoil_listener_serves_clients() -> turmoil::Result {
+        let received = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut sim = turmoil::Builder::new().build();
+        let sink = Arc::clone(&received);
+        sim.host("worker", move || {
+            let sink = Arc::clone(&sink);
+            async move {
+                let listener = ClientListener::bind_turmoil(SocketAddr::from(([0, 0, 0, 0], 7000))).await?;
+                let (tx, mut rx) = mpsc::channel(16);
+                let _port = ClientPort::spawn(listener, 10, tx, Arc::new(WorkerMetrics::default()));
+                while let Some(transaction) = rx.recv().await {
+                    sink.lock().unwrap().push(transaction);
+                }
+                Ok(())
+            }
+        });
+        sim.client("client", async {
+            let mut stream = turmoil::net::TcpStream::connect(("worker", 7000)).await?;
+            stream.write_all(&[frame(b"a"), frame(b"b"), frame(&[0; 11])].concat()).await?;
+            let mut answer = Vec::new();
+            stream.read_to_end(&mut answer).await?;
+            assert_eq!(error_text(&answer), "rejected: transaction of 11 bytes exceeds the limit of 10");
+            // Simulated time: lets the worker host drain its channel before the simulation ends.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            Ok(())
+        });
+        sim.run()?;
+        assert_eq!(*received.lock().unwrap(), vec![Transaction(b"a".to_vec()), Transaction(b"b".to_vec())]);
+        Ok(())
+    }
+}
