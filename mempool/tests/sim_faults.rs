@@ -89,3 +89,32 @@ fn the_dag_stays_bounded_over_500_rounds() {
     let bound = (N as u64) * (50 + 2 + 4);
     assert!(largest <= bound, "seed {seed}: the DAG held {largest} certificates, more than {bound}");
 }
+
+/// Runs three validators to round 20 (the fourth crashed) and returns a digest of everything they delivered,
+/// in order, with the simulated time it took.
+fn crashed_validator_trace(seed: u64) -> blake3::Hash {
+    let root = tempfile::tempdir().unwrap();
+    let records = records();
+    let mut sim = simulation(seed, Duration::from_secs(60));
+    add_validators(&mut sim, 0..3, N, seed, root.path(), false, &records);
+    sim.host(host_name(3), || async { std::future::pending::<turmoil::Result>().await });
+    let result = run_until(&mut sim, Duration::from_secs(60), |_| (0..3).all(|node| highest(&records, node) >= 20));
+    expect_ok(result, seed, "sim_faults");
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(format!("{:?}", sim.elapsed()).as_bytes());
+    for (node, record) in records.lock().unwrap().iter() {
+        for certificate in &record.delivered {
+            hasher.update(&(*node as u64).to_le_bytes());
+            hasher.update(certificate.digest().as_bytes());
+        }
+    }
+    hasher.finalize()
+}
+
+#[test]
+fn same_seed_same_trace_other_seed_other_trace() {
+    let seed = seed(6);
+    let first = crashed_validator_trace(seed);
+    assert_eq!(first, crashed_validator_trace(seed), "seed {seed} gave two different traces");
+    assert_ne!(first, crashed_validator_trace(seed + 1), "seeds {seed} and {} gave the same trace", seed + 1);
+}
