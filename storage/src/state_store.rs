@@ -2,7 +2,7 @@
 //! DESIGN.md §9.7), the consensus state written with every commit (§4), and the execution progress (§5).
 
 use fjall::Keyspace;
-use mako_types::{AuthorityIndex, Digest, Header, HeaderDigest, Round};
+use mako_types::{AuthorityIndex, CertificateDigest, Digest, Header, HeaderDigest, Round};
 
 use crate::{decode_value, StoreError};
 
@@ -13,12 +13,23 @@ pub struct LastVote {
     pub header_digest: HeaderDigest,
 }
 
-/// What consensus needs to resume: the last committed round of each author and the last sub-DAG index.
+/// What consensus needs to resume, written with every commit.
 #[derive(Clone, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ConsensusState {
-    /// Indexed by [`AuthorityIndex`].
-    pub last_committed_rounds: Vec<Round>,
     pub last_sub_dag_index: u64,
+    pub last_leader_round: Round,
+    /// The committed certificates above the GC round, as (round, author): committed means never again.
+    pub committed: Vec<(Round, AuthorityIndex)>,
+    /// The leader schedule's own state (a reputation schedule's scores and table).
+    pub schedule: Vec<u64>,
+}
+
+/// One committed sub-DAG, by digests: enough to emit it again after a restart.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct SubDagRecord {
+    pub index: u64,
+    pub leader: CertificateDigest,
+    pub certificates: Vec<CertificateDigest>,
 }
 
 /// The last executed sub-DAG index and the state root after it.
@@ -31,6 +42,12 @@ pub struct ExecutionProgress {
 pub(crate) const CONSENSUS_KEY: &[u8] = b"consensus";
 pub(crate) const LAST_HEADER_KEY: &[u8] = b"last_header";
 pub(crate) const EXECUTION_KEY: &[u8] = b"execution";
+
+pub(crate) fn sub_dag_key(index: u64) -> [u8; 15] {
+    let mut key = *b"sub_dag\0\0\0\0\0\0\0\0";
+    key[7..].copy_from_slice(&index.to_be_bytes());
+    key
+}
 
 pub(crate) fn last_vote_key(author: AuthorityIndex) -> [u8; 11] {
     let mut key = *b"last_vote\0\0";
@@ -66,6 +83,11 @@ impl StateStore {
         self.read(CONSENSUS_KEY)
     }
 
+    /// The record of committed sub-DAG `index`.
+    pub fn sub_dag(&self, index: u64) -> Result<Option<SubDagRecord>, StoreError> {
+        self.read(&sub_dag_key(index))
+    }
+
     pub fn execution_progress(&self) -> Result<Option<ExecutionProgress>, StoreError> {
         self.read(EXECUTION_KEY)
     }
@@ -91,7 +113,13 @@ mod tests {
     fn records_survive_reopen_and_commit_together() {
         let dir = tempfile::tempdir().unwrap();
         let vote = LastVote { round: 7, header_digest: HeaderDigest(Digest([3; 32])) };
-        let consensus = ConsensusState { last_committed_rounds: vec![4, 6, 6, 2], last_sub_dag_index: 3 };
+        let consensus = ConsensusState {
+            last_sub_dag_index: 3,
+            last_leader_round: 6,
+            committed: vec![(5, AuthorityIndex(1)), (6, AuthorityIndex(2))],
+            schedule: vec![1, 2],
+        };
+        let record = SubDagRecord { index: 3, leader: CertificateDigest::default(), certificates: vec![] };
         let execution = ExecutionProgress { last_executed_index: 2, state_root: Digest([9; 32]) };
         {
             let store = Store::open(dir.path()).unwrap();
@@ -99,6 +127,7 @@ mod tests {
             let mut set = store.write_set();
             set.put_last_vote(AuthorityIndex(2), &vote);
             set.put_consensus_state(&consensus);
+            set.put_sub_dag(&record);
             set.put_execution_progress(&execution);
             set.commit(Durability::Synced).unwrap();
         }
@@ -106,6 +135,8 @@ mod tests {
         assert_eq!(store.state.last_vote(AuthorityIndex(2)).unwrap(), Some(vote));
         assert_eq!(store.state.last_vote(AuthorityIndex(1)).unwrap(), None);
         assert_eq!(store.state.consensus_state().unwrap(), Some(consensus));
+        assert_eq!(store.state.sub_dag(3).unwrap(), Some(record));
+        assert_eq!(store.state.sub_dag(2).unwrap(), None);
         assert_eq!(store.state.execution_progress().unwrap(), Some(execution));
     }
 

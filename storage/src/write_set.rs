@@ -4,8 +4,8 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round};
 
 use crate::certificate_store::round_key;
-use crate::state_store::{last_vote_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY};
-use crate::{ConsensusState, ExecutionProgress, LastVote, Store, StoreError};
+use crate::state_store::{last_vote_key, sub_dag_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY};
+use crate::{ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
 
 /// How far a commit goes before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +65,14 @@ impl WriteSet {
 
     pub fn put_consensus_state(&mut self, state: &ConsensusState) {
         self.batch.insert(self.store.state.keyspace(), CONSENSUS_KEY, mako_types::encode(state).as_slice());
+    }
+
+    pub fn put_sub_dag(&mut self, record: &SubDagRecord) {
+        self.batch.insert(
+            self.store.state.keyspace(),
+            sub_dag_key(record.index),
+            mako_types::encode(record).as_slice(),
+        );
     }
 
     pub fn put_execution_progress(&mut self, progress: &ExecutionProgress) {

@@ -13,6 +13,7 @@ pub mod digest;
 pub mod error;
 pub mod header;
 pub mod keys;
+pub mod leader;
 pub mod network_key;
 pub mod vote;
 
@@ -24,6 +25,7 @@ pub use digest::{BatchDigest, CertificateDigest, Digest, HeaderDigest};
 pub use error::{CommitteeError, CryptoError, DagError, KeyError, WireError};
 pub use header::Header;
 pub use keys::ValidatorKeys;
+pub use leader::LeaderTable;
 pub use network_key::{NetworkKeyPair, NetworkPublicKey};
 pub use vote::Vote;
 

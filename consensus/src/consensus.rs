@@ -1,0 +1,184 @@
+//! The consensus actor: feeds the mempool's certificates to [`Bullshark`], persists every commit, and emits
+//! the committed sub-DAGs on a bounded channel (DESIGN.md §4).
+//!
+//! Each commit writes its sub-DAG record (the digests, in order) and the consensus state in one atomic write
+//! *before* the sub-DAG leaves, so after a crash the node knows exactly what it committed (§9.5). On restart
+//! the actor first re-emits the sub-DAGs after the index its consumer reports as applied (no gap, no repeat),
+//! then replays the stored certificates above its GC round through the commit rule, then follows the mempool.
+//! It also drives the mempool: the last committed leader round goes to the primary (garbage collection) and
+//! the leader table to the proposer (whom to wait for).
+
+use mako_storage::{ConsensusState, Durability, Store, StoreError, SubDagRecord};
+use mako_types::{Certificate, Committee, LeaderTable, Round};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error};
+
+use crate::bullshark::{Bullshark, CommitState};
+use crate::leader_schedule::{schedule, ScheduleKind};
+use crate::sub_dag::CommittedSubDag;
+
+/// Committed sub-DAGs waiting for the consumer (execution).
+const OUTPUT_CAPACITY: usize = 100;
+
+pub struct ConsensusHandle {
+    /// Committed sub-DAGs, indices consecutive from the consumer's applied index + 1.
+    pub sub_dags: mpsc::Receiver<CommittedSubDag>,
+    /// The current leader table, for the proposer's leader waits.
+    pub leader_table: watch::Receiver<LeaderTable>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for ConsensusHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub struct Consensus {
+    bullshark: Bullshark,
+    store: Store,
+    rx_certificates: mpsc::Receiver<Certificate>,
+    tx_sub_dags: mpsc::Sender<CommittedSubDag>,
+    committed_round: watch::Sender<Round>,
+    tx_leader_table: watch::Sender<LeaderTable>,
+}
+
+impl Consensus {
+    /// Starts consensus. `applied_index` is the last sub-DAG index the consumer has applied (0 for none);
+    /// `committed_round` is the mempool primary's GC input.
+    pub fn spawn(
+        committee: Committee,
+        kind: ScheduleKind,
+        gc_depth: Round,
+        store: Store,
+        rx_certificates: mpsc::Receiver<Certificate>,
+        committed_round: watch::Sender<Round>,
+        applied_index: u64,
+    ) -> Result<ConsensusHandle, StoreError> {
+        let saved = store.state.consensus_state()?.unwrap_or_default();
+        let mut leader_schedule = schedule(kind, &committee);
+        leader_schedule.restore(&saved.schedule);
+        let state = CommitState {
+            last_index: saved.last_sub_dag_index,
+            last_leader_round: saved.last_leader_round,
+            committed: saved.committed.iter().copied().collect(),
+        };
+        let bullshark = Bullshark::recover(committee, leader_schedule, gc_depth, state);
+        let replay = stored_sub_dags(&store, applied_index + 1, saved.last_sub_dag_index)?;
+        let (tx_sub_dags, sub_dags) = mpsc::channel(OUTPUT_CAPACITY);
+        let (tx_leader_table, leader_table) = watch::channel(bullshark.schedule().table().clone());
+        let consensus = Self { bullshark, store, rx_certificates, tx_sub_dags, committed_round, tx_leader_table };
+        let task = tokio::spawn(consensus.run(replay));
+        Ok(ConsensusHandle { sub_dags, leader_table, task })
+    }
+
+    async fn run(mut self, replay: Vec<CommittedSubDag>) {
+        for sub_dag in replay {
+            if self.tx_sub_dags.send(sub_dag).await.is_err() {
+                return;
+            }
+        }
+        self.publish_progress();
+        let gc_round = self.bullshark.dag().gc_round();
+        let stored = match self.store.certificates.from_round(gc_round + 1) {
+            Ok(stored) => stored,
+            Err(error) => return error!(%error, "cannot read the stored DAG; consensus stops"),
+        };
+        for certificate in stored {
+            if !self.process(certificate).await {
+                return;
+            }
+        }
+        while let Some(certificate) = self.rx_certificates.recv().await {
+            if !self.process(certificate).await {
+                return;
+            }
+        }
+    }
+
+    /// Runs the commit rule on one certificate; persists and emits what it commits. False once the node
+    /// must stop (the consumer is gone, or a commit could not be persisted).
+    async fn process(&mut self, certificate: Certificate) -> bool {
+        let committed = self.bullshark.add_certificate(certificate);
+        if committed.is_empty() {
+            return true;
+        }
+        if let Err(error) = self.persist(&committed) {
+            // Emitting what is not persisted would break durability (§9.5): stop rather than diverge.
+            error!(%error, "cannot persist a commit; consensus stops");
+            return false;
+        }
+        self.publish_progress();
+        for sub_dag in committed {
+            debug!(index = sub_dag.index, round = sub_dag.leader_round(), size = sub_dag.certificates.len(), "commit");
+            if self.tx_sub_dags.send(sub_dag).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn persist(&self, committed: &[CommittedSubDag]) -> Result<(), StoreError> {
+        let state = self.bullshark.state();
+        let mut writes = self.store.write_set();
+        for sub_dag in committed {
+            writes.put_sub_dag(&SubDagRecord {
+                index: sub_dag.index,
+                leader: sub_dag.leader.digest(),
+                certificates: sub_dag.digests(),
+            });
+        }
+        writes.put_consensus_state(&ConsensusState {
+            last_sub_dag_index: state.last_index,
+            last_leader_round: state.last_leader_round,
+            committed: state.committed.iter().copied().collect(),
+            schedule: self.bullshark.schedule().save(),
+        });
+        writes.commit(Durability::Buffered)
+    }
+
+    fn publish_progress(&self) {
+        let round = self.bullshark.state().last_leader_round;
+        self.committed_round.send_if_modified(|current| {
+            let moved = round > *current;
+            if moved {
+                *current = round;
+            }
+            moved
+        });
+        let table = self.bullshark.schedule().table();
+        self.tx_leader_table.send_if_modified(|current| {
+            let changed = current != table;
+            if changed {
+                *current = table.clone();
+            }
+            changed
+        });
+    }
+}
+
+/// The persisted sub-DAGs `from..=to`, rebuilt from their records and the stored certificates.
+fn stored_sub_dags(store: &Store, from: u64, to: u64) -> Result<Vec<CommittedSubDag>, StoreError> {
+    let mut sub_dags = Vec::new();
+    for index in from..=to {
+        let missing =
+            |what: String| StoreError::Corrupt { store: "state", key: index.to_be_bytes().to_vec(), reason: what };
+        let record = store.state.sub_dag(index)?.ok_or_else(|| missing(format!("sub-DAG {index} is not stored")))?;
+        let mut certificates = Vec::with_capacity(record.certificates.len());
+        for digest in &record.certificates {
+            let certificate = store
+                .certificates
+                .get(digest)?
+                .ok_or_else(|| missing(format!("certificate {digest} is not stored")))?;
+            certificates.push(certificate);
+        }
+        let leader = certificates
+            .iter()
+            .find(|c| c.digest() == record.leader)
+            .cloned()
+            .ok_or_else(|| missing(format!("leader {} is not in sub-DAG {index}", record.leader)))?;
+        sub_dags.push(CommittedSubDag { index, leader, certificates });
+    }
+    Ok(sub_dags)
+}
