@@ -76,7 +76,7 @@ impl Bullshark {
             return Vec::new(); // a conflicting certificate: the mempool never delivers one
         }
         // Only a certificate of an odd round can complete the support of the leader just below it.
-        if round % 2 == 0 || round < 3 {
+        if round.is_multiple_of(2) || round < 3 {
             return Vec::new();
         }
         self.try_commit(round - 1)

@@ -93,6 +93,7 @@ async fn start_validator(node: usize, committee: &Committee, keys: &ValidatorKey
         store.clone(),
         primary_network,
         (rx_reports, vec![tx_to_worker]),
+        None,
         node as u64,
     )
     .expect("start primary");

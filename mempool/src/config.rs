@@ -19,6 +19,9 @@ pub struct MempoolParameters {
     /// Or once this long has passed since the last proposal.
     #[serde(with = "humantime_serde")]
     pub max_header_delay: Duration,
+    /// Bullshark's bound on waiting for a leader's certificate or votes (DESIGN.md §4).
+    #[serde(with = "humantime_serde")]
+    pub leader_timeout: Duration,
     /// Rounds kept in memory behind the last committed round.
     pub gc_depth: u64,
     /// Certificate fetch retry period.
@@ -36,6 +39,7 @@ impl Default for MempoolParameters {
             max_transaction_size: 64 * 1024,
             header_num_batches: 1,
             max_header_delay: Duration::from_millis(200),
+            leader_timeout: Duration::from_secs(1),
             gc_depth: 50,
             sync_retry_delay: Duration::from_secs(5),
             sync_retry_nodes: 3,

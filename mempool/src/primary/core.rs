@@ -13,7 +13,7 @@ use std::sync::Arc;
 use mako_network::{Delivery, Endpoint, Inbound};
 use mako_storage::{Durability, LastVote, Store};
 use mako_types::{
-    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CertificateDigest, Committee, DagError, Header, Round, Vote,
+    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, Committee, DagError, Header, LeaderTable, Round, Vote,
     WorkerId,
 };
 use rand::SeedableRng;
@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use super::aggregator::VotesAggregator;
 use super::metrics::PrimaryMetrics;
+use super::proposer::Parents;
 use super::synchronizer::SyncRequest;
 use crate::config::MempoolParameters;
 use crate::dag::{Dag, Insertion};
@@ -38,7 +39,9 @@ pub struct CoreChannels {
     pub rx_workers: mpsc::Receiver<WorkerToPrimary>,
     pub rx_synced: mpsc::Receiver<(AuthorityIndex, Vec<Certificate>)>,
     pub rx_committed_round: watch::Receiver<Round>,
-    pub tx_parents: mpsc::Sender<(Round, Vec<CertificateDigest>)>,
+    pub tx_parents: mpsc::Sender<Parents>,
+    /// Who leads each even round, for the leader waits; `None` runs the mempool without them (pure Narwhal).
+    pub leader_table: Option<watch::Receiver<LeaderTable>>,
     pub tx_our_batches: mpsc::Sender<(BatchDigest, WorkerId)>,
     pub tx_workers: Vec<mpsc::Sender<PrimaryToWorker>>,
     pub tx_sync: mpsc::Sender<SyncRequest>,
@@ -57,7 +60,8 @@ pub struct Core {
     aggregator: Option<VotesAggregator>,
     parked: BTreeMap<AuthorityIndex, Header>,
     deliveries: BTreeMap<Round, Vec<Delivery<PrimaryMessage>>>,
-    parents_sent: Round,
+    /// The round and certificate count of the last parents sent to the proposer.
+    parents_sent: (Round, usize),
     /// When each of our batches waiting for a certificate was sealed (for the batch-to-certificate latency).
     batch_sealed: BTreeMap<BatchDigest, tokio::time::Instant>,
     rng: rand_chacha::ChaCha8Rng,
@@ -90,7 +94,7 @@ impl Core {
             aggregator: None,
             parked: BTreeMap::new(),
             deliveries: BTreeMap::new(),
-            parents_sent: 0,
+            parents_sent: (0, 0),
             batch_sealed: BTreeMap::new(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
             metrics,
@@ -104,7 +108,7 @@ impl Core {
         // The proposer starts on the highest round that holds a quorum (genesis for a fresh validator).
         let highest = self.dag.highest_round();
         for round in (self.dag.gc_round()..=highest).rev() {
-            if self.send_parents_if_quorum(round).await {
+            if self.send_parents(round).await {
                 break;
             }
         }
@@ -396,26 +400,56 @@ impl Core {
         rounds.sort();
         rounds.dedup();
         for round in rounds {
-            self.send_parents_if_quorum(round).await;
+            self.send_parents(round).await;
         }
         let _ = self.channels.tx_last_rounds.send(self.dag.last_round_per_author(self.committee.size()));
         self.retry_parked().await;
     }
 
-    /// When round `round` holds a quorum, its certificates are the parents of the next header.
-    /// Returns whether it sent them.
-    async fn send_parents_if_quorum(&mut self, round: Round) -> bool {
-        if round <= self.parents_sent && round != 0 {
+    /// When round `round` holds a quorum, its certificates are the parents of the next header: sent to the
+    /// proposer, and sent again as more arrive (the leader's may be among them). Returns whether it sent them.
+    async fn send_parents(&mut self, round: Round) -> bool {
+        let count = self.dag.round(round).count();
+        let (sent_round, sent_count) = self.parents_sent;
+        if round < sent_round || (round == sent_round && count <= sent_count && round != 0) {
             return false;
         }
         let stake: u64 = self.dag.round(round).map(|c| self.committee.stake(c.author())).sum();
         if !self.committee.is_quorum(stake) {
             return false;
         }
-        self.parents_sent = round;
-        let parents = self.dag.round(round).map(Certificate::digest).collect();
-        let _ = self.channels.tx_parents.send((round, parents)).await;
+        self.parents_sent = (round, count);
+        let parents = Parents {
+            round,
+            digests: self.dag.round(round).map(Certificate::digest).collect(),
+            leader_ready: self.leader_ready(round),
+        };
+        let _ = self.channels.tx_parents.send(parents).await;
         true
+    }
+
+    /// Bullshark's wait (DESIGN.md §4) for moving on from `round`: in an even round, the leader's certificate
+    /// is there; in an odd round, f+1 stake votes for the previous round's leader, or a quorum does not.
+    fn leader_ready(&self, round: Round) -> bool {
+        let Some(table) = &self.channels.leader_table else { return true };
+        if round == 0 {
+            return true;
+        }
+        let table = table.borrow();
+        if round.is_multiple_of(2) {
+            return self.dag.get_at(round, table.leader(round)).is_some();
+        }
+        let leader = self.dag.get_at(round - 1, table.leader(round - 1)).map(Certificate::digest);
+        let (mut support, mut against) = (0, 0);
+        for certificate in self.dag.round(round) {
+            let stake = self.committee.stake(certificate.author());
+            if leader.is_some_and(|l| certificate.header.parents().contains(&l)) {
+                support += stake;
+            } else {
+                against += stake;
+            }
+        }
+        self.committee.is_valid(support) || self.committee.is_quorum(against)
     }
 
     async fn on_worker_report(&mut self, report: WorkerToPrimary) {

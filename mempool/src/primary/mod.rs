@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use mako_network::{Endpoint, Inbound};
 use mako_storage::{Store, StoreError};
-use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, Round};
+use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, LeaderTable, Round};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -62,6 +62,7 @@ pub struct Primary;
 
 impl Primary {
     /// Starts a primary. `workers` are the reports of our workers and one channel to each of them, by id.
+    /// `leader_table` (from consensus) turns on Bullshark's leader waits; `None` runs plain Narwhal.
     /// `rng_seed` seeds the primary's random choices (which peers to ask, batch-verification weights).
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
@@ -72,6 +73,7 @@ impl Primary {
         store: Store,
         network: PrimaryNetwork,
         workers: (mpsc::Receiver<WorkerToPrimary>, Vec<mpsc::Sender<PrimaryToWorker>>),
+        leader_table: Option<watch::Receiver<LeaderTable>>,
         rng_seed: u64,
     ) -> Result<PrimaryHandle, StoreError> {
         let dag = recover_dag(&committee, &store, parameters.gc_depth)?;
@@ -96,7 +98,6 @@ impl Primary {
                 Arc::clone(&key),
                 parameters.clone(),
                 last_header_round + 1,
-                Vec::new(),
                 rx_parents,
                 rx_our_batches,
                 tx_own_headers,
@@ -128,6 +129,7 @@ impl Primary {
                     rx_synced,
                     rx_committed_round,
                     tx_parents,
+                    leader_table,
                     tx_our_batches,
                     tx_workers,
                     tx_sync,

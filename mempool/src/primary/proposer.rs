@@ -1,9 +1,12 @@
 //! The proposer: makes this validator's header for each round (DESIGN.md §3).
 //!
-//! It moves to round r+1 once the core hands it a quorum of round-r certificates (the parents), and proposes
-//! when `header_num_batches` digests of our batches wait or `max_header_delay` has passed. It owns the round
-//! counter and the queue of our batch digests; the core owns everything else. After a restart it starts
-//! above the last header it proposed, so it never makes a second header for one round.
+//! It moves to round r+1 once the core hands it a quorum of round-r certificates (the parents) and the
+//! Bullshark leader wait is over (DESIGN.md §4): in an even round the leader's certificate is among them, in an
+//! odd round f+1 of them vote for the previous leader or a quorum does not, or `leader_timeout` has passed since
+//! the quorum arrived, so a crashed or slow leader costs at most that. Then it proposes when
+//! `header_num_batches` digests of our batches wait or `max_header_delay` has passed. It owns the round counter
+//! and the queue of our batch digests; the core owns everything else. After a restart it starts above the last
+//! header it proposed, so it never makes a second header for one round.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -18,30 +21,39 @@ use crate::config::MempoolParameters;
 /// Most digests one header carries; the rest wait for the next round.
 const MAX_HEADER_PAYLOAD: usize = 1_000;
 
+/// A quorum (or more) of one round's certificates, from the core: the parents of the next header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Parents {
+    pub round: Round,
+    pub digests: Vec<CertificateDigest>,
+    /// The leader wait of DESIGN.md §4 is satisfied (the core judges it over the DAG).
+    pub leader_ready: bool,
+}
+
 pub struct Proposer {
     authority: AuthorityIndex,
     key: Arc<BlsKeyPair>,
     parameters: MempoolParameters,
     /// The round of the next header.
     round: Round,
-    /// A quorum of certificates of `round - 1`, or empty while we wait for them.
-    parents: Vec<CertificateDigest>,
+    /// A quorum of certificates of `round - 1`, or none while we wait for them.
+    parents: Option<Parents>,
+    /// When the parents of this round arrived: the leader wait ends `leader_timeout` later.
+    parents_since: Instant,
     digests: VecDeque<(BatchDigest, WorkerId)>,
-    rx_parents: mpsc::Receiver<(Round, Vec<CertificateDigest>)>,
+    rx_parents: mpsc::Receiver<Parents>,
     rx_batches: mpsc::Receiver<(BatchDigest, WorkerId)>,
     tx_headers: mpsc::Sender<Header>,
 }
 
 impl Proposer {
-    /// Starts proposing at `round` on `parents` (genesis for a fresh validator).
-    #[allow(clippy::too_many_arguments)]
+    /// Starts proposing at `round`, once the core sends the parents.
     pub fn spawn(
         authority: AuthorityIndex,
         key: Arc<BlsKeyPair>,
         parameters: MempoolParameters,
         round: Round,
-        parents: Vec<CertificateDigest>,
-        rx_parents: mpsc::Receiver<(Round, Vec<CertificateDigest>)>,
+        rx_parents: mpsc::Receiver<Parents>,
         rx_batches: mpsc::Receiver<(BatchDigest, WorkerId)>,
         tx_headers: mpsc::Sender<Header>,
     ) -> tokio::task::JoinHandle<()> {
@@ -50,7 +62,8 @@ impl Proposer {
             key,
             parameters,
             round,
-            parents,
+            parents: None,
+            parents_since: Instant::now(),
             digests: VecDeque::new(),
             rx_parents,
             rx_batches,
@@ -60,49 +73,65 @@ impl Proposer {
     }
 
     async fn run(mut self) {
-        let mut deadline = Instant::now() + self.parameters.max_header_delay;
+        let mut header_deadline = Instant::now() + self.parameters.max_header_delay;
         loop {
+            let now = Instant::now();
+            let leader_deadline = self.parents_since + self.parameters.leader_timeout;
+            let leader_ready = self.parents.as_ref().is_some_and(|p| p.leader_ready) || now >= leader_deadline;
             let enough_batches = self.digests.len() >= self.parameters.header_num_batches;
-            let timer_expired = Instant::now() >= deadline;
-            if !self.parents.is_empty() && (enough_batches || timer_expired) {
+            let header_timer_expired = now >= header_deadline;
+            if self.parents.is_some() && leader_ready && (enough_batches || header_timer_expired) {
                 if self.propose().await.is_err() {
                     return; // the core is gone: the primary is shutting down
                 }
-                deadline = Instant::now() + self.parameters.max_header_delay;
+                header_deadline = Instant::now() + self.parameters.max_header_delay;
                 continue;
+            }
+            // Wake for whichever wait can end by itself.
+            let mut wake = None::<Instant>;
+            if !header_timer_expired {
+                wake = Some(header_deadline);
+            }
+            if self.parents.is_some() && !leader_ready {
+                wake = Some(wake.map_or(leader_deadline, |w| w.min(leader_deadline)));
             }
             tokio::select! {
                 biased;
                 parents = self.rx_parents.recv() => {
-                    let Some((round, parents)) = parents else { return };
-                    self.on_parents(round, parents);
+                    let Some(parents) = parents else { return };
+                    self.on_parents(parents);
                 }
                 batch = self.rx_batches.recv() => {
                     let Some(batch) = batch else { return };
                     self.digests.push_back(batch);
                 }
-                () = sleep_until(deadline), if !timer_expired => {}
+                () = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             }
         }
     }
 
-    /// A quorum of round-`round` certificates: the parents of our round `round + 1` header. Parents from an
-    /// older round are stale; parents from a later one mean we fell behind, and we jump ahead.
-    fn on_parents(&mut self, round: Round, parents: Vec<CertificateDigest>) {
-        if round + 1 < self.round {
+    /// Certificates of round r: the parents of our round r+1 header. Parents from an older round are stale;
+    /// more of the current round replace what we had (the leader may be among them now); parents from a later
+    /// round mean we fell behind, and we jump ahead.
+    fn on_parents(&mut self, parents: Parents) {
+        let next = parents.round + 1;
+        if next < self.round {
             return;
         }
-        if round + 1 > self.round {
-            debug!(from = self.round, to = round + 1, "proposer catches up");
+        if next > self.round {
+            debug!(from = self.round, to = next, "proposer catches up");
+            self.round = next;
         }
-        self.round = round + 1;
-        self.parents = parents;
+        if self.parents.as_ref().map(|p| p.round) != Some(parents.round) {
+            self.parents_since = Instant::now();
+        }
+        self.parents = Some(parents);
     }
 
     async fn propose(&mut self) -> Result<(), mpsc::error::SendError<Header>> {
         let take = self.digests.len().min(MAX_HEADER_PAYLOAD);
         let payload: Vec<_> = self.digests.drain(..take).collect();
-        let parents = std::mem::take(&mut self.parents);
+        let parents = self.parents.take().map(|p| p.digests).unwrap_or_default();
         let header = Header::new(self.authority, self.round, payload, parents, &self.key);
         debug!(round = self.round, batches = header.payload().len(), "proposing");
         self.round += 1;

@@ -4,19 +4,16 @@
 //! - it sends validator 1 a header with a bad signature, a certificate with less than quorum stake and a
 //!   header whose parents are from the wrong round: each is rejected with a counted reason, never a panic.
 
-mod common;
-
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{
-    add_validators, committee, expect_ok, highest, host_name, keys, network_config, run_until, seed, simulation,
-    Records, PRIMARY_PORT,
-};
 use mako_mempool::messages::PrimaryMessage;
 use mako_network::{Endpoint, Peers};
+use mako_sim_tests::harness::{
+    add_validators, committee, expect_ok, highest, host_name, keys, network_config, records, run_until, seed,
+    simulation, Options, PRIMARY_PORT,
+};
 use mako_types::{AuthorityIndex, Certificate, CertificateDigest, Domain, Header, HeaderDigest, Vote};
 
 const N: usize = 4;
@@ -96,10 +93,10 @@ async fn byzantine(seed: u64, script: Arc<Mutex<Script>>) -> turmoil::Result {
 fn restarted_validator_never_votes_twice_and_bad_input_is_counted() {
     let seed = seed(5);
     let root = tempfile::tempdir().unwrap();
-    let records: Records = Arc::new(Mutex::new(BTreeMap::new()));
+    let records = records();
     let script = Arc::new(Mutex::new(Script::default()));
     let mut sim = simulation(seed, Duration::from_secs(120));
-    add_validators(&mut sim, 0..3, N, seed, root.path(), false, &records);
+    add_validators(&mut sim, 0..3, Options::new(N, seed), root.path(), &records);
     {
         let script = Arc::clone(&script);
         sim.host(host_name(BYZANTINE), move || byzantine(seed, Arc::clone(&script)));
@@ -108,21 +105,21 @@ fn restarted_validator_never_votes_twice_and_bad_input_is_counted() {
         let script = script.lock().unwrap();
         script.votes.iter().filter(|(voter, d)| *voter == AuthorityIndex(0) && Some(*d) == digest(&script)).count()
     };
-    expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| voted_for(|s| s.first) > 0), seed, "sim_byzantine");
-    expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| highest(&records, 0) >= 5), seed, "sim_byzantine");
+    expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| voted_for(|s| s.first) > 0), seed, "mempool_byzantine");
+    expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| highest(&records, 0) >= 5), seed, "mempool_byzantine");
 
     sim.bounce(host_name(0));
     let before = highest(&records, 0);
     expect_ok(
         run_until(&mut sim, Duration::from_secs(30), |_| records.lock().unwrap()[&0].boots == 2),
         seed,
-        "sim_byzantine",
+        "mempool_byzantine",
     );
     script.lock().unwrap().send_second_header = true;
     expect_ok(
         run_until(&mut sim, Duration::from_secs(60), |_| highest(&records, 0) >= before + 10),
         seed,
-        "sim_byzantine",
+        "mempool_byzantine",
     );
     assert_eq!(voted_for(|s| s.second), 0, "seed {seed}: validator 0 voted for two headers of one round");
     let rejected = records.lock().unwrap()[&0].metrics.as_ref().unwrap().rejected();

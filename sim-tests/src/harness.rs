@@ -1,0 +1,368 @@
+//! The simulation harness: validators on turmoil hosts, a load client, and a record of what each did.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mako_consensus::consensus::Consensus;
+use mako_consensus::ScheduleKind;
+use mako_mempool::config::MempoolParameters;
+use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
+use mako_mempool::primary::{Primary, PrimaryMetrics};
+use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
+use mako_network::{Endpoint, NetworkConfig, Peers};
+use mako_storage::Store;
+use mako_types::{Authority, AuthorityIndex, Certificate, CertificateDigest, Committee, Round, ValidatorKeys};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+
+pub const PRIMARY_PORT: u16 = 5000;
+pub const WORKER_PORT: u16 = 5001;
+
+pub fn host_name(i: usize) -> String {
+    format!("validator{i}")
+}
+
+pub fn keys(i: usize) -> ValidatorKeys {
+    ValidatorKeys::from_seed(i as u64)
+}
+
+/// The seed of a test run: `MAKO_SEED` if set, else the test's own. Also turns on logs when `RUST_LOG` is set.
+pub fn seed(default: u64) -> u64 {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    std::env::var("MAKO_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default)
+}
+
+/// Panics with the seed and the replay command if `result` is an error.
+pub fn expect_ok<T, E: std::fmt::Display>(result: Result<T, E>, seed: u64, test: &str) -> T {
+    result.unwrap_or_else(|error| {
+        panic!(
+            "{test} failed with seed {seed}: {error}\nreplay: MAKO_SEED={seed} cargo test -p mako-sim-tests --test {test}"
+        )
+    })
+}
+
+/// The committee of `n` simulated validators; call inside the simulation (addresses come from turmoil).
+pub fn committee(n: usize) -> Committee {
+    let authorities = (0..n)
+        .map(|i| {
+            let ip = turmoil::lookup(host_name(i));
+            Authority::new(&keys(i), 1, SocketAddr::new(ip, PRIMARY_PORT), vec![SocketAddr::new(ip, WORKER_PORT)])
+        })
+        .collect();
+    Committee::new(authorities).expect("the simulated committee is valid")
+}
+
+/// The same keys and stakes outside the simulation (addresses differ, which verification never reads).
+pub fn committee_outside(n: usize) -> Committee {
+    let keys: Vec<_> = (0..n).map(keys).collect();
+    Committee::local(&keys, 9_000, 1).expect("a local committee is valid")
+}
+
+/// Fast parameters for simulation: small batches, short delays.
+pub fn parameters() -> MempoolParameters {
+    MempoolParameters {
+        batch_size: 50_000,
+        max_batch_delay: Duration::from_millis(50),
+        max_header_delay: Duration::from_millis(100),
+        leader_timeout: Duration::from_millis(500),
+        gc_depth: 50,
+        sync_retry_delay: Duration::from_millis(1_000),
+        ..MempoolParameters::default()
+    }
+}
+
+pub fn network_config(seed: u64, node: usize, boot: u64, lane: u8) -> NetworkConfig {
+    let mut rng_seed = [0u8; 32];
+    rng_seed[..8].copy_from_slice(&seed.to_le_bytes());
+    rng_seed[8..16].copy_from_slice(&(node as u64).to_le_bytes());
+    rng_seed[16..24].copy_from_slice(&boot.to_le_bytes());
+    rng_seed[24] = lane;
+    NetworkConfig {
+        rng_seed: Some(rng_seed),
+        idle_timeout: Duration::from_millis(1_500),
+        keep_alive_interval: Duration::from_millis(300),
+        ..NetworkConfig::default()
+    }
+}
+
+/// A committed sub-DAG as a validator's consumer saw it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commit {
+    pub index: u64,
+    pub leader_round: Round,
+    pub leader_author: AuthorityIndex,
+    pub certificates: Vec<CertificateDigest>,
+}
+
+/// What one validator did, across its lives.
+#[derive(Default)]
+pub struct NodeRecord {
+    /// Certificates in the order the primary delivered them to consensus.
+    pub delivered: Vec<Certificate>,
+    /// Committed sub-DAGs in the order consensus emitted them (across restarts: the consumer's applied log).
+    pub commits: Vec<Commit>,
+    pub metrics: Option<Arc<PrimaryMetrics>>,
+    pub boots: u64,
+    pub highest_round: Round,
+}
+
+pub type Records = Arc<Mutex<BTreeMap<usize, NodeRecord>>>;
+
+pub fn records() -> Records {
+    Arc::new(Mutex::new(BTreeMap::new()))
+}
+
+pub fn store_dir(root: &Path, node: usize) -> PathBuf {
+    root.join(format!("validator{node}"))
+}
+
+/// How the simulated validators run.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub validators: usize,
+    pub seed: u64,
+    pub with_worker: bool,
+    pub schedule: ScheduleKind,
+}
+
+impl Options {
+    pub fn new(validators: usize, seed: u64) -> Self {
+        Self { validators, seed, with_worker: false, schedule: ScheduleKind::RoundRobin }
+    }
+
+    pub fn with_worker(self) -> Self {
+        Self { with_worker: true, ..self }
+    }
+
+    pub fn schedule(self, schedule: ScheduleKind) -> Self {
+        Self { schedule, ..self }
+    }
+}
+
+/// Runs validator `node` until the simulation ends: opens its store, starts its worker, primary and consensus,
+/// and records what the primary delivers and what consensus commits.
+pub async fn run_validator(node: usize, options: Options, root: PathBuf, records: Records) -> turmoil::Result {
+    let committee = committee(options.validators);
+    let me = AuthorityIndex(node as u16);
+    let store = Store::open(&store_dir(&root, node))?;
+    let (boot, applied_index) = {
+        let mut records = records.lock().unwrap();
+        let record = records.entry(node).or_default();
+        record.boots += 1;
+        (record.boots, record.commits.last().map_or(0, |c| c.index))
+    };
+    let key = keys(node);
+    let listen = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    let primary_network = Endpoint::<PrimaryMessage>::bind_turmoil(
+        network_config(options.seed, node, boot, 0),
+        &key.network,
+        Peers::primaries(&committee)?,
+        listen(PRIMARY_PORT),
+    )
+    .await?;
+    let (tx_reports, rx_reports) = mpsc::channel(1_000);
+    let (tx_to_worker, rx_to_worker) = mpsc::channel(1_000);
+    let _worker = if options.with_worker {
+        let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind_turmoil(
+            network_config(options.seed, node, boot, 1),
+            &key.network,
+            Peers::workers(&committee, 0)?,
+            listen(WORKER_PORT),
+        )
+        .await?;
+        let clients = ClientListener::bind_turmoil(listen(WORKER_PORT)).await?;
+        Some(Worker::spawn(WorkerSetup {
+            id: 0,
+            committee: committee.clone(),
+            parameters: parameters(),
+            store: store.clone(),
+            endpoint,
+            inbound,
+            clients,
+            to_primary: tx_reports.clone(),
+            from_primary: rx_to_worker,
+        }))
+    } else {
+        None
+    };
+
+    // Consensus reads the certificates the primary delivers, through a tap that records them.
+    let (tx_committed_round, rx_committed_round) = tokio::sync::watch::channel(0);
+    let (tx_certificates, rx_certificates) = mpsc::channel(1_000);
+    let mut consensus = Consensus::spawn(
+        committee.clone(),
+        options.schedule,
+        parameters().gc_depth,
+        store.clone(),
+        rx_certificates,
+        tx_committed_round,
+        applied_index,
+    )?;
+    let mut primary = Primary::spawn(
+        me,
+        committee.clone(),
+        key.bls.clone(),
+        parameters(),
+        store,
+        primary_network,
+        (rx_reports, vec![tx_to_worker]),
+        Some(consensus.leader_table.clone()),
+        options.seed ^ node as u64,
+    )?;
+    let _keep_reports_open = tx_reports;
+    records.lock().unwrap().get_mut(&node).expect("inserted above").metrics = Some(Arc::clone(&primary.metrics));
+
+    let mut rx_committed_round = rx_committed_round;
+    loop {
+        tokio::select! {
+            biased;
+            Ok(()) = rx_committed_round.changed() => {
+                let round = *rx_committed_round.borrow_and_update();
+                primary.committed_round.send_replace(round);
+            }
+            Some(sub_dag) = consensus.sub_dags.recv() => {
+                let commit = Commit {
+                    index: sub_dag.index,
+                    leader_round: sub_dag.leader_round(),
+                    leader_author: sub_dag.leader.author(),
+                    certificates: sub_dag.digests(),
+                };
+                records.lock().unwrap().get_mut(&node).expect("inserted above").commits.push(commit);
+            }
+            Some(certificate) = primary.certificates.recv() => {
+                {
+                    let mut records = records.lock().unwrap();
+                    let record = records.get_mut(&node).expect("inserted above");
+                    record.highest_round = record.highest_round.max(certificate.round());
+                    record.delivered.push(certificate.clone());
+                }
+                if tx_certificates.send(certificate).await.is_err() {
+                    return Err("consensus stopped".into());
+                }
+            }
+            else => return Ok(()),
+        }
+    }
+}
+
+/// A turmoil simulation with some latency, so that the seed matters.
+pub fn simulation<'a>(seed: u64, duration: Duration) -> turmoil::Sim<'a> {
+    turmoil::Builder::new()
+        .rng_seed(seed)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(Duration::from_millis(20))
+        .simulation_duration(duration + Duration::from_secs(60))
+        .build()
+}
+
+/// Registers validators `nodes` as hosts.
+pub fn add_validators(
+    sim: &mut turmoil::Sim<'_>,
+    nodes: impl IntoIterator<Item = usize>,
+    options: Options,
+    root: &Path,
+    records: &Records,
+) {
+    for node in nodes {
+        let (root, records) = (root.to_path_buf(), Arc::clone(records));
+        sim.host(host_name(node), move || run_validator(node, options, root.clone(), Arc::clone(&records)));
+    }
+}
+
+/// A host that never starts: a validator crashed from the beginning (its name still resolves).
+pub fn add_crashed(sim: &mut turmoil::Sim<'_>, node: usize) {
+    sim.host(host_name(node), || async { std::future::pending::<turmoil::Result>().await });
+}
+
+/// Steps the simulation until `done` holds, failing after `limit` of simulated time.
+pub fn run_until(
+    sim: &mut turmoil::Sim<'_>,
+    limit: Duration,
+    mut done: impl FnMut(&mut turmoil::Sim<'_>) -> bool,
+) -> Result<(), String> {
+    let start = sim.elapsed();
+    while !done(sim) {
+        if sim.elapsed() - start > limit {
+            return Err(format!("condition not reached within {limit:?} of simulated time"));
+        }
+        sim.step().map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// The highest round node `node` delivered.
+pub fn highest(records: &Records, node: usize) -> Round {
+    records.lock().unwrap().get(&node).map_or(0, |r| r.highest_round)
+}
+
+/// How many sub-DAGs node `node` committed.
+pub fn commits(records: &Records, node: usize) -> usize {
+    records.lock().unwrap().get(&node).map_or(0, |r| r.commits.len())
+}
+
+/// The digests each node delivered, per (round, author): the DAG it holds.
+pub fn delivered_at(records: &Records, node: usize) -> BTreeMap<(Round, AuthorityIndex), CertificateDigest> {
+    let records = records.lock().unwrap();
+    records[&node].delivered.iter().map(|c| ((c.round(), c.author()), c.digest())).collect()
+}
+
+/// Streams 512-byte transactions to the workers of `nodes`, `per_tick` of them every 100 ms, until `done`.
+pub async fn load_client(nodes: Vec<usize>, per_tick: usize, done: Arc<AtomicBool>) -> turmoil::Result {
+    let mut connections = Vec::new();
+    for node in nodes {
+        let address = SocketAddr::new(turmoil::lookup(host_name(node)), WORKER_PORT);
+        connections.push(turmoil::net::TcpStream::connect(address).await?);
+    }
+    let mut counter = 0u64;
+    while !done.load(Ordering::SeqCst) {
+        for stream in &mut connections {
+            let mut frames = Vec::with_capacity(per_tick * 516);
+            for _ in 0..per_tick {
+                let mut transaction = vec![0u8; 512];
+                transaction[..8].copy_from_slice(&counter.to_le_bytes());
+                counter += 1;
+                frames.extend_from_slice(&(transaction.len() as u32).to_le_bytes());
+                frames.extend_from_slice(&transaction);
+            }
+            stream.write_all(&frames).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Checks prefix agreement (DESIGN.md §9.1) and integrity (§9.2) over every pair of nodes' commit logs, and
+/// that each log's indices are consecutive from 1 (no gap, no repeat across restarts).
+pub fn check_commits(records: &Records) -> Result<(), String> {
+    let records = records.lock().unwrap();
+    for (node, record) in records.iter() {
+        for (i, commit) in record.commits.iter().enumerate() {
+            if commit.index != i as u64 + 1 {
+                return Err(format!("node {node}: commit #{i} has index {}", commit.index));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for digest in record.commits.iter().flat_map(|c| &c.certificates) {
+            if !seen.insert(*digest) {
+                return Err(format!("node {node}: certificate {digest} committed twice"));
+            }
+        }
+    }
+    let logs: Vec<(usize, &Vec<Commit>)> = records.iter().map(|(n, r)| (*n, &r.commits)).collect();
+    for (a, log_a) in &logs {
+        for (b, log_b) in &logs {
+            let common = log_a.len().min(log_b.len());
+            if let Some(i) = (0..common).find(|&i| log_a[i] != log_b[i]) {
+                return Err(format!("nodes {a} and {b} disagree at sub-DAG {}", i + 1));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,9 @@
+//! mako-sim-tests: deterministic turmoil simulations of whole validators (DESIGN.md §9).
+//!
+//! [`harness`] runs validators — a worker, a primary and consensus each — on simulated hosts over quinn on
+//! turmoil's UDP, with their stores on disk so that a restarted host finds its state, plus a load client, and
+//! records what every validator delivered and committed. Every run is a function of its seed: a failing
+//! scenario prints the seed and the command that replays it (`MAKO_SEED=<seed> cargo test -p mako-sim-tests
+//! --test <file>`).
+
+pub mod harness;
