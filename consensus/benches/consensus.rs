@@ -18,7 +18,7 @@ use mako_consensus::consensus::{Consensus, ConsensusHandle};
 use mako_consensus::ScheduleKind;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage, WorkerToPrimary};
-use mako_mempool::primary::{Primary, PrimaryHandle};
+use mako_mempool::primary::{Primary, PrimaryHandle, PrimarySetup};
 use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
@@ -129,17 +129,19 @@ async fn start_validator(
         0,
     )
     .expect("start consensus");
-    let mut primary = Primary::spawn(
-        AuthorityIndex(node as u16),
-        committee.clone(),
-        keys.bls.clone(),
+    let mut primary = Primary::spawn(PrimarySetup {
+        me: AuthorityIndex(node as u16),
+        committee: committee.clone(),
+        key: keys.bls.clone(),
         parameters,
-        store.clone(),
-        primary_network,
-        (rx_reports, vec![tx_to_worker]),
-        Some(consensus.leader_table.clone()),
-        node as u64,
-    )
+        store: store.clone(),
+        network: primary_network,
+        from_workers: rx_reports,
+        to_workers: vec![tx_to_worker],
+        leader_table: Some(consensus.leader_table.clone()),
+        executed: None,
+        rng_seed: node as u64,
+    })
     .expect("start primary");
     // The primary's certificates feed consensus directly.
     let mut certificates = std::mem::replace(&mut primary.certificates, mpsc::channel(1).1);

@@ -24,7 +24,7 @@ pub fn certificate(
     parents.sort();
     Certificate {
         header: Header {
-            content: HeaderContent { author, round, payload: vec![], parents },
+            content: HeaderContent { author, round, payload: vec![], parents, executed: Default::default() },
             signature: SignatureBytes::EMPTY,
         },
         signers: SignerBitmap::from_signers(committee.size(), committee.authorities().map(|(i, _)| i)),

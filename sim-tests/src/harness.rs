@@ -11,7 +11,7 @@ use mako_consensus::consensus::Consensus;
 use mako_consensus::ScheduleKind;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
-use mako_mempool::primary::{Primary, PrimaryMetrics};
+use mako_mempool::primary::{Primary, PrimaryMetrics, PrimarySetup};
 use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
@@ -205,17 +205,19 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
         tx_committed_round,
         applied_index,
     )?;
-    let mut primary = Primary::spawn(
+    let mut primary = Primary::spawn(PrimarySetup {
         me,
-        committee.clone(),
-        key.bls.clone(),
-        parameters(),
+        committee: committee.clone(),
+        key: key.bls.clone(),
+        parameters: parameters(),
         store,
-        primary_network,
-        (rx_reports, vec![tx_to_worker]),
-        Some(consensus.leader_table.clone()),
-        options.seed ^ node as u64,
-    )?;
+        network: primary_network,
+        from_workers: rx_reports,
+        to_workers: vec![tx_to_worker],
+        leader_table: Some(consensus.leader_table.clone()),
+        executed: None,
+        rng_seed: options.seed ^ node as u64,
+    })?;
     let _keep_reports_open = tx_reports;
     records.lock().unwrap().get_mut(&node).expect("inserted above").metrics = Some(Arc::clone(&primary.metrics));
 

@@ -59,7 +59,13 @@ impl Certificate {
             .authorities()
             .map(|(author, _)| Certificate {
                 header: Header {
-                    content: HeaderContent { author, round: 0, payload: vec![], parents: vec![] },
+                    content: HeaderContent {
+                        author,
+                        round: 0,
+                        payload: vec![],
+                        parents: vec![],
+                        executed: Default::default(),
+                    },
                     signature: SignatureBytes::EMPTY,
                 },
                 signers: SignerBitmap::default(),

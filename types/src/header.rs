@@ -7,6 +7,14 @@ use crate::digest::{context, BatchDigest, CertificateDigest, Digest, HeaderDiges
 use crate::error::DagError;
 use crate::Round;
 
+/// The author's latest executed sub-DAG and the state root after it (DESIGN.md §5): published in headers so
+/// that a node whose root disagrees with a quorum's finds out.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ExecutedState {
+    pub index: u64,
+    pub root: Digest,
+}
+
 /// What a header's author signs and what its digest covers: everything but the signature.
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct HeaderContent {
@@ -14,6 +22,7 @@ pub struct HeaderContent {
     pub round: Round,
     pub payload: Vec<(BatchDigest, WorkerId)>,
     pub parents: Vec<CertificateDigest>,
+    pub executed: ExecutedState,
 }
 
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -23,19 +32,27 @@ pub struct Header {
 }
 
 impl Header {
-    /// Builds and signs a header. Parents are sorted so that a header has one canonical form.
+    /// Builds and signs a header that reports no execution yet (tests, and validators that do not execute).
     pub fn new(
         author: AuthorityIndex,
         round: Round,
         payload: Vec<(BatchDigest, WorkerId)>,
-        mut parents: Vec<CertificateDigest>,
+        parents: Vec<CertificateDigest>,
         key: &BlsKeyPair,
     ) -> Self {
-        parents.sort();
-        let content = HeaderContent { author, round, payload, parents };
+        Self::sign(HeaderContent { author, round, payload, parents, executed: ExecutedState::default() }, key)
+    }
+
+    /// Signs `content`. Parents are sorted first so that a header has one canonical form.
+    pub fn sign(mut content: HeaderContent, key: &BlsKeyPair) -> Self {
+        content.parents.sort();
         let digest = content.digest();
         let signature = key.sign(Domain::Header, digest.as_bytes()).to_bytes();
         Self { content, signature }
+    }
+
+    pub fn executed(&self) -> ExecutedState {
+        self.content.executed
     }
 
     pub fn author(&self) -> AuthorityIndex {

@@ -23,7 +23,7 @@ pub use committee::{Authority, AuthorityIndex, Committee, Stake, WorkerId};
 pub use crypto::{BlsKeyPair, BlsPublicKey, BlsSignature, Domain, PublicKeyBytes, SignatureBytes};
 pub use digest::{BatchDigest, CertificateDigest, Digest, HeaderDigest};
 pub use error::{CommitteeError, CryptoError, DagError, KeyError, WireError};
-pub use header::Header;
+pub use header::{ExecutedState, Header, HeaderContent};
 pub use keys::ValidatorKeys;
 pub use leader::LeaderTable;
 pub use network_key::{NetworkKeyPair, NetworkPublicKey};

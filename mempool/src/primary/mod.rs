@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use mako_network::{Endpoint, Inbound};
 use mako_storage::{Store, StoreError};
-use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, LeaderTable, Round};
+use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, ExecutedState, LeaderTable, Round};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -58,30 +58,49 @@ impl Drop for PrimaryHandle {
 /// The primary's network endpoint with its incoming messages.
 pub type PrimaryNetwork = (Endpoint<PrimaryMessage>, mpsc::Receiver<Inbound<PrimaryMessage>>);
 
+/// Everything a primary needs, built by the node (or a test) and handed to [`Primary::spawn`].
+pub struct PrimarySetup {
+    pub me: AuthorityIndex,
+    pub committee: Committee,
+    pub key: BlsKeyPair,
+    pub parameters: MempoolParameters,
+    pub store: Store,
+    pub network: PrimaryNetwork,
+    /// Reports from our workers.
+    pub from_workers: mpsc::Receiver<WorkerToPrimary>,
+    /// One channel to each of our workers, by worker id.
+    pub to_workers: Vec<mpsc::Sender<PrimaryToWorker>>,
+    /// Who leads each even round (from consensus): turns on Bullshark's leader waits; `None` runs plain Narwhal.
+    pub leader_table: Option<watch::Receiver<LeaderTable>>,
+    /// Our latest executed sub-DAG and state root (from execution), published in our headers.
+    pub executed: Option<watch::Receiver<ExecutedState>>,
+    /// Seeds the primary's random choices (which peers to ask, batch-verification weights).
+    pub rng_seed: u64,
+}
+
 pub struct Primary;
 
 impl Primary {
-    /// Starts a primary. `workers` are the reports of our workers and one channel to each of them, by id.
-    /// `leader_table` (from consensus) turns on Bullshark's leader waits; `None` runs plain Narwhal.
-    /// `rng_seed` seeds the primary's random choices (which peers to ask, batch-verification weights).
-    #[allow(clippy::too_many_arguments)]
-    pub fn spawn(
-        me: AuthorityIndex,
-        committee: Committee,
-        key: BlsKeyPair,
-        parameters: MempoolParameters,
-        store: Store,
-        network: PrimaryNetwork,
-        workers: (mpsc::Receiver<WorkerToPrimary>, Vec<mpsc::Sender<PrimaryToWorker>>),
-        leader_table: Option<watch::Receiver<LeaderTable>>,
-        rng_seed: u64,
-    ) -> Result<PrimaryHandle, StoreError> {
+    /// Starts a primary: rebuilds its DAG from the store, then runs its core, proposer and synchronizer.
+    pub fn spawn(setup: PrimarySetup) -> Result<PrimaryHandle, StoreError> {
+        let PrimarySetup {
+            me,
+            committee,
+            key,
+            parameters,
+            store,
+            network,
+            from_workers: rx_workers,
+            to_workers: tx_workers,
+            leader_table,
+            executed,
+            rng_seed,
+        } = setup;
         let dag = recover_dag(&committee, &store, parameters.gc_depth)?;
         let last_header_round = store.state.last_header()?.map_or(0, |h| h.round());
         let key = Arc::new(key);
         let metrics = Arc::new(PrimaryMetrics::default());
         let (endpoint, rx_network) = network;
-        let (rx_workers, tx_workers) = workers;
 
         let (tx_parents, rx_parents) = mpsc::channel(CHANNEL_CAPACITY);
         let (tx_our_batches, rx_our_batches) = mpsc::channel(CHANNEL_CAPACITY);
@@ -101,6 +120,7 @@ impl Primary {
                 rx_parents,
                 rx_our_batches,
                 tx_own_headers,
+                executed,
             ),
             Synchronizer::spawn(
                 me,

@@ -11,8 +11,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use mako_types::{AuthorityIndex, BatchDigest, BlsKeyPair, CertificateDigest, Header, Round, WorkerId};
-use tokio::sync::mpsc;
+use mako_types::{
+    AuthorityIndex, BatchDigest, BlsKeyPair, CertificateDigest, ExecutedState, Header, HeaderContent, Round, WorkerId,
+};
+use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
 use tracing::debug;
 
@@ -44,10 +46,13 @@ pub struct Proposer {
     rx_parents: mpsc::Receiver<Parents>,
     rx_batches: mpsc::Receiver<(BatchDigest, WorkerId)>,
     tx_headers: mpsc::Sender<Header>,
+    /// Our latest executed sub-DAG and state root, published in each header (none when we do not execute).
+    executed: Option<watch::Receiver<ExecutedState>>,
 }
 
 impl Proposer {
     /// Starts proposing at `round`, once the core sends the parents.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         authority: AuthorityIndex,
         key: Arc<BlsKeyPair>,
@@ -56,6 +61,7 @@ impl Proposer {
         rx_parents: mpsc::Receiver<Parents>,
         rx_batches: mpsc::Receiver<(BatchDigest, WorkerId)>,
         tx_headers: mpsc::Sender<Header>,
+        executed: Option<watch::Receiver<ExecutedState>>,
     ) -> tokio::task::JoinHandle<()> {
         let proposer = Self {
             authority,
@@ -68,6 +74,7 @@ impl Proposer {
             rx_parents,
             rx_batches,
             tx_headers,
+            executed,
         };
         tokio::spawn(proposer.run())
     }
@@ -132,7 +139,9 @@ impl Proposer {
         let take = self.digests.len().min(MAX_HEADER_PAYLOAD);
         let payload: Vec<_> = self.digests.drain(..take).collect();
         let parents = self.parents.take().map(|p| p.digests).unwrap_or_default();
-        let header = Header::new(self.authority, self.round, payload, parents, &self.key);
+        let executed = self.executed.as_ref().map(|e| *e.borrow()).unwrap_or_default();
+        let content = HeaderContent { author: self.authority, round: self.round, payload, parents, executed };
+        let header = Header::sign(content, &self.key);
         debug!(round = self.round, batches = header.payload().len(), "proposing");
         self.round += 1;
         self.tx_headers.send(header).await
