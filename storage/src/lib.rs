@@ -20,7 +20,7 @@ use fjall::{Database, KeyspaceCreateOptions, KvSeparationOptions};
 pub use batch_store::BatchStore;
 pub use certificate_store::CertificateStore;
 pub use error::StoreError;
-pub use state_store::{ConsensusState, ExecutionProgress, LastVote, StateStore, SubDagRecord};
+pub use state_store::{BlockRecord, ConsensusState, ExecutionProgress, LastVote, StateStore, SubDagRecord};
 pub use write_set::{Durability, WriteSet};
 
 /// A validator's database: cheap to clone, every clone sees the same data.

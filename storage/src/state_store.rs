@@ -32,6 +32,15 @@ pub struct SubDagRecord {
     pub certificates: Vec<CertificateDigest>,
 }
 
+/// One executed block in the block log: its write set (encoded by execution) and the state root after it.
+/// Restart = replay of the log onto the genesis state (DESIGN.md §5).
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct BlockRecord {
+    pub index: u64,
+    pub root: Digest,
+    pub write_set: Vec<u8>,
+}
+
 /// The last executed sub-DAG index and the state root after it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ExecutionProgress {
@@ -46,6 +55,12 @@ pub(crate) const EXECUTION_KEY: &[u8] = b"execution";
 pub(crate) fn sub_dag_key(index: u64) -> [u8; 15] {
     let mut key = *b"sub_dag\0\0\0\0\0\0\0\0";
     key[7..].copy_from_slice(&index.to_be_bytes());
+    key
+}
+
+pub(crate) fn block_key(index: u64) -> [u8; 13] {
+    let mut key = *b"block\0\0\0\0\0\0\0\0";
+    key[5..].copy_from_slice(&index.to_be_bytes());
     key
 }
 
@@ -88,6 +103,11 @@ impl StateStore {
         self.read(&sub_dag_key(index))
     }
 
+    /// Executed block `index` from the block log.
+    pub fn block(&self, index: u64) -> Result<Option<BlockRecord>, StoreError> {
+        self.read(&block_key(index))
+    }
+
     pub fn execution_progress(&self) -> Result<Option<ExecutionProgress>, StoreError> {
         self.read(EXECUTION_KEY)
     }
@@ -128,6 +148,7 @@ mod tests {
             set.put_last_vote(AuthorityIndex(2), &vote);
             set.put_consensus_state(&consensus);
             set.put_sub_dag(&record);
+            set.put_block(&BlockRecord { index: 2, root: Digest([9; 32]), write_set: vec![1, 2, 3] });
             set.put_execution_progress(&execution);
             set.commit(Durability::Synced).unwrap();
         }
@@ -137,6 +158,7 @@ mod tests {
         assert_eq!(store.state.consensus_state().unwrap(), Some(consensus));
         assert_eq!(store.state.sub_dag(3).unwrap(), Some(record));
         assert_eq!(store.state.sub_dag(2).unwrap(), None);
+        assert_eq!(store.state.block(2).unwrap().unwrap().write_set, vec![1, 2, 3]);
         assert_eq!(store.state.execution_progress().unwrap(), Some(execution));
     }
 

@@ -4,8 +4,8 @@ use fjall::{OwnedWriteBatch, PersistMode};
 use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round};
 
 use crate::certificate_store::round_key;
-use crate::state_store::{last_vote_key, sub_dag_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY};
-use crate::{ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
+use crate::state_store::{block_key, last_vote_key, sub_dag_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY};
+use crate::{BlockRecord, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
 
 /// How far a commit goes before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,6 +73,10 @@ impl WriteSet {
             sub_dag_key(record.index),
             mako_types::encode(record).as_slice(),
         );
+    }
+
+    pub fn put_block(&mut self, block: &BlockRecord) {
+        self.batch.insert(self.store.state.keyspace(), block_key(block.index), mako_types::encode(block).as_slice());
     }
 
     pub fn put_execution_progress(&mut self, progress: &ExecutionProgress) {
