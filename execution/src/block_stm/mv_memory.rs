@@ -1,0 +1,224 @@
+//! `MvMemory`: multi-version memory (Block-STM, Gelashvili et al. 2022, §3 and Algorithm 2).
+//!
+//! For every state key, the values written by the block's transactions, each tagged with the writer's
+//! index and incarnation, or an ESTIMATE marker left by an aborted incarnation. A read by transaction `j`
+//! sees the entry of the highest index below `j`. Keys are full [`StateKey`]s (DESIGN.md §5, trap 2): the
+//! hash of a key only picks the shard whose lock guards it.
+//!
+//! It also keeps, per transaction, the locations its last incarnation wrote (to drop stale entries and to
+//! detect writes to new locations) and the reads it made (to validate them).
+
+use std::hash::BuildHasher;
+use std::sync::{Mutex, RwLock};
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use super::{CachePadded, Incarnation, TxnIndex, Version};
+use crate::state::{StateKey, Value};
+
+const SHARDS: usize = 256;
+
+/// One transaction's entry at one key.
+#[derive(Clone, Copy, Debug)]
+enum Entry {
+    Data {
+        incarnation: Incarnation,
+        value: Value,
+    },
+    /// The writer was aborted: its next incarnation will probably write here again.
+    Estimate,
+}
+
+/// What a read found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MvRead {
+    /// No lower transaction wrote the key: read the pre-block state.
+    Storage,
+    Data {
+        version: Version,
+        value: Value,
+    },
+    /// A lower transaction's write is an ESTIMATE: depend on it.
+    Estimate {
+        blocking: TxnIndex,
+    },
+}
+
+/// Where a recorded read came from, the unit of validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ReadOrigin {
+    Storage,
+    Version(Version),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReadDescriptor {
+    pub key: StateKey,
+    pub origin: ReadOrigin,
+}
+
+/// The entries at one key, sorted by transaction index. Most keys have one or two writers and transactions
+/// mostly execute in order, so a sorted vector (append, binary search) beats a tree.
+#[derive(Default)]
+struct Versions(Vec<(TxnIndex, Entry)>);
+
+impl Versions {
+    /// The entry of the highest writer below `txn_idx`.
+    fn below(&self, txn_idx: TxnIndex) -> Option<&(TxnIndex, Entry)> {
+        let end = self.0.partition_point(|(idx, _)| *idx < txn_idx);
+        end.checked_sub(1).map(|i| &self.0[i])
+    }
+
+    fn insert(&mut self, txn_idx: TxnIndex, entry: Entry) {
+        match self.0.binary_search_by_key(&txn_idx, |(idx, _)| *idx) {
+            Ok(i) => self.0[i].1 = entry,
+            Err(i) => self.0.insert(i, (txn_idx, entry)),
+        }
+    }
+
+    fn get_mut(&mut self, txn_idx: TxnIndex) -> Option<&mut Entry> {
+        let i = self.0.binary_search_by_key(&txn_idx, |(idx, _)| *idx).ok()?;
+        Some(&mut self.0[i].1)
+    }
+
+    fn remove(&mut self, txn_idx: TxnIndex) {
+        if let Ok(i) = self.0.binary_search_by_key(&txn_idx, |(idx, _)| *idx) {
+            self.0.remove(i);
+        }
+    }
+}
+
+pub(crate) struct MvMemory {
+    shards: Box<[RwLock<FxHashMap<StateKey, Versions>>]>,
+    last_written: Box<[CachePadded<Mutex<Vec<StateKey>>>]>,
+    last_reads: Box<[CachePadded<Mutex<Vec<ReadDescriptor>>>]>,
+}
+
+impl MvMemory {
+    pub(crate) fn new(block_size: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
+            last_written: (0..block_size).map(|_| CachePadded::default()).collect(),
+            last_reads: (0..block_size).map(|_| CachePadded::default()).collect(),
+        }
+    }
+
+    fn shard(&self, key: &StateKey) -> &RwLock<FxHashMap<StateKey, Versions>> {
+        let hash = FxBuildHasher.hash_one(key);
+        // Bits 40..48: the shard's own hash map uses the low bits (bucket) and the top 7 (tag) of the same
+        // hash, so picking the shard with either would crowd every key of a shard into one bucket or one tag.
+        &self.shards[(hash >> 40) as usize % SHARDS]
+    }
+
+    /// The value transaction `txn_idx` reads at `key` (Algorithm 2, `read`).
+    pub(crate) fn read(&self, key: &StateKey, txn_idx: TxnIndex) -> MvRead {
+        let shard = self.shard(key).read().expect("MvMemory lock poisoned: a worker panicked");
+        let Some(versions) = shard.get(key) else {
+            return MvRead::Storage;
+        };
+        match versions.below(txn_idx) {
+            None => MvRead::Storage,
+            Some(&(idx, Entry::Estimate)) => MvRead::Estimate { blocking: idx },
+            Some(&(idx, Entry::Data { incarnation, value })) => {
+                MvRead::Data { version: Version { txn_idx: idx, incarnation }, value }
+            }
+        }
+    }
+
+    /// Records a finished incarnation's reads and writes (Algorithm 2, `record`). Returns whether it wrote a
+    /// location the previous incarnation did not, which makes higher transactions' validations stale.
+    pub(crate) fn record(&self, version: Version, reads: Vec<ReadDescriptor>, writes: &[(StateKey, Value)]) -> bool {
+        let Version { txn_idx, incarnation } = version;
+        for (key, value) in writes {
+            let mut shard = self.shard(key).write().expect("MvMemory lock poisoned: a worker panicked");
+            shard.entry(*key).or_default().insert(txn_idx, Entry::Data { incarnation, value: *value });
+        }
+        let new_locations: Vec<StateKey> = writes.iter().map(|(k, _)| *k).collect();
+        let wrote_new_location = {
+            let mut last = self.last_written[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked");
+            for stale in last.iter().filter(|k| !new_locations.contains(k)) {
+                let mut shard = self.shard(stale).write().expect("MvMemory lock poisoned: a worker panicked");
+                if let Some(versions) = shard.get_mut(stale) {
+                    versions.remove(txn_idx);
+                }
+            }
+            let wrote_new = new_locations.iter().any(|k| !last.contains(k));
+            *last = new_locations;
+            wrote_new
+        };
+        *self.last_reads[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked") = reads;
+        wrote_new_location
+    }
+
+    /// Marks every write of an aborted incarnation as an ESTIMATE (Algorithm 2,
+    /// `convert_writes_to_estimates`).
+    pub(crate) fn convert_writes_to_estimates(&self, txn_idx: TxnIndex) {
+        let last = self.last_written[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked");
+        for key in last.iter() {
+            let mut shard = self.shard(key).write().expect("MvMemory lock poisoned: a worker panicked");
+            if let Some(entry) = shard.get_mut(key).and_then(|versions| versions.get_mut(txn_idx)) {
+                *entry = Entry::Estimate;
+            }
+        }
+    }
+
+    /// Whether every read of the last incarnation of `txn_idx` would still see the same version
+    /// (Algorithm 2, `validate_read_set`). An ESTIMATE where data was read fails.
+    pub(crate) fn validate_read_set(&self, txn_idx: TxnIndex) -> bool {
+        let reads = self.last_reads[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked");
+        reads.iter().all(|read| match (self.read(&read.key, txn_idx), read.origin) {
+            (MvRead::Storage, ReadOrigin::Storage) => true,
+            (MvRead::Data { version, .. }, ReadOrigin::Version(seen)) => version == seen,
+            _ => false,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Address;
+
+    fn key(i: u64) -> StateKey {
+        StateKey::Balance(Address::from_index(i))
+    }
+
+    fn v(txn_idx: TxnIndex, incarnation: Incarnation) -> Version {
+        Version { txn_idx, incarnation }
+    }
+
+    #[test]
+    fn reads_see_the_highest_lower_writer() {
+        let mv = MvMemory::new(4);
+        assert_eq!(mv.read(&key(1), 3), MvRead::Storage);
+        mv.record(v(0, 0), vec![], &[(key(1), Value::Amount(10))]);
+        mv.record(v(2, 0), vec![], &[(key(1), Value::Amount(20))]);
+        assert_eq!(mv.read(&key(1), 0), MvRead::Storage);
+        assert_eq!(mv.read(&key(1), 2), MvRead::Data { version: v(0, 0), value: Value::Amount(10) });
+        assert_eq!(mv.read(&key(1), 3), MvRead::Data { version: v(2, 0), value: Value::Amount(20) });
+        mv.convert_writes_to_estimates(2);
+        assert_eq!(mv.read(&key(1), 3), MvRead::Estimate { blocking: 2 });
+    }
+
+    #[test]
+    fn record_drops_stale_writes_and_reports_new_locations() {
+        let mv = MvMemory::new(2);
+        assert!(mv.record(v(0, 0), vec![], &[(key(1), Value::Amount(1)), (key(2), Value::Amount(2))]));
+        assert!(!mv.record(v(0, 1), vec![], &[(key(1), Value::Amount(3))]));
+        assert_eq!(mv.read(&key(2), 1), MvRead::Storage);
+        assert!(mv.record(v(0, 2), vec![], &[(key(3), Value::Amount(3))]));
+    }
+
+    #[test]
+    fn validation_compares_versions() {
+        let mv = MvMemory::new(2);
+        mv.record(v(0, 0), vec![], &[(key(1), Value::Amount(1))]);
+        let seen = ReadDescriptor { key: key(1), origin: ReadOrigin::Version(v(0, 0)) };
+        mv.record(v(1, 0), vec![seen], &[]);
+        assert!(mv.validate_read_set(1));
+        mv.record(v(0, 1), vec![], &[(key(1), Value::Amount(1))]);
+        assert!(!mv.validate_read_set(1), "same value, new incarnation: the read is stale");
+        mv.convert_writes_to_estimates(0);
+        assert!(!mv.validate_read_set(1));
+    }
+}

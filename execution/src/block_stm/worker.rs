@@ -1,0 +1,155 @@
+//! One Block-STM run over a block: the shared state of its threads and the loop each of them runs
+//! (Gelashvili et al. 2022, Algorithm 1 with `try_execute` and `needs_reexecution` of Algorithm 3).
+
+use std::sync::Mutex;
+
+use super::mv_memory::{MvMemory, MvRead, ReadDescriptor, ReadOrigin};
+use super::scheduler::{Scheduler, Task};
+use super::{CachePadded, TxnIndex, Version};
+use crate::contracts::Reads;
+use crate::output::ExecutionStats;
+use crate::state::{StateKey, StateView, Value};
+use crate::transaction::BlockTransaction;
+use crate::vm::{TxOutcome, Vm};
+
+/// Spins before a thread with nothing to do yields its core (there may be more threads than cores).
+const IDLE_SPINS: u32 = 16;
+
+pub(crate) struct Run<'a, S: ?Sized, T> {
+    vm: Vm,
+    state: &'a S,
+    block: &'a [T],
+    scheduler: Scheduler,
+    memory: MvMemory,
+    /// The outcome of each transaction's latest recorded incarnation.
+    outcomes: Box<[CachePadded<Mutex<Option<TxOutcome>>>]>,
+}
+
+impl<'a, S, T> Run<'a, S, T>
+where
+    S: StateView + Sync + ?Sized,
+    T: BlockTransaction,
+{
+    pub(crate) fn new(vm: Vm, state: &'a S, block: &'a [T]) -> Self {
+        Self {
+            vm,
+            state,
+            block,
+            scheduler: Scheduler::new(block.len()),
+            memory: MvMemory::new(block.len()),
+            outcomes: (0..block.len()).map(|_| CachePadded::default()).collect(),
+        }
+    }
+
+    /// One thread's loop: run tasks until the scheduler says the block is done. Returns this thread's work
+    /// counters (kept per thread: shared counters would be one more contended cache line per task).
+    pub(crate) fn work(&self) -> ExecutionStats {
+        let mut stats = ExecutionStats::default();
+        let mut task = None;
+        let mut idle = 0u32;
+        loop {
+            task = match task {
+                Some(Task::Execute(version)) => self.try_execute(version, &mut stats),
+                Some(Task::Validate(version)) => self.needs_reexecution(version, &mut stats),
+                None => {
+                    if self.scheduler.done() {
+                        return stats;
+                    }
+                    let next = self.scheduler.next_task();
+                    if next.is_none() {
+                        idle += 1;
+                        if idle < IDLE_SPINS {
+                            std::hint::spin_loop();
+                        } else {
+                            std::thread::yield_now();
+                        }
+                    } else {
+                        idle = 0;
+                    }
+                    next
+                }
+            };
+        }
+    }
+
+    /// The final outcome of each transaction, in block order.
+    pub(crate) fn into_outcomes(self) -> Vec<TxOutcome> {
+        self.outcomes
+            .into_vec()
+            .into_iter()
+            .map(|slot| {
+                slot.0
+                    .into_inner()
+                    .expect("outcome lock poisoned: a worker panicked")
+                    .expect("Block-STM invariant: the scheduler is done only once every transaction executed")
+            })
+            .collect()
+    }
+
+    /// Executes an incarnation; on an ESTIMATE, parks it behind the blocking transaction, or retries at once
+    /// if that one already finished.
+    fn try_execute(&self, version: Version, stats: &mut ExecutionStats) -> Option<Task> {
+        let Version { txn_idx, incarnation } = version;
+        let tx = self.block[txn_idx].transaction();
+        loop {
+            stats.incarnations += 1;
+            let mut view = MvView { memory: &self.memory, state: self.state, txn_idx, reads: Vec::with_capacity(8) };
+            match self.vm.execute(tx, &mut view) {
+                Err(Blocked(blocking)) => {
+                    if self.scheduler.add_dependency(txn_idx, blocking) {
+                        stats.dependency_waits += 1;
+                        return None;
+                    }
+                }
+                Ok(outcome) => {
+                    let wrote_new_location = self.memory.record(version, view.reads, &outcome.writes);
+                    *self.outcomes[txn_idx].lock().expect("outcome lock poisoned: a worker panicked") = Some(outcome);
+                    return self.scheduler.finish_execution(txn_idx, incarnation, wrote_new_location);
+                }
+            }
+        }
+    }
+
+    /// Validates an incarnation's reads; aborts it (its writes become ESTIMATEs) if one changed.
+    fn needs_reexecution(&self, version: Version, stats: &mut ExecutionStats) -> Option<Task> {
+        let Version { txn_idx, incarnation } = version;
+        stats.validations += 1;
+        let valid = self.memory.validate_read_set(txn_idx);
+        let aborted = !valid && self.scheduler.try_validation_abort(txn_idx, incarnation);
+        if aborted {
+            stats.aborts += 1;
+            self.memory.convert_writes_to_estimates(txn_idx);
+        }
+        self.scheduler.finish_validation(txn_idx, aborted)
+    }
+}
+
+/// A read hit an ESTIMATE written by this transaction.
+struct Blocked(TxnIndex);
+
+/// One incarnation's reads: multi-version memory first, then the pre-block state, each read recorded with
+/// where it came from.
+struct MvView<'a, S: ?Sized> {
+    memory: &'a MvMemory,
+    state: &'a S,
+    txn_idx: TxnIndex,
+    reads: Vec<ReadDescriptor>,
+}
+
+impl<S: StateView + ?Sized> Reads for MvView<'_, S> {
+    type Blocked = Blocked;
+
+    fn read(&mut self, key: &StateKey) -> Result<Option<Value>, Blocked> {
+        match self.memory.read(key, self.txn_idx) {
+            MvRead::Estimate { blocking } => Err(Blocked(blocking)),
+            MvRead::Data { version, value } => {
+                self.reads.push(ReadDescriptor { key: *key, origin: ReadOrigin::Version(version) });
+                Ok(Some(value))
+            }
+            MvRead::Storage => {
+                self.reads.push(ReadDescriptor { key: *key, origin: ReadOrigin::Storage });
+                Ok(self.state.get(key))
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The execution pipeline (DESIGN.md §5): consumes committed sub-DAGs and executes them as blocks, while
+//! consensus goes on ordering the next ones.
+//!
+//! Block N is the transactions of sub-DAG N's certificates, in delivery order, read from the local batch store.
+//! It runs on Block-STM; the write set, the new state root and the index are written to the block log as one
+//! atomic fjall write *before* the in-memory state moves on, so a restart replays the log onto the genesis state
+//! and finds exactly the state it had (§9.5). The bounded channel from consensus is the back-pressure: an
+//! executor that falls behind slows consensus instead of buffering. Each (index, root) goes to the proposer,
+//! which publishes it in our headers; the roots other validators publish come back in committed headers, and a
+//! quorum that disagrees with ours halts this node with a [`Divergence`] (§9.4).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mako_consensus::CommittedSubDag;
+use mako_storage::{BlockRecord, Durability, ExecutionProgress, Store, StoreError};
+use mako_types::{Committee, ExecutedState};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, warn};
+
+use crate::root_check::{Divergence, RootCheck};
+use crate::{decode_block, state_root, BlockStm, Genesis, InMemoryState, StateKey, StateRoot, Value};
+
+/// How often a block waits for a batch that its worker is still fetching.
+const BATCH_POLL: Duration = Duration::from_millis(20);
+
+/// Why the pipeline stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Divergence(#[from] Divergence),
+    #[error("execution storage failed: {0}")]
+    Store(#[from] StoreError),
+    #[error("sub-DAG {got} arrived after {executed}: the executor would skip sub-DAGs")]
+    Gap { executed: u64, got: u64 },
+    #[error("block log record {index} is corrupt: {reason}")]
+    CorruptLog { index: u64, reason: String },
+    #[error("genesis: {0}")]
+    Genesis(String),
+}
+
+/// Counters of the executor.
+#[derive(Debug, Default)]
+pub struct ExecutionMetrics {
+    pub blocks: AtomicU64,
+    pub transactions: AtomicU64,
+    pub incarnations: AtomicU64,
+    pub validations: AtomicU64,
+    pub last_index: AtomicU64,
+}
+
+/// A recovered executor, not yet running: its last executed index tells consensus where to resume.
+pub struct Executor {
+    committee: Committee,
+    store: Store,
+    executor: BlockStm,
+    state: InMemoryState,
+    progress: ExecutedState,
+    root_check: RootCheck,
+    metrics: Arc<ExecutionMetrics>,
+}
+
+pub struct ExecutorHandle {
+    /// Our latest (index, root), for the proposer to publish.
+    pub executed: watch::Receiver<ExecutedState>,
+    pub metrics: Arc<ExecutionMetrics>,
+    /// Ends only with an error: the reason this node had to stop executing.
+    pub task: JoinHandle<PipelineError>,
+}
+
+impl Executor {
+    /// Rebuilds the state: genesis, then every block of the log, checking the root chain as it goes.
+    pub fn recover(
+        committee: Committee,
+        store: Store,
+        genesis: &Genesis,
+        threads: usize,
+    ) -> Result<Self, PipelineError> {
+        let mut state = genesis.state().map_err(|e| PipelineError::Genesis(e.to_string()))?;
+        let mut root = StateRoot::genesis(&state);
+        let progress = store.state.execution_progress()?.unwrap_or_default();
+        for index in 1..=progress.last_executed_index {
+            let corrupt = |reason: String| PipelineError::CorruptLog { index, reason };
+            let record = store.state.block(index)?.ok_or_else(|| corrupt("missing".into()))?;
+            let entries: Vec<(StateKey, Value)> =
+                mako_types::decode(&record.write_set).map_err(|e| corrupt(e.to_string()))?;
+            let write_set = entries.into_iter().collect();
+            root = state_root(root, &write_set);
+            if root.0 != record.root {
+                return Err(corrupt(format!("root {} does not chain to the stored {}", root, record.root)));
+            }
+            state.apply(&write_set);
+        }
+        Ok(Self {
+            root_check: RootCheck::new(committee.clone()),
+            committee,
+            store,
+            executor: BlockStm::new(threads.max(1)),
+            state,
+            progress: ExecutedState { index: progress.last_executed_index, root: root.0 },
+            metrics: Arc::new(ExecutionMetrics::default()),
+        })
+    }
+
+    /// The last executed sub-DAG index (0 for none): consensus re-emits from the next one.
+    pub fn last_executed_index(&self) -> u64 {
+        self.progress.index
+    }
+
+    pub fn committee(&self) -> &Committee {
+        &self.committee
+    }
+
+    /// Runs the pipeline over `sub_dags` until it must stop.
+    pub fn spawn(self, sub_dags: mpsc::Receiver<CommittedSubDag>) -> ExecutorHandle {
+        let (tx_executed, executed) = watch::channel(self.progress);
+        let metrics = Arc::clone(&self.metrics);
+        let task = tokio::spawn(self.run(sub_dags, tx_executed));
+        ExecutorHandle { executed, metrics, task }
+    }
+
+    async fn run(
+        mut self,
+        mut sub_dags: mpsc::Receiver<CommittedSubDag>,
+        tx_executed: watch::Sender<ExecutedState>,
+    ) -> PipelineError {
+        while let Some(sub_dag) = sub_dags.recv().await {
+            if let Err(error) = self.execute(&sub_dag).await {
+                warn!(%error, "execution stops");
+                return error;
+            }
+            tx_executed.send_replace(self.progress);
+        }
+        PipelineError::Gap { executed: self.progress.index, got: 0 }
+    }
+
+    async fn execute(&mut self, sub_dag: &CommittedSubDag) -> Result<(), PipelineError> {
+        if sub_dag.index <= self.progress.index {
+            return Ok(()); // re-emitted after a restart, already applied
+        }
+        if sub_dag.index != self.progress.index + 1 {
+            return Err(PipelineError::Gap { executed: self.progress.index, got: sub_dag.index });
+        }
+        let transactions = self.load_transactions(sub_dag).await?;
+        let block = decode_block(&transactions);
+        let output = run_blocking(|| self.executor.execute(&self.state, &block));
+        let root = state_root(StateRoot(self.progress.root), &output.write_set);
+
+        let entries: Vec<(StateKey, Value)> = output.write_set.iter().map(|(k, v)| (*k, *v)).collect();
+        let mut writes = self.store.write_set();
+        writes.put_block(&BlockRecord {
+            index: sub_dag.index,
+            root: root.0,
+            write_set: mako_types::encode(&entries).to_vec(),
+        });
+        writes.put_execution_progress(&ExecutionProgress { last_executed_index: sub_dag.index, state_root: root.0 });
+        writes.commit(Durability::Buffered)?;
+
+        self.state.apply(&output.write_set);
+        self.progress = ExecutedState { index: sub_dag.index, root: root.0 };
+        self.metrics.blocks.fetch_add(1, Ordering::Relaxed);
+        self.metrics.transactions.fetch_add(block.len() as u64, Ordering::Relaxed);
+        self.metrics.incarnations.fetch_add(output.stats.incarnations, Ordering::Relaxed);
+        self.metrics.validations.fetch_add(output.stats.validations, Ordering::Relaxed);
+        self.metrics.last_index.store(sub_dag.index, Ordering::Relaxed);
+        debug!(index = sub_dag.index, transactions = block.len(), %root, "executed");
+
+        self.root_check.record_own(sub_dag.index, root.0)?;
+        for certificate in &sub_dag.certificates {
+            self.root_check.record_report(certificate.author(), certificate.header.executed())?;
+        }
+        Ok(())
+    }
+
+    /// The block's transactions, in delivery order. A batch not stored yet is being fetched by our worker (the
+    /// primary asks for every batch of an accepted certificate): wait for it, never skip it.
+    async fn load_transactions(&self, sub_dag: &CommittedSubDag) -> Result<Vec<mako_types::Transaction>, StoreError> {
+        let mut transactions = Vec::new();
+        for certificate in &sub_dag.certificates {
+            for (digest, _) in certificate.header.payload() {
+                let mut waited = 0u32;
+                let batch = loop {
+                    if let Some(batch) = self.store.batches.get(digest)? {
+                        break batch;
+                    }
+                    waited += 1;
+                    if waited.is_multiple_of(250) {
+                        warn!(index = sub_dag.index, %digest, "still waiting for a batch");
+                    }
+                    tokio::time::sleep(BATCH_POLL).await;
+                };
+                transactions.extend(batch.transactions);
+            }
+        }
+        Ok(transactions)
+    }
+}
+
+/// Runs CPU-bound work from async code: off the async workers on a multi-threaded runtime, inline on a
+/// current-thread one (a simulation host, where time must not move while the block executes).
+fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
+        _ => work(),
+    }
+}

@@ -1,0 +1,127 @@
+//! The transactions execution gives meaning to. The mempool carries them as opaque bytes
+//! ([`mako_types::Transaction`]); [`decode_transaction`] turns those bytes into a [`Transaction`] or an error,
+//! never a panic. An executor takes a block of anything that is a [`BlockTransaction`]: a decoded
+//! [`Transaction`], or a `Result<Transaction, DecodeError>` whose `Err` entries execute as rejected no-ops.
+
+use crate::error::DecodeError;
+use crate::ids::{Address, CollectionId, CounterId, PoolId, TokenId};
+
+/// `{ sender, nonce, gas_limit, call }`. Gas costs one unit of native coin each; the fee is
+/// `gas_used` and goes to [`crate::StateKey::CollectedFees`].
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Transaction {
+    pub sender: Address,
+    /// Must equal the sender's next nonce.
+    pub nonce: u64,
+    /// The most gas the sender will pay for; the sender must hold at least this much native coin.
+    pub gas_limit: u64,
+    pub call: Call,
+}
+
+/// A call into one of the native contracts.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub enum Call {
+    /// Native coin from the sender to `to`.
+    Transfer { to: Address, amount: u64 },
+    /// `Token::transfer`: token balance from the sender to `to`.
+    TokenTransfer { token: TokenId, to: Address, amount: u64 },
+    /// `Token::mint`: only the token's owner may mint.
+    TokenMint { token: TokenId, to: Address, amount: u64 },
+    /// `Amm::swap`: sell `amount_in` of one side of the pool (side A when `a_to_b`) for at least `min_out` of
+    /// the other.
+    Swap { pool: PoolId, a_to_b: bool, amount_in: u64, min_out: u64 },
+    /// `Counter::increment`: add one.
+    Increment { counter: CounterId },
+    /// `Nft::mint`: the sender gets the collection's next id.
+    NftMint { collection: CollectionId },
+}
+
+impl Transaction {
+    /// The canonical bytes a client submits to the mempool.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        mako_types::encode(self).to_vec()
+    }
+
+    /// Wrapped as the mempool's opaque transaction.
+    pub fn to_mempool(&self) -> mako_types::Transaction {
+        mako_types::Transaction(self.to_bytes())
+    }
+}
+
+/// Decodes untrusted bytes (validated by bytecheck before use).
+pub fn decode_transaction(bytes: &[u8]) -> Result<Transaction, DecodeError> {
+    mako_types::decode(bytes).map_err(DecodeError::from)
+}
+
+/// Decodes each of a block's mempool transactions, keeping malformed ones as errors in their place, so that
+/// receipts stay aligned with the block's order.
+pub fn decode_block(transactions: &[mako_types::Transaction]) -> Vec<Result<Transaction, DecodeError>> {
+    transactions.iter().map(|t| decode_transaction(&t.0)).collect()
+}
+
+/// One entry of a block as an executor sees it: a transaction, or nothing (malformed bytes). A `None` entry
+/// gets a [`crate::Rejection::Malformed`] receipt, changes no state and costs no gas (there is no valid
+/// sender to charge).
+pub trait BlockTransaction: Sync {
+    fn transaction(&self) -> Option<&Transaction>;
+}
+
+impl BlockTransaction for Transaction {
+    fn transaction(&self) -> Option<&Transaction> {
+        Some(self)
+    }
+}
+
+impl BlockTransaction for Result<Transaction, DecodeError> {
+    fn transaction(&self) -> Option<&Transaction> {
+        self.as_ref().ok()
+    }
+}
+
+impl BlockTransaction for Option<Transaction> {
+    fn transaction(&self) -> Option<&Transaction> {
+        self.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_garbage() {
+        let tx = Transaction {
+            sender: Address::from_index(1),
+            nonce: 3,
+            gas_limit: 10_000,
+            call: Call::Swap { pool: PoolId(0), a_to_b: true, amount_in: 5, min_out: 1 },
+        };
+        assert_eq!(decode_transaction(&tx.to_bytes()).unwrap(), tx);
+        let bytes = tx.to_bytes();
+        for len in 0..bytes.len() {
+            let _ = decode_transaction(&bytes[..len]);
+        }
+        for bytes in [&[][..], &[0xff; 3][..], &[0xff; 64][..], &[0u8; 200][..]] {
+            let _ = decode_transaction(bytes);
+        }
+        assert!(decode_transaction(&[0xff; 64]).is_err());
+    }
+
+    #[test]
+    fn flipped_bytes_never_panic() {
+        let tx = Transaction {
+            sender: Address::from_index(9),
+            nonce: 0,
+            gas_limit: 1,
+            call: Call::TokenMint { token: TokenId(2), to: Address::from_index(3), amount: 7 },
+        };
+        let bytes = tx.to_bytes();
+        for i in 0..bytes.len() {
+            for flip in [0x01u8, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] ^= flip;
+                let _ = decode_transaction(&b);
+            }
+        }
+    }
+}
