@@ -9,15 +9,21 @@ use std::time::Duration;
 
 use mako_consensus::consensus::Consensus;
 use mako_consensus::ScheduleKind;
+use mako_execution::pipeline::Executor;
+use mako_execution::workload::{Distribution, Workload};
+use mako_execution::Genesis;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
 use mako_mempool::primary::{Primary, PrimaryMetrics, PrimarySetup};
 use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
-use mako_types::{Authority, AuthorityIndex, Certificate, CertificateDigest, Committee, Round, ValidatorKeys};
+use mako_types::{Authority, AuthorityIndex, Certificate, CertificateDigest, Committee, Digest, Round, ValidatorKeys};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
+
+/// Funded accounts in the simulated validators' genesis (the load client's senders and receivers).
+pub const ACCOUNTS: u64 = 1_000;
 
 pub const PRIMARY_PORT: u16 = 5000;
 pub const WORKER_PORT: u16 = 5001;
@@ -106,8 +112,11 @@ pub struct Commit {
 pub struct NodeRecord {
     /// Certificates in the order the primary delivered them to consensus.
     pub delivered: Vec<Certificate>,
-    /// Committed sub-DAGs in the order consensus emitted them (across restarts: the consumer's applied log).
+    /// Committed sub-DAGs in the order consensus emitted them, each once (across restarts: a sub-DAG emitted
+    /// again must equal the first emission, and is checked, not appended).
     pub commits: Vec<Commit>,
+    /// Broken invariants seen while running (a re-emission that differs, a gap in the indices).
+    pub violations: Vec<String>,
     pub metrics: Option<Arc<PrimaryMetrics>>,
     pub boots: u64,
     pub highest_round: Round,
@@ -152,12 +161,15 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
     let committee = committee(options.validators);
     let me = AuthorityIndex(node as u16);
     let store = Store::open(&store_dir(&root, node))?;
-    let (boot, applied_index) = {
+    let boot = {
         let mut records = records.lock().unwrap();
         let record = records.entry(node).or_default();
         record.boots += 1;
-        (record.boots, record.commits.last().map_or(0, |c| c.index))
+        record.boots
     };
+    // Execution recovers first: its last executed index is where consensus resumes.
+    let executor = Executor::recover(committee.clone(), store.clone(), &genesis(), 1)?;
+    let applied_index = executor.last_executed_index();
     let key = keys(node);
     let listen = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let primary_network = Endpoint::<PrimaryMessage>::bind_turmoil(
@@ -205,6 +217,8 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
         tx_committed_round,
         applied_index,
     )?;
+    let (tx_sub_dags, rx_sub_dags) = mpsc::channel(100);
+    let mut execution = executor.spawn(rx_sub_dags);
     let mut primary = Primary::spawn(PrimarySetup {
         me,
         committee: committee.clone(),
@@ -215,7 +229,7 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
         from_workers: rx_reports,
         to_workers: vec![tx_to_worker],
         leader_table: Some(consensus.leader_table.clone()),
-        executed: None,
+        executed: Some(execution.executed.clone()),
         rng_seed: options.seed ^ node as u64,
     })?;
     let _keep_reports_open = tx_reports;
@@ -236,7 +250,15 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
                     leader_author: sub_dag.leader.author(),
                     certificates: sub_dag.digests(),
                 };
-                records.lock().unwrap().get_mut(&node).expect("inserted above").commits.push(commit);
+                record_commit(&records, node, commit);
+                if tx_sub_dags.send(sub_dag).await.is_err() {
+                    return Err("execution stopped".into());
+                }
+            }
+            error = &mut execution.task => {
+                let error = error.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
+                records.lock().unwrap().get_mut(&node).expect("inserted above").violations.push(error.clone());
+                return Err(error.into());
             }
             Some(certificate) = primary.certificates.recv() => {
                 {
@@ -251,6 +273,27 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
             }
             else => return Ok(()),
         }
+    }
+}
+
+/// The genesis state of the simulated validators.
+pub fn genesis() -> Genesis {
+    Genesis::generate(ACCOUNTS)
+}
+
+/// Appends a commit to the node's log; one emitted again after a restart must equal the first emission.
+fn record_commit(records: &Records, node: usize, commit: Commit) {
+    let mut records = records.lock().unwrap();
+    let record = records.get_mut(&node).expect("inserted before consensus starts");
+    let next = record.commits.len() as u64 + 1;
+    match commit.index {
+        index if index == next => record.commits.push(commit),
+        index if index < next => {
+            if record.commits[index as usize - 1] != commit {
+                record.violations.push(format!("sub-DAG {index} emitted again with other content"));
+            }
+        }
+        index => record.violations.push(format!("sub-DAG {index} emitted after {}: a gap", next - 1)),
     }
 }
 
@@ -315,23 +358,22 @@ pub fn delivered_at(records: &Records, node: usize) -> BTreeMap<(Round, Authorit
     records[&node].delivered.iter().map(|c| ((c.round(), c.author()), c.digest())).collect()
 }
 
-/// Streams 512-byte transactions to the workers of `nodes`, `per_tick` of them every 100 ms, until `done`.
+/// Streams transfers between genesis accounts to the workers of `nodes`, `per_tick` of them every 100 ms to
+/// each, until `done`.
 pub async fn load_client(nodes: Vec<usize>, per_tick: usize, done: Arc<AtomicBool>) -> turmoil::Result {
     let mut connections = Vec::new();
     for node in nodes {
         let address = SocketAddr::new(turmoil::lookup(host_name(node)), WORKER_PORT);
         connections.push(turmoil::net::TcpStream::connect(address).await?);
     }
-    let mut counter = 0u64;
+    let mut workload = Workload::new(7, ACCOUNTS, Distribution::Uniform);
     while !done.load(Ordering::SeqCst) {
         for stream in &mut connections {
-            let mut frames = Vec::with_capacity(per_tick * 516);
-            for _ in 0..per_tick {
-                let mut transaction = vec![0u8; 512];
-                transaction[..8].copy_from_slice(&counter.to_le_bytes());
-                counter += 1;
-                frames.extend_from_slice(&(transaction.len() as u32).to_le_bytes());
-                frames.extend_from_slice(&transaction);
+            let mut frames = Vec::new();
+            for transaction in workload.transfers(per_tick) {
+                let bytes = transaction.to_bytes();
+                frames.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                frames.extend_from_slice(&bytes);
             }
             stream.write_all(&frames).await?;
         }
@@ -345,6 +387,9 @@ pub async fn load_client(nodes: Vec<usize>, per_tick: usize, done: Arc<AtomicBoo
 pub fn check_commits(records: &Records) -> Result<(), String> {
     let records = records.lock().unwrap();
     for (node, record) in records.iter() {
+        if let Some(violation) = record.violations.first() {
+            return Err(format!("node {node}: {violation}"));
+        }
         for (i, commit) in record.commits.iter().enumerate() {
             if commit.index != i as u64 + 1 {
                 return Err(format!("node {node}: commit #{i} has index {}", commit.index));
@@ -367,4 +412,36 @@ pub fn check_commits(records: &Records) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Execution agreement (DESIGN.md §9.4), read from the stores after the simulation: every pair of nodes has
+/// equal state roots at equal indices. Returns the lowest number of blocks a node executed, and how many of
+/// node `nodes[0]`'s blocks changed the state (so that a test can tell the load reached execution).
+pub fn check_execution(root: &Path, nodes: impl IntoIterator<Item = usize>) -> Result<(u64, u64), String> {
+    let mut logs: Vec<(usize, Vec<Digest>)> = Vec::new();
+    let mut changing_blocks = None;
+    for node in nodes {
+        let store = Store::open(&store_dir(root, node)).map_err(|e| e.to_string())?;
+        let executed = store.state.execution_progress().map_err(|e| e.to_string())?.unwrap_or_default();
+        let mut roots = Vec::new();
+        let mut changing = 0;
+        for index in 1..=executed.last_executed_index {
+            let block = store.state.block(index).map_err(|e| e.to_string())?;
+            let block = block.ok_or(format!("node {node}: block {index} missing from the log"))?;
+            // An empty write set encodes as an empty vector: a handful of bytes.
+            changing += u64::from(block.write_set.len() > 16);
+            roots.push(block.root);
+        }
+        changing_blocks.get_or_insert(changing);
+        logs.push((node, roots));
+    }
+    for (a, roots_a) in &logs {
+        for (b, roots_b) in &logs {
+            if let Some(i) = roots_a.iter().zip(roots_b).position(|(x, y)| x != y) {
+                return Err(format!("nodes {a} and {b} have different state roots after block {}", i + 1));
+            }
+        }
+    }
+    let lowest = logs.iter().map(|(_, roots)| roots.len() as u64).min().unwrap_or(0);
+    Ok((lowest, changing_blocks.unwrap_or(0)))
 }

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use mako_consensus::ScheduleKind;
 use mako_sim_tests::harness::{
-    add_crashed, add_validators, check_commits, commits, expect_ok, host_name, load_client, records, run_until, seed,
-    simulation, Options, Records,
+    add_crashed, add_validators, check_commits, check_execution, commits, expect_ok, host_name, load_client, records,
+    run_until, seed, simulation, Options, Records,
 };
 
 const N: usize = 4;
@@ -37,6 +37,10 @@ fn validators_under_load_commit_identical_sequences_and_the_dag_stays_bounded() 
     // GC keeps `gc_depth` (50) rounds below the last committed leader, which trails the highest round by a few.
     let bound = (N as u64) * (50 + 8);
     assert!(largest_dag <= bound, "seed {seed}: the DAG held {largest_dag} certificates, more than {bound}");
+    drop(sim); // closes the stores
+    let (executed, changing) = expect_ok(check_execution(root.path(), 0..N), seed, "consensus");
+    assert!(executed >= 150, "seed {seed}: a node executed only {executed} blocks");
+    assert!(changing >= 50, "seed {seed}: only {changing} blocks changed the state: the load did not reach execution");
 }
 
 #[test]
@@ -66,8 +70,12 @@ fn a_restarted_node_continues_its_sequence_without_gap_or_repeat() {
     let before = commits(&records, 0);
     expect_ok(run_until(&mut sim, Duration::from_secs(60), |_| commits(&records, 0) >= before + 20), seed, "consensus");
     assert_eq!(records.lock().unwrap()[&0].boots, 2, "seed {seed}: validator 0 did not restart");
-    // Consecutive indices across both lives, and agreement with the validators that never stopped.
+    // Consecutive indices across both lives, and agreement with the validators that never stopped, in
+    // consensus and in execution (the restarted node replayed its block log).
     expect_ok(check_commits(&records), seed, "consensus");
+    drop(sim);
+    let (executed, _) = expect_ok(check_execution(root.path(), 0..N), seed, "consensus");
+    assert!(executed >= 20, "seed {seed}: a node executed only {executed} blocks");
 }
 
 /// Anchors (even rounds up to the last committed leader) that were not committed, with validator 3 down.
