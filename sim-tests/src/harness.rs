@@ -139,11 +139,13 @@ pub struct Options {
     pub seed: u64,
     pub with_worker: bool,
     pub schedule: ScheduleKind,
+    /// A validator started from another genesis state (a deliberately diverging node).
+    pub divergent: Option<usize>,
 }
 
 impl Options {
     pub fn new(validators: usize, seed: u64) -> Self {
-        Self { validators, seed, with_worker: false, schedule: ScheduleKind::RoundRobin }
+        Self { validators, seed, with_worker: false, schedule: ScheduleKind::RoundRobin, divergent: None }
     }
 
     pub fn with_worker(self) -> Self {
@@ -152,6 +154,10 @@ impl Options {
 
     pub fn schedule(self, schedule: ScheduleKind) -> Self {
         Self { schedule, ..self }
+    }
+
+    pub fn divergent(self, node: usize) -> Self {
+        Self { divergent: Some(node), ..self }
     }
 }
 
@@ -168,7 +174,8 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
         record.boots
     };
     // Execution recovers first: its last executed index is where consensus resumes.
-    let executor = Executor::recover(committee.clone(), store.clone(), &genesis(), 1)?;
+    let genesis = if options.divergent == Some(node) { Genesis::generate(ACCOUNTS + 1) } else { genesis() };
+    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, 1)?;
     let applied_index = executor.last_executed_index();
     let key = keys(node);
     let listen = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
