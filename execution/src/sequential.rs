@@ -27,18 +27,19 @@ where
     T: BlockTransaction,
 {
     let mut overlay = Overlay { state, writes: FxHashMap::default() };
-    let mut outcomes = Vec::with_capacity(block.len());
+    let mut receipts = Vec::with_capacity(block.len());
     for entry in block {
         let outcome = match vm.execute(entry.transaction(), &mut overlay) {
             Ok(outcome) => outcome,
             Err(never) => match never {},
         };
-        overlay.writes.extend(outcome.writes.iter().copied());
-        outcomes.push(outcome);
+        overlay.writes.extend(outcome.writes);
+        receipts.push(outcome.receipt);
     }
     let n = block.len();
     let stats = ExecutionStats { transactions: n, incarnations: n as u64, ..ExecutionStats::default() };
-    assemble(state, &outcomes, stats)
+    // The overlay holds each written key once, with its last value: the block's write set.
+    assemble(state, overlay.writes.into_iter().collect(), receipts, stats)
 }
 
 /// The block's writes so far over the pre-block state.

@@ -5,7 +5,7 @@
 //! 1. malformed bytes, a wrong nonce, an unreadable account or a balance below `gas_limit` → rejected, no
 //!    state change, no gas;
 //! 2. the nonce is bumped and the fee (`gas::cost`, or `gas_limit` when that is less) debited from the sender;
-//!    the fee is credited to [`StateKey::CollectedFees`] only as a delta in [`TxOutcome::fee`], never read;
+//!    the fee is credited to [`StateKey::CollectedFees`] only as a delta (the receipt's `gas_used`), never read;
 //! 3. the call runs; if it fails its writes are dropped but the nonce and the fee stand.
 
 use crate::contracts::{self, Context, Halt, Reads};
@@ -29,8 +29,7 @@ pub struct Vm {
 pub(crate) struct TxOutcome {
     /// One entry per written key. Never contains [`StateKey::CollectedFees`].
     pub writes: Vec<(StateKey, Value)>,
-    /// Gas paid, to be added to [`StateKey::CollectedFees`] at the end of the block.
-    pub fee: u64,
+    /// Its `gas_used` is the fee, added to [`StateKey::CollectedFees`] at the end of the block.
     pub receipt: Receipt,
 }
 
@@ -52,7 +51,7 @@ impl Vm {
         match charged {
             Ok(Charged::Rejected(rejection)) => Ok(rejected(rejection)),
             Ok(Charged::Ran { fee, status }) => {
-                Ok(TxOutcome { writes: ctx.into_writes(), fee, receipt: Receipt { status, gas_used: fee } })
+                Ok(TxOutcome { writes: ctx.into_writes(), receipt: Receipt { status, gas_used: fee } })
             }
             Err(blocked) => Err(blocked),
         }
@@ -65,7 +64,7 @@ enum Charged {
 }
 
 fn rejected(rejection: Rejection) -> TxOutcome {
-    TxOutcome { writes: Vec::new(), fee: 0, receipt: Receipt::rejected(rejection) }
+    TxOutcome { writes: Vec::new(), receipt: Receipt::rejected(rejection) }
 }
 
 fn charge_and_call<R: Reads>(ctx: &mut Context<'_, R>, tx: &Transaction) -> Result<Charged, R::Blocked> {

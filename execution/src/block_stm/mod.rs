@@ -77,18 +77,24 @@ impl BlockStm {
     {
         let run = worker::Run::new(self.vm, state, block);
         let mut stats = ExecutionStats { transactions: block.len(), ..ExecutionStats::default() };
+        // Each thread returns its share of the final writes, sorted; `assemble` merges the sorted runs.
+        let mut writes = Vec::new();
         if self.threads == 1 || block.len() <= 1 {
-            stats.add(&run.work());
+            let (counters, part) = run.work(0, 1);
+            stats.add(&counters);
+            writes = part;
         } else {
             std::thread::scope(|scope| {
-                let workers: Vec<_> = (0..self.threads).map(|_| scope.spawn(|| run.work())).collect();
+                let (run, parts) = (&run, self.threads);
+                let workers: Vec<_> = (0..parts).map(|part| scope.spawn(move || run.work(part, parts))).collect();
                 for worker in workers {
                     // A worker only panics on a broken invariant; surface it rather than return a wrong block.
-                    let counters = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+                    let (counters, part) = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
                     stats.add(&counters);
+                    writes.extend(part);
                 }
             });
         }
-        assemble(state, &run.into_outcomes(), stats)
+        assemble(state, writes, run.receipts(), stats)
     }
 }

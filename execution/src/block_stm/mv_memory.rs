@@ -12,6 +12,7 @@ use std::hash::BuildHasher;
 use std::sync::{Mutex, RwLock};
 
 use rustc_hash::{FxBuildHasher, FxHashMap};
+use smallvec::SmallVec;
 
 use super::{CachePadded, Incarnation, TxnIndex, Version};
 use crate::state::{StateKey, Value};
@@ -57,10 +58,15 @@ pub(crate) struct ReadDescriptor {
     pub origin: ReadOrigin,
 }
 
+/// One incarnation's reads. Inline up to four (a transfer reads three keys): no allocation per incarnation,
+/// and nothing to free when the block ends.
+pub(crate) type ReadSet = SmallVec<[ReadDescriptor; 4]>;
+
 /// The entries at one key, sorted by transaction index. Most keys have one or two writers and transactions
-/// mostly execute in order, so a sorted vector (append, binary search) beats a tree.
+/// mostly execute in order, so a sorted vector (append, binary search) beats a tree, and two entries fit
+/// inline in the map's slot (no allocation per key; a hot key spills to the heap).
 #[derive(Default)]
-struct Versions(Vec<(TxnIndex, Entry)>);
+struct Versions(SmallVec<[(TxnIndex, Entry); 2]>);
 
 impl Versions {
     /// The entry of the highest writer below `txn_idx`.
@@ -70,9 +76,14 @@ impl Versions {
     }
 
     fn insert(&mut self, txn_idx: TxnIndex, entry: Entry) {
-        match self.0.binary_search_by_key(&txn_idx, |(idx, _)| *idx) {
-            Ok(i) => self.0[i].1 = entry,
-            Err(i) => self.0.insert(i, (txn_idx, entry)),
+        // Appending is the common case: transactions mostly record in index order.
+        match self.0.last() {
+            Some(&(last, _)) if last < txn_idx => self.0.push((txn_idx, entry)),
+            None => self.0.push((txn_idx, entry)),
+            _ => match self.0.binary_search_by_key(&txn_idx, |(idx, _)| *idx) {
+                Ok(i) => self.0[i].1 = entry,
+                Err(i) => self.0.insert(i, (txn_idx, entry)),
+            },
         }
     }
 
@@ -88,18 +99,31 @@ impl Versions {
     }
 }
 
+/// What the last recorded incarnation of a transaction wrote and read, under one lock.
+#[derive(Default)]
+struct TxnRecord {
+    /// The locations written (to drop stale entries and to detect writes to new locations).
+    written: SmallVec<[StateKey; 3]>,
+    /// The reads made (to validate them).
+    reads: ReadSet,
+}
+
 pub(crate) struct MvMemory {
     shards: Box<[RwLock<FxHashMap<StateKey, Versions>>]>,
-    last_written: Box<[CachePadded<Mutex<Vec<StateKey>>>]>,
-    last_reads: Box<[CachePadded<Mutex<Vec<ReadDescriptor>>>]>,
+    records: Box<[CachePadded<Mutex<TxnRecord>>]>,
 }
+
+const POISONED: &str = "MvMemory lock poisoned: a worker panicked";
 
 impl MvMemory {
     pub(crate) fn new(block_size: usize) -> Self {
+        // Sized for about two written keys per transaction, so that shards rarely grow while the block runs.
+        let per_shard = (block_size * 2).div_ceil(SHARDS);
         Self {
-            shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            last_written: (0..block_size).map(|_| CachePadded::default()).collect(),
-            last_reads: (0..block_size).map(|_| CachePadded::default()).collect(),
+            shards: (0..SHARDS)
+                .map(|_| RwLock::new(FxHashMap::with_capacity_and_hasher(per_shard, FxBuildHasher)))
+                .collect(),
+            records: (0..block_size).map(|_| CachePadded::default()).collect(),
         }
     }
 
@@ -112,7 +136,7 @@ impl MvMemory {
 
     /// The value transaction `txn_idx` reads at `key` (Algorithm 2, `read`).
     pub(crate) fn read(&self, key: &StateKey, txn_idx: TxnIndex) -> MvRead {
-        let shard = self.shard(key).read().expect("MvMemory lock poisoned: a worker panicked");
+        let shard = self.shard(key).read().expect(POISONED);
         let Some(versions) = shard.get(key) else {
             return MvRead::Storage;
         };
@@ -127,35 +151,32 @@ impl MvMemory {
 
     /// Records a finished incarnation's reads and writes (Algorithm 2, `record`). Returns whether it wrote a
     /// location the previous incarnation did not, which makes higher transactions' validations stale.
-    pub(crate) fn record(&self, version: Version, reads: Vec<ReadDescriptor>, writes: &[(StateKey, Value)]) -> bool {
+    pub(crate) fn record(&self, version: Version, reads: ReadSet, writes: &[(StateKey, Value)]) -> bool {
         let Version { txn_idx, incarnation } = version;
         for (key, value) in writes {
-            let mut shard = self.shard(key).write().expect("MvMemory lock poisoned: a worker panicked");
+            let mut shard = self.shard(key).write().expect(POISONED);
             shard.entry(*key).or_default().insert(txn_idx, Entry::Data { incarnation, value: *value });
         }
-        let new_locations: Vec<StateKey> = writes.iter().map(|(k, _)| *k).collect();
-        let wrote_new_location = {
-            let mut last = self.last_written[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked");
-            for stale in last.iter().filter(|k| !new_locations.contains(k)) {
-                let mut shard = self.shard(stale).write().expect("MvMemory lock poisoned: a worker panicked");
-                if let Some(versions) = shard.get_mut(stale) {
-                    versions.remove(txn_idx);
-                }
+        let mut record = self.records[txn_idx].lock().expect(POISONED);
+        for stale in record.written.iter().filter(|k| !writes.iter().any(|(w, _)| w == *k)) {
+            let mut shard = self.shard(stale).write().expect(POISONED);
+            if let Some(versions) = shard.get_mut(stale) {
+                versions.remove(txn_idx);
             }
-            let wrote_new = new_locations.iter().any(|k| !last.contains(k));
-            *last = new_locations;
-            wrote_new
-        };
-        *self.last_reads[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked") = reads;
+        }
+        let wrote_new_location = writes.iter().any(|(k, _)| !record.written.contains(k));
+        record.written.clear();
+        record.written.extend(writes.iter().map(|(k, _)| *k));
+        record.reads = reads;
         wrote_new_location
     }
 
     /// Marks every write of an aborted incarnation as an ESTIMATE (Algorithm 2,
     /// `convert_writes_to_estimates`).
     pub(crate) fn convert_writes_to_estimates(&self, txn_idx: TxnIndex) {
-        let last = self.last_written[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked");
-        for key in last.iter() {
-            let mut shard = self.shard(key).write().expect("MvMemory lock poisoned: a worker panicked");
+        let record = self.records[txn_idx].lock().expect(POISONED);
+        for key in record.written.iter() {
+            let mut shard = self.shard(key).write().expect(POISONED);
             if let Some(entry) = shard.get_mut(key).and_then(|versions| versions.get_mut(txn_idx)) {
                 *entry = Entry::Estimate;
             }
@@ -165,12 +186,35 @@ impl MvMemory {
     /// Whether every read of the last incarnation of `txn_idx` would still see the same version
     /// (Algorithm 2, `validate_read_set`). An ESTIMATE where data was read fails.
     pub(crate) fn validate_read_set(&self, txn_idx: TxnIndex) -> bool {
-        let reads = self.last_reads[txn_idx].lock().expect("MvMemory lock poisoned: a worker panicked");
-        reads.iter().all(|read| match (self.read(&read.key, txn_idx), read.origin) {
+        let record = self.records[txn_idx].lock().expect(POISONED);
+        record.reads.iter().all(|read| match (self.read(&read.key, txn_idx), read.origin) {
             (MvRead::Storage, ReadOrigin::Storage) => true,
             (MvRead::Data { version, .. }, ReadOrigin::Version(seen)) => version == seen,
             _ => false,
         })
+    }
+
+    /// Once the block is done: empties shards `part`, `part + parts`, ... and returns, sorted by key, every
+    /// key they hold with the value of its highest writer, which is the block's final value there. Each of
+    /// `parts` threads drains its share, so building the write set and freeing the memory run in parallel.
+    pub(crate) fn drain_final_writes(&self, part: usize, parts: usize) -> Vec<(StateKey, Value)> {
+        let mut writes = Vec::new();
+        for shard in self.shards.iter().skip(part).step_by(parts) {
+            let entries = std::mem::take(&mut *shard.write().expect(POISONED));
+            writes.reserve(entries.len());
+            for (key, versions) in entries {
+                match versions.0.last() {
+                    // Every writer of this key moved its writes elsewhere in a later incarnation.
+                    None => {}
+                    Some(&(_, Entry::Data { value, .. })) => writes.push((key, value)),
+                    Some(&(idx, Entry::Estimate)) => {
+                        panic!("Block-STM invariant: transaction {idx} left an ESTIMATE at {key:?} in a done block")
+                    }
+                }
+            }
+        }
+        writes.sort_unstable_by_key(|(key, _)| *key);
+        writes
     }
 }
 
@@ -191,8 +235,8 @@ mod tests {
     fn reads_see_the_highest_lower_writer() {
         let mv = MvMemory::new(4);
         assert_eq!(mv.read(&key(1), 3), MvRead::Storage);
-        mv.record(v(0, 0), vec![], &[(key(1), Value::Amount(10))]);
-        mv.record(v(2, 0), vec![], &[(key(1), Value::Amount(20))]);
+        mv.record(v(0, 0), ReadSet::new(), &[(key(1), Value::Amount(10))]);
+        mv.record(v(2, 0), ReadSet::new(), &[(key(1), Value::Amount(20))]);
         assert_eq!(mv.read(&key(1), 0), MvRead::Storage);
         assert_eq!(mv.read(&key(1), 2), MvRead::Data { version: v(0, 0), value: Value::Amount(10) });
         assert_eq!(mv.read(&key(1), 3), MvRead::Data { version: v(2, 0), value: Value::Amount(20) });
@@ -203,20 +247,20 @@ mod tests {
     #[test]
     fn record_drops_stale_writes_and_reports_new_locations() {
         let mv = MvMemory::new(2);
-        assert!(mv.record(v(0, 0), vec![], &[(key(1), Value::Amount(1)), (key(2), Value::Amount(2))]));
-        assert!(!mv.record(v(0, 1), vec![], &[(key(1), Value::Amount(3))]));
+        assert!(mv.record(v(0, 0), ReadSet::new(), &[(key(1), Value::Amount(1)), (key(2), Value::Amount(2))]));
+        assert!(!mv.record(v(0, 1), ReadSet::new(), &[(key(1), Value::Amount(3))]));
         assert_eq!(mv.read(&key(2), 1), MvRead::Storage);
-        assert!(mv.record(v(0, 2), vec![], &[(key(3), Value::Amount(3))]));
+        assert!(mv.record(v(0, 2), ReadSet::new(), &[(key(3), Value::Amount(3))]));
     }
 
     #[test]
     fn validation_compares_versions() {
         let mv = MvMemory::new(2);
-        mv.record(v(0, 0), vec![], &[(key(1), Value::Amount(1))]);
+        mv.record(v(0, 0), ReadSet::new(), &[(key(1), Value::Amount(1))]);
         let seen = ReadDescriptor { key: key(1), origin: ReadOrigin::Version(v(0, 0)) };
-        mv.record(v(1, 0), vec![seen], &[]);
+        mv.record(v(1, 0), [seen].into_iter().collect(), &[]);
         assert!(mv.validate_read_set(1));
-        mv.record(v(0, 1), vec![], &[(key(1), Value::Amount(1))]);
+        mv.record(v(0, 1), ReadSet::new(), &[(key(1), Value::Amount(1))]);
         assert!(!mv.validate_read_set(1), "same value, new incarnation: the read is stale");
         mv.convert_writes_to_estimates(0);
         assert!(!mv.validate_read_set(1));

@@ -3,14 +3,15 @@
 
 use std::sync::Mutex;
 
-use super::mv_memory::{MvMemory, MvRead, ReadDescriptor, ReadOrigin};
+use super::mv_memory::{MvMemory, MvRead, ReadDescriptor, ReadOrigin, ReadSet};
 use super::scheduler::{Scheduler, Task};
 use super::{CachePadded, TxnIndex, Version};
 use crate::contracts::Reads;
 use crate::output::ExecutionStats;
+use crate::receipt::Receipt;
 use crate::state::{StateKey, StateView, Value};
 use crate::transaction::BlockTransaction;
-use crate::vm::{TxOutcome, Vm};
+use crate::vm::Vm;
 
 /// Spins before a thread with nothing to do yields its core (there may be more threads than cores).
 const IDLE_SPINS: u32 = 16;
@@ -21,8 +22,8 @@ pub(crate) struct Run<'a, S: ?Sized, T> {
     block: &'a [T],
     scheduler: Scheduler,
     memory: MvMemory,
-    /// The outcome of each transaction's latest recorded incarnation.
-    outcomes: Box<[CachePadded<Mutex<Option<TxOutcome>>>]>,
+    /// The receipt of each transaction's latest recorded incarnation (its writes live in `memory`).
+    receipts: Box<[CachePadded<Mutex<Option<Receipt>>>]>,
 }
 
 impl<'a, S, T> Run<'a, S, T>
@@ -37,13 +38,14 @@ where
             block,
             scheduler: Scheduler::new(block.len()),
             memory: MvMemory::new(block.len()),
-            outcomes: (0..block.len()).map(|_| CachePadded::default()).collect(),
+            receipts: (0..block.len()).map(|_| CachePadded::default()).collect(),
         }
     }
 
-    /// One thread's loop: run tasks until the scheduler says the block is done. Returns this thread's work
-    /// counters (kept per thread: shared counters would be one more contended cache line per task).
-    pub(crate) fn work(&self) -> ExecutionStats {
+    /// One thread's loop: run tasks until the scheduler says the block is done, then collect part `part` of
+    /// `parts` of the block's final writes (sorted by key). Returns those and this thread's work counters
+    /// (kept per thread: shared counters would be one more contended cache line per task).
+    pub(crate) fn work(&self, part: usize, parts: usize) -> (ExecutionStats, Vec<(StateKey, Value)>) {
         let mut stats = ExecutionStats::default();
         let mut task = None;
         let mut idle = 0u32;
@@ -53,7 +55,7 @@ where
                 Some(Task::Validate(version)) => self.needs_reexecution(version, &mut stats),
                 None => {
                     if self.scheduler.done() {
-                        return stats;
+                        return (stats, self.memory.drain_final_writes(part, parts));
                     }
                     let next = self.scheduler.next_task();
                     if next.is_none() {
@@ -72,15 +74,13 @@ where
         }
     }
 
-    /// The final outcome of each transaction, in block order.
-    pub(crate) fn into_outcomes(self) -> Vec<TxOutcome> {
-        self.outcomes
-            .into_vec()
-            .into_iter()
+    /// The final receipt of each transaction, in block order.
+    pub(crate) fn receipts(&self) -> Vec<Receipt> {
+        self.receipts
+            .iter()
             .map(|slot| {
-                slot.0
-                    .into_inner()
-                    .expect("outcome lock poisoned: a worker panicked")
+                slot.lock()
+                    .expect("receipt lock poisoned: a worker panicked")
                     .expect("Block-STM invariant: the scheduler is done only once every transaction executed")
             })
             .collect()
@@ -93,7 +93,7 @@ where
         let tx = self.block[txn_idx].transaction();
         loop {
             stats.incarnations += 1;
-            let mut view = MvView { memory: &self.memory, state: self.state, txn_idx, reads: Vec::with_capacity(8) };
+            let mut view = MvView { memory: &self.memory, state: self.state, txn_idx, reads: ReadSet::new() };
             match self.vm.execute(tx, &mut view) {
                 Err(Blocked(blocking)) => {
                     if self.scheduler.add_dependency(txn_idx, blocking) {
@@ -103,7 +103,8 @@ where
                 }
                 Ok(outcome) => {
                     let wrote_new_location = self.memory.record(version, view.reads, &outcome.writes);
-                    *self.outcomes[txn_idx].lock().expect("outcome lock poisoned: a worker panicked") = Some(outcome);
+                    *self.receipts[txn_idx].lock().expect("receipt lock poisoned: a worker panicked") =
+                        Some(outcome.receipt);
                     return self.scheduler.finish_execution(txn_idx, incarnation, wrote_new_location);
                 }
             }
@@ -133,7 +134,7 @@ struct MvView<'a, S: ?Sized> {
     memory: &'a MvMemory,
     state: &'a S,
     txn_idx: TxnIndex,
-    reads: Vec<ReadDescriptor>,
+    reads: ReadSet,
 }
 
 impl<S: StateView + ?Sized> Reads for MvView<'_, S> {
