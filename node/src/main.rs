@@ -1,0 +1,82 @@
+//! `mako`: the command-line front of a mako validator (DESIGN.md §7).
+//!
+//! `mako keys` writes validator key files, `mako committee` the committee file that lists every validator's
+//! keys, proof of possession and addresses, and `mako config` a validator configuration with the defaults of
+//! DESIGN.md §8. Running a validator, a client, a local testnet and the benchmark follow.
+
+mod config;
+mod setup;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "mako", version, about = "A DAG-mempool consensus and parallel execution research core")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate key files (BLS signing key and network key) for a committee's validators.
+    Keys {
+        /// Folder to write `validator-<i>.toml` key files into.
+        #[arg(long)]
+        out: PathBuf,
+        /// How many validators.
+        #[arg(long, default_value_t = 4)]
+        nodes: usize,
+        /// Derive the keys from this seed (reproducible testnets); by default they come from OS randomness.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// Write the committee file for the validators whose key files are in a folder.
+    Committee {
+        /// Folder of `validator-<i>.toml` key files (from `mako keys`).
+        #[arg(long)]
+        keys: PathBuf,
+        /// Where to write the committee file.
+        #[arg(long)]
+        out: PathBuf,
+        /// One host (IP address) per validator, comma-separated; by default all on 127.0.0.1.
+        #[arg(long, value_delimiter = ',')]
+        hosts: Vec<std::net::IpAddr>,
+        /// First port: a validator's primary listens on it and its workers on the ports that follow (on
+        /// loopback, each validator gets its own range).
+        #[arg(long, default_value_t = 7000)]
+        base_port: u16,
+        /// Workers per validator.
+        #[arg(long, default_value_t = 1)]
+        workers: usize,
+    },
+    /// Write a validator configuration file with every parameter at its default, or check one.
+    Config {
+        /// Write the default configuration here.
+        #[arg(long, conflicts_with = "check")]
+        out: Option<PathBuf>,
+        /// Check this configuration file and print it with the defaults filled in.
+        #[arg(long)]
+        check: Option<PathBuf>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Keys { out, nodes, seed } => setup::write_keys(&out, nodes, seed),
+        Command::Committee { keys, out, hosts, base_port, workers } => {
+            setup::write_committee(&keys, &out, &hosts, base_port, workers)
+        }
+        Command::Config { out: Some(out), .. } => {
+            std::fs::write(&out, config::ValidatorConfig::default().to_toml())?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Command::Config { check: Some(path), .. } => {
+            print!("{}", config::ValidatorConfig::load(&path)?.to_toml());
+            Ok(())
+        }
+        Command::Config { .. } => anyhow::bail!("mako config needs --out FILE or --check FILE"),
+    }
+}
