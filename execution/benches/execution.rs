@@ -14,7 +14,8 @@
 //!   `available_parallelism`, at most 16);
 //! - `MAKO_BENCH_WORK=0,100`: synthetic work per transaction in rounds of blake3 over 32 bytes ([`Vm`]; 0 = the
 //!   native contracts alone);
-//! - `MAKO_BENCH_SIZES=1000,10000`: block sizes.
+//! - `MAKO_BENCH_SIZES=1000,10000`: block sizes;
+//! - `MAKO_BENCH_CASES=uniform_10k,contended_2`: workloads to run (default: all).
 //!
 //! `cargo bench -p mako-execution --bench execution`
 
@@ -117,7 +118,9 @@ fn main() {
     let sizes = env_list("MAKO_BENCH_SIZES", vec![1_000, 10_000]);
     let mut table = Vec::new();
 
-    for case in &CASES {
+    let cases: Option<Vec<String>> =
+        std::env::var("MAKO_BENCH_CASES").ok().map(|text| text.split(',').map(|c| c.trim().to_string()).collect());
+    for case in CASES.iter().filter(|c| cases.as_ref().is_none_or(|names| names.iter().any(|n| n == c.name))) {
         let state = Genesis::generate(case.accounts).state().expect("generated genesis is valid");
         for &size in &sizes {
             let block = block(case, size);

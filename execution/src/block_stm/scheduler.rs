@@ -31,6 +31,17 @@ enum Status {
     Aborting,
 }
 
+/// What a reader that hit an ESTIMATE of a transaction can expect of it ([`Scheduler::blocker`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Blocker {
+    /// A thread holds it and is running it: waiting for it cannot deadlock.
+    Executing,
+    /// Its latest incarnation finished: read again.
+    Executed,
+    /// Aborted, ready or parked: nobody may be running it.
+    Idle,
+}
+
 #[derive(Clone, Copy, Debug)]
 struct TxnState {
     incarnation: Incarnation,
@@ -77,6 +88,17 @@ impl Scheduler {
             self.next_version_to_validate().map(Task::Validate)
         } else {
             self.next_version_to_execute().map(Task::Execute)
+        }
+    }
+
+    /// The state of `txn_idx` as seen by a reader blocked on its ESTIMATE. A reader may wait while it is
+    /// `Executing`: the thread holding it never waits on a higher transaction, so a chain of waits ends at
+    /// a thread that is running its transaction.
+    pub(crate) fn blocker(&self, txn_idx: TxnIndex) -> Blocker {
+        match self.txn_status[txn_idx].lock().expect(POISONED).status {
+            Status::Executing => Blocker::Executing,
+            Status::Executed => Blocker::Executed,
+            Status::ReadyToExecute | Status::Aborting => Blocker::Idle,
         }
     }
 
@@ -292,5 +314,20 @@ mod tests {
         assert_eq!(s.finish_validation(0, false), None);
         assert_eq!(claim(&s), Some(Task::Execute(v(1, 1))));
         assert!(!s.add_dependency(1, 0), "0 already executed: re-execute at once");
+    }
+
+    #[test]
+    fn blocker_waits_only_on_a_running_transaction() {
+        let s = Scheduler::new(3);
+        assert_eq!(s.blocker(0), Blocker::Idle, "not claimed yet");
+        assert_eq!(claim(&s), Some(Task::Execute(v(0, 0))));
+        assert_eq!(s.blocker(0), Blocker::Executing);
+        assert_eq!(claim(&s), Some(Task::Execute(v(1, 0))));
+        assert!(s.add_dependency(1, 0));
+        assert_eq!(s.blocker(1), Blocker::Idle, "parked: nobody runs it");
+        assert_eq!(s.finish_execution(0, 0, true), None);
+        assert_eq!(s.blocker(0), Blocker::Executed);
+        assert!(s.try_validation_abort(0, 0));
+        assert_eq!(s.blocker(0), Blocker::Idle, "aborted: not running until re-incarnated");
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use super::mv_memory::{MvMemory, MvRead, ReadDescriptor, ReadOrigin, ReadSet};
-use super::scheduler::{Scheduler, Task};
+use super::scheduler::{Blocker, Scheduler, Task};
 use super::{CachePadded, TxnIndex, Version};
 use crate::contracts::Reads;
 use crate::output::ExecutionStats;
@@ -15,6 +15,10 @@ use crate::vm::Vm;
 
 /// Spins before a thread with nothing to do yields its core (there may be more threads than cores).
 const IDLE_SPINS: u32 = 16;
+
+/// Checks of a blocker that is not running (just aborted, about to be re-incarnated, or parked) before a
+/// reader blocked on its ESTIMATE gives up and parks itself.
+const IDLE_BLOCKER_CHECKS: u32 = 64;
 
 pub(crate) struct Run<'a, S: ?Sized, T> {
     vm: Vm,
@@ -93,7 +97,13 @@ where
         let tx = self.block[txn_idx].transaction();
         loop {
             stats.incarnations += 1;
-            let mut view = MvView { memory: &self.memory, state: self.state, txn_idx, reads: ReadSet::new() };
+            let mut view = MvView {
+                memory: &self.memory,
+                scheduler: &self.scheduler,
+                state: self.state,
+                txn_idx,
+                reads: ReadSet::new(),
+            };
             match self.vm.execute(tx, &mut view) {
                 Err(Blocked(blocking)) => {
                     if self.scheduler.add_dependency(txn_idx, blocking) {
@@ -130,8 +140,14 @@ struct Blocked(TxnIndex);
 
 /// One incarnation's reads: multi-version memory first, then the pre-block state, each read recorded with
 /// where it came from.
+///
+/// A read that hits an ESTIMATE waits, inside the incarnation, while the blocking transaction is being
+/// executed by another thread, then reads again: parking the incarnation instead would throw away the work
+/// it did so far, and under contention the freed thread would claim a higher transaction that hits the
+/// same ESTIMATE (a cascade of aborts). It parks only when the blocker stays idle.
 struct MvView<'a, S: ?Sized> {
     memory: &'a MvMemory,
+    scheduler: &'a Scheduler,
     state: &'a S,
     txn_idx: TxnIndex,
     reads: ReadSet,
@@ -141,15 +157,38 @@ impl<S: StateView + ?Sized> Reads for MvView<'_, S> {
     type Blocked = Blocked;
 
     fn read(&mut self, key: &StateKey) -> Result<Option<Value>, Blocked> {
-        match self.memory.read(key, self.txn_idx) {
-            MvRead::Estimate { blocking } => Err(Blocked(blocking)),
-            MvRead::Data { version, value } => {
-                self.reads.push(ReadDescriptor { key: *key, origin: ReadOrigin::Version(version) });
-                Ok(Some(value))
-            }
-            MvRead::Storage => {
-                self.reads.push(ReadDescriptor { key: *key, origin: ReadOrigin::Storage });
-                Ok(self.state.get(key))
+        let (mut idle_checks, mut waits) = (0u32, 0u32);
+        loop {
+            match self.memory.read(key, self.txn_idx) {
+                MvRead::Estimate { blocking } => {
+                    match self.scheduler.blocker(blocking) {
+                        Blocker::Executed => continue,
+                        Blocker::Executing => idle_checks = 0,
+                        Blocker::Idle => {
+                            idle_checks += 1;
+                            if idle_checks > IDLE_BLOCKER_CHECKS {
+                                return Err(Blocked(blocking));
+                            }
+                        }
+                    }
+                    waits += 1;
+                    if waits < IDLE_SPINS {
+                        for _ in 0..8 {
+                            std::hint::spin_loop();
+                        }
+                    } else {
+                        // More threads than cores: let the blocker's thread run.
+                        std::thread::yield_now();
+                    }
+                }
+                MvRead::Data { version, value } => {
+                    self.reads.push(ReadDescriptor { key: *key, origin: ReadOrigin::Version(version) });
+                    return Ok(Some(value));
+                }
+                MvRead::Storage => {
+                    self.reads.push(ReadDescriptor { key: *key, origin: ReadOrigin::Storage });
+                    return Ok(self.state.get(key));
+                }
             }
         }
     }
