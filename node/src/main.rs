@@ -1,11 +1,12 @@
 //! `mako`: the command-line front of a mako validator (DESIGN.md §7).
 //!
 //! `mako keys` writes validator key files, `mako committee` the committee file that lists every validator's
-//! keys, proof of possession and addresses, and `mako config` a validator configuration with the defaults of
-//! DESIGN.md §8. Running a validator, a client, a local testnet and the benchmark follow.
+//! keys, proof of possession and addresses, `mako config` a validator configuration with the defaults of
+//! DESIGN.md §8, and `mako validator` runs one validator. A client, a local testnet and the benchmark follow.
 
 mod config;
 mod setup;
+mod validator;
 
 use std::path::PathBuf;
 
@@ -51,6 +52,18 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
+    /// Run a validator: its primary, workers, consensus and execution (logs: RUST_LOG, default info).
+    Validator {
+        /// The committee file (from `mako committee`).
+        #[arg(long)]
+        committee: PathBuf,
+        /// This validator's key file (from `mako keys`).
+        #[arg(long)]
+        keys: PathBuf,
+        /// The validator configuration; every parameter at its default when absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Write a validator configuration file with every parameter at its default, or check one.
     Config {
         /// Write the default configuration here.
@@ -67,6 +80,16 @@ fn main() -> anyhow::Result<()> {
         Command::Keys { out, nodes, seed } => setup::write_keys(&out, nodes, seed),
         Command::Committee { keys, out, hosts, base_port, workers } => {
             setup::write_committee(&keys, &out, &hosts, base_port, workers)
+        }
+        Command::Validator { committee, keys, config } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(validator::run(&committee, &keys, config.as_deref()))
         }
         Command::Config { out: Some(out), .. } => {
             std::fs::write(&out, config::ValidatorConfig::default().to_toml())?;
