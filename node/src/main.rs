@@ -2,8 +2,10 @@
 //!
 //! `mako keys` writes validator key files, `mako committee` the committee file that lists every validator's
 //! keys, proof of possession and addresses, `mako config` a validator configuration with the defaults of
-//! DESIGN.md §8, and `mako validator` runs one validator. A client, a local testnet and the benchmark follow.
+//! DESIGN.md §8, `mako validator` runs one validator and `mako client` loads a committee with transfers. A local
+//! testnet and the benchmark follow.
 
+mod client;
 mod config;
 mod setup;
 mod validator;
@@ -64,6 +66,24 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Send transfers between genesis accounts to every worker of a committee at a fixed rate.
+    Client {
+        /// The committee file.
+        #[arg(long)]
+        committee: PathBuf,
+        /// Transactions per second, in all.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u64,
+        /// How long to send, e.g. 30s or 2m.
+        #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// Genesis accounts to draw senders and receivers from (must match the validators' genesis).
+        #[arg(long, default_value_t = 100_000)]
+        accounts: u64,
+        /// Seed of the generated transactions.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Write a validator configuration file with every parameter at its default, or check one.
     Config {
         /// Write the default configuration here.
@@ -90,6 +110,10 @@ fn main() -> anyhow::Result<()> {
                 .init();
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(validator::run(&committee, &keys, config.as_deref()))
+        }
+        Command::Client { committee, rate, duration, accounts, seed } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(client::run(&committee, client::ClientOptions { rate, duration, accounts, seed }))
         }
         Command::Config { out: Some(out), .. } => {
             std::fs::write(&out, config::ValidatorConfig::default().to_toml())?;
