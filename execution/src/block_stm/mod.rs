@@ -9,7 +9,9 @@
 //! reports its fee and the fees of the final incarnations are summed at commit (DESIGN.md §5, trap 1).
 //!
 //! The pool is a fixed set of `std::thread::scope` threads per block (STYLE.md: the one place mako uses
-//! OS threads); with one thread the worker runs on the caller's thread.
+//! OS threads); with one thread the worker runs on the caller's thread. The working memory of a run (one
+//! slot per transaction in the scheduler and multi-version memory) is kept by the calling thread and reused
+//! by its next block: fresh, it cost more to fault in than the whole merge of the write set.
 
 mod mv_memory;
 mod scheduler;
@@ -48,6 +50,12 @@ impl<T> std::ops::Deref for CachePadded<T> {
     }
 }
 
+thread_local! {
+    /// The working memory of the blocks this thread executes (a few hundred bytes per transaction of the
+    /// largest block so far).
+    static SCRATCH: std::cell::RefCell<worker::Scratch> = std::cell::RefCell::default();
+}
+
 /// The parallel executor.
 #[derive(Clone, Copy, Debug)]
 pub struct BlockStm {
@@ -75,7 +83,15 @@ impl BlockStm {
         S: StateView + Sync + ?Sized,
         T: BlockTransaction,
     {
-        let run = worker::Run::new(self.vm, state, block);
+        SCRATCH.with_borrow_mut(|scratch| self.execute_in(scratch, state, block))
+    }
+
+    fn execute_in<S, T>(&self, scratch: &mut worker::Scratch, state: &S, block: &[T]) -> BlockOutput
+    where
+        S: StateView + Sync + ?Sized,
+        T: BlockTransaction,
+    {
+        let run = worker::Run::new(self.vm, state, block, scratch);
         let mut stats = ExecutionStats { transactions: block.len(), ..ExecutionStats::default() };
         // Each thread returns its share of the final writes, sorted; `assemble` merges the sorted runs.
         let mut writes = Vec::new();

@@ -20,14 +20,37 @@ const IDLE_SPINS: u32 = 16;
 /// reader blocked on its ESTIMATE gives up and parks itself.
 const IDLE_BLOCKER_CHECKS: u32 = 64;
 
+/// The working memory of Block-STM runs: scheduler slots, multi-version memory and receipt slots, reused from
+/// block to block ([`Scratch::reset`]). Allocating it afresh for each block cost 2.7 ms of a 52 ms block of
+/// 10k transactions (2 threads, modelled work), all of it on one thread before the workers start.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    scheduler: Scheduler,
+    memory: MvMemory,
+    /// The receipt of each transaction's latest recorded incarnation (its writes live in `memory`).
+    receipts: Vec<CachePadded<Mutex<Option<Receipt>>>>,
+}
+
+impl Scratch {
+    fn reset(&mut self, block_size: usize) {
+        self.scheduler.reset(block_size);
+        self.memory.reset(block_size);
+        let reused = self.receipts.len().min(block_size);
+        for receipt in &mut self.receipts[..reused] {
+            *receipt.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+            receipt.0.clear_poison();
+        }
+        self.receipts.resize_with(block_size.max(self.receipts.len()), CachePadded::default);
+    }
+}
+
 pub(crate) struct Run<'a, S: ?Sized, T> {
     vm: Vm,
     state: &'a S,
     block: &'a [T],
-    scheduler: Scheduler,
-    memory: MvMemory,
-    /// The receipt of each transaction's latest recorded incarnation (its writes live in `memory`).
-    receipts: Box<[CachePadded<Mutex<Option<Receipt>>>]>,
+    scheduler: &'a Scheduler,
+    memory: &'a MvMemory,
+    receipts: &'a [CachePadded<Mutex<Option<Receipt>>>],
 }
 
 impl<'a, S, T> Run<'a, S, T>
@@ -35,15 +58,11 @@ where
     S: StateView + Sync + ?Sized,
     T: BlockTransaction,
 {
-    pub(crate) fn new(vm: Vm, state: &'a S, block: &'a [T]) -> Self {
-        Self {
-            vm,
-            state,
-            block,
-            scheduler: Scheduler::new(block.len()),
-            memory: MvMemory::new(block.len()),
-            receipts: (0..block.len()).map(|_| CachePadded::default()).collect(),
-        }
+    /// A run over `block`, in `scratch` emptied for it.
+    pub(crate) fn new(vm: Vm, state: &'a S, block: &'a [T], scratch: &'a mut Scratch) -> Self {
+        scratch.reset(block.len());
+        let Scratch { scheduler, memory, receipts } = scratch;
+        Self { vm, state, block, scheduler, memory, receipts: &receipts[..block.len()] }
     }
 
     /// One thread's loop: run tasks until the scheduler says the block is done, then collect part `part` of
@@ -98,8 +117,8 @@ where
         loop {
             stats.incarnations += 1;
             let mut view = MvView {
-                memory: &self.memory,
-                scheduler: &self.scheduler,
+                memory: self.memory,
+                scheduler: self.scheduler,
                 state: self.state,
                 txn_idx,
                 reads: ReadSet::new(),
