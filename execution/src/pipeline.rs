@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use mako_consensus::CommittedSubDag;
 use mako_storage::{BlockRecord, Durability, ExecutionProgress, Store, StoreError};
-use mako_types::{Committee, ExecutedState};
+use mako_types::{Committee, ExecutedState, LatencyHistogram};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -46,9 +46,16 @@ pub enum PipelineError {
 pub struct ExecutionMetrics {
     pub blocks: AtomicU64,
     pub transactions: AtomicU64,
+    /// Transactions whose call succeeded (the others were rejected or failed, with a receipt saying why).
+    pub successful_transactions: AtomicU64,
     pub incarnations: AtomicU64,
     pub validations: AtomicU64,
+    /// Block-STM incarnations aborted by a failed validation (each one re-executes).
+    pub aborts: AtomicU64,
     pub last_index: AtomicU64,
+    /// Client send → executed, over the latency samples clients stamp ([`crate::Transaction::stamp_sample`]).
+    /// Sender and executor clocks must agree: one machine, or NTP across machines.
+    pub end_to_end_latency: LatencyHistogram,
 }
 
 /// A recovered executor, not yet running: its last executed index tells consensus where to resume.
@@ -164,6 +171,14 @@ impl Executor {
         self.metrics.transactions.fetch_add(block.len() as u64, Ordering::Relaxed);
         self.metrics.incarnations.fetch_add(output.stats.incarnations, Ordering::Relaxed);
         self.metrics.validations.fetch_add(output.stats.validations, Ordering::Relaxed);
+        self.metrics.aborts.fetch_add(output.stats.aborts, Ordering::Relaxed);
+        let successful = output.receipts.iter().filter(|r| r.is_success()).count();
+        self.metrics.successful_transactions.fetch_add(successful as u64, Ordering::Relaxed);
+        let now = std::time::SystemTime::now();
+        for sent_at in block.iter().filter_map(|tx| tx.as_ref().ok()?.sample_sent_at()) {
+            // A sender clock ahead of ours reads as zero latency rather than as an error.
+            self.metrics.end_to_end_latency.observe(now.duration_since(sent_at).unwrap_or_default());
+        }
         self.metrics.last_index.store(sub_dag.index, Ordering::Relaxed);
         debug!(index = sub_dag.index, transactions = block.len(), %root, "executed");
 

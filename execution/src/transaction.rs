@@ -6,7 +6,7 @@
 use crate::error::DecodeError;
 use crate::ids::{Address, CollectionId, CounterId, PoolId, TokenId};
 
-/// `{ sender, nonce, gas_limit, call }`. Gas costs one unit of native coin each; the fee is
+/// `{ sender, nonce, gas_limit, call, memo }`. Gas costs one unit of native coin each; the fee is
 /// `gas_used` and goes to [`crate::StateKey::CollectedFees`].
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Transaction {
@@ -16,6 +16,9 @@ pub struct Transaction {
     /// The most gas the sender will pay for; the sender must hold at least this much native coin.
     pub gas_limit: u64,
     pub call: Call,
+    /// Opaque bytes no contract reads: a client's padding to a transaction size, or a latency sample
+    /// ([`Transaction::stamp_sample`]). Not charged gas.
+    pub memo: Vec<u8>,
 }
 
 /// A call into one of the native contracts.
@@ -36,7 +39,35 @@ pub enum Call {
     NftMint { collection: CollectionId },
 }
 
+/// A memo that starts with this tag carries a client's send time (microseconds since the Unix epoch, a
+/// little-endian `u64`) right after it: the executor measures end-to-end latency on such samples.
+const SAMPLE_TAG: &[u8; 8] = b"mako/lat";
+
 impl Transaction {
+    /// Grows the memo so that the encoded transaction is at least `size` bytes (about exactly: rkyv aligns
+    /// the memo's end to 4 bytes).
+    pub fn pad_to(&mut self, size: usize) {
+        let missing = size.saturating_sub(self.to_bytes().len());
+        self.memo.resize(self.memo.len() + missing, 0);
+    }
+
+    /// Marks this transaction as a latency sample sent at `sent_at`, in the first 16 bytes of its memo.
+    pub fn stamp_sample(&mut self, sent_at: std::time::SystemTime) {
+        let micros = sent_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
+        if self.memo.len() < 16 {
+            self.memo.resize(16, 0);
+        }
+        self.memo[..8].copy_from_slice(SAMPLE_TAG);
+        self.memo[8..16].copy_from_slice(&micros.to_le_bytes());
+    }
+
+    /// When the client sent this transaction, if it is a latency sample.
+    pub fn sample_sent_at(&self) -> Option<std::time::SystemTime> {
+        let stamp = self.memo.strip_prefix(SAMPLE_TAG)?.get(..8)?;
+        let micros = u64::from_le_bytes(stamp.try_into().expect("8 bytes"));
+        Some(std::time::UNIX_EPOCH + std::time::Duration::from_micros(micros))
+    }
+
     /// The canonical bytes a client submits to the mempool.
     pub fn to_bytes(&self) -> Vec<u8> {
         mako_types::encode(self).to_vec()
@@ -95,6 +126,7 @@ mod tests {
             nonce: 3,
             gas_limit: 10_000,
             call: Call::Swap { pool: PoolId(0), a_to_b: true, amount_in: 5, min_out: 1 },
+            memo: b"hello".to_vec(),
         };
         assert_eq!(decode_transaction(&tx.to_bytes()).unwrap(), tx);
         let bytes = tx.to_bytes();
@@ -108,12 +140,32 @@ mod tests {
     }
 
     #[test]
+    fn padding_and_latency_samples() {
+        let mut tx = Transaction {
+            sender: Address::from_index(1),
+            nonce: 0,
+            gas_limit: 10,
+            call: Call::Increment { counter: CounterId(0) },
+            memo: Vec::new(),
+        };
+        assert_eq!(tx.sample_sent_at(), None);
+        tx.pad_to(512);
+        let len = tx.to_bytes().len();
+        assert!((512..516).contains(&len), "{len}");
+        let sent = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_764_000_000_123_456);
+        tx.stamp_sample(sent);
+        assert_eq!(tx.to_bytes().len(), len, "the stamp lives inside the padding");
+        assert_eq!(decode_transaction(&tx.to_bytes()).unwrap().sample_sent_at(), Some(sent));
+    }
+
+    #[test]
     fn flipped_bytes_never_panic() {
         let tx = Transaction {
             sender: Address::from_index(9),
             nonce: 0,
             gas_limit: 1,
             call: Call::TokenMint { token: TokenId(2), to: Address::from_index(3), amount: 7 },
+            memo: Vec::new(),
         };
         let bytes = tx.to_bytes();
         for i in 0..bytes.len() {

@@ -156,7 +156,7 @@ impl Workload {
         let slot = &mut self.nonces[index as usize];
         let nonce = *slot;
         *slot += 1;
-        Transaction { sender: Address::from_index(index), nonce, gas_limit: GAS_LIMIT, call }
+        Transaction { sender: Address::from_index(index), nonce, gas_limit: GAS_LIMIT, call, memo: Vec::new() }
     }
 
     fn pick(&mut self) -> Address {

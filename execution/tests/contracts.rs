@@ -15,7 +15,7 @@ fn state(accounts: u64) -> InMemoryState {
 }
 
 fn tx(sender: u64, nonce: u64, call: Call) -> Transaction {
-    Transaction { sender: Address::from_index(sender), nonce, gas_limit: LIMIT, call }
+    Transaction { sender: Address::from_index(sender), nonce, gas_limit: LIMIT, call, memo: Vec::new() }
 }
 
 /// Runs both executors (1 and 4 threads) and checks they agree.

@@ -1,6 +1,9 @@
-//! `mako client`: streams executable transactions (transfers between genesis accounts) to the workers of a
-//! committee at a fixed rate, over one long-lived TCP connection per worker (DESIGN.md §6: never a stream per
-//! transaction), and prints the rate it achieved every second.
+//! `mako client`: streams executable transactions (transfers, or a mix of native and token transfers, between
+//! genesis accounts) to the workers of a committee at a fixed rate, over one long-lived TCP connection per
+//! worker (DESIGN.md §6: never a stream per transaction), and prints the rate it achieved every second.
+//!
+//! Every transaction is padded to `size` bytes with its memo, and one in `sample_every` carries its send time
+//! there: the executing validators measure end-to-end latency (send → executed) on those samples.
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +23,19 @@ pub struct ClientOptions {
     pub duration: Duration,
     pub accounts: u64,
     pub seed: u64,
+    /// Bytes per transaction (the memo pads it).
+    pub size: usize,
+    pub sample_every: u64,
+    pub workload: WorkloadKind,
+}
+
+/// What the client sends.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum WorkloadKind {
+    /// Native transfers between uniformly drawn accounts.
+    Transfers,
+    /// Native and token transfers, half and half.
+    TokenMix,
 }
 
 pub async fn run(committee: &Path, options: ClientOptions) -> anyhow::Result<()> {
@@ -41,10 +57,20 @@ pub async fn run(committee: &Path, options: ClientOptions) -> anyhow::Result<()>
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
     let start = Instant::now();
     let (mut sent, mut last_report, mut sent_at_report) = (0u64, start, 0u64);
+    let mut numbered = 0u64;
     let mut frames = vec![Vec::new(); connections.len()];
     while start.elapsed() < options.duration {
         ticker.tick().await;
-        for transaction in workload.transfers(per_tick) {
+        let batch = match options.workload {
+            WorkloadKind::Transfers => workload.transfers(per_tick),
+            WorkloadKind::TokenMix => workload.token_mix(per_tick),
+        };
+        for mut transaction in batch {
+            transaction.pad_to(options.size);
+            if numbered.is_multiple_of(options.sample_every.max(1)) {
+                transaction.stamp_sample(std::time::SystemTime::now());
+            }
+            numbered += 1;
             // A sender always goes to the same worker, so its transactions reach consensus in nonce order.
             let sender = transaction.sender.as_bytes().iter().fold(0usize, |h, b| h.wrapping_mul(31) ^ *b as usize);
             let frame = &mut frames[sender % connections.len()];

@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 pub struct ValidatorConfig {
     /// Folder of the validator's database.
     pub storage: PathBuf,
+    /// Where to serve Prometheus metrics (`GET /metrics`); none serves nothing.
+    pub metrics_address: Option<std::net::SocketAddr>,
     pub mempool: MempoolParameters,
     pub consensus: ConsensusConfig,
     pub execution: ExecutionConfig,
@@ -40,6 +42,7 @@ impl Default for ValidatorConfig {
     fn default() -> Self {
         Self {
             storage: PathBuf::from("mako-db"),
+            metrics_address: None,
             mempool: MempoolParameters::default(),
             consensus: ConsensusConfig::default(),
             execution: ExecutionConfig::default(),

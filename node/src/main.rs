@@ -5,9 +5,12 @@
 //! DESIGN.md §8, `mako validator` runs one validator and `mako client` loads a committee with transfers. A local
 //! testnet and the benchmark follow.
 
+mod bench;
 mod client;
 mod config;
+mod metrics;
 mod setup;
+mod testnet;
 mod validator;
 
 use std::path::PathBuf;
@@ -83,6 +86,36 @@ enum Command {
         /// Seed of the generated transactions.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Bytes per transaction (padded with a memo).
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        /// One transaction in this many carries its send time, for end-to-end latency.
+        #[arg(long, default_value_t = 100)]
+        sample_every: u64,
+        /// What to send.
+        #[arg(long, value_enum, default_value = "transfers")]
+        workload: client::WorkloadKind,
+    },
+    /// Run a local testnet: validators and a client as separate processes on loopback, with a live
+    /// throughput and latency line; checks at the end that every validator executed to equal state roots.
+    Testnet {
+        #[command(flatten)]
+        testnet: TestnetArgs,
+    },
+    /// Sweep offered rates (and committee sizes) over local testnets; writes a CSV, a markdown table and a
+    /// throughput-latency PNG plot.
+    Bench {
+        /// Offered rates, tx/s, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "25000,50000,75000,100000")]
+        rates: Vec<u64>,
+        /// Committee sizes, comma-separated (overrides --nodes).
+        #[arg(long = "sizes", value_delimiter = ',', default_value = "4")]
+        sizes: Vec<usize>,
+        /// Where to write the report (each run's testnet folder goes under it).
+        #[arg(long, default_value = "bench")]
+        out: PathBuf,
+        #[command(flatten)]
+        testnet: TestnetArgs,
     },
     /// Write a validator configuration file with every parameter at its default, or check one.
     Config {
@@ -93,6 +126,66 @@ enum Command {
         #[arg(long)]
         check: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct TestnetArgs {
+    /// Validators.
+    #[arg(long, default_value_t = 4)]
+    nodes: usize,
+    /// Workers per validator.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Client transactions per second, in all.
+    #[arg(long, default_value_t = 50_000)]
+    rate: u64,
+    /// How long the client sends (the testnet then waits for execution to drain), e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    duration: std::time::Duration,
+    /// Measurement starts this long after the client (at most half of --duration).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    warmup: std::time::Duration,
+    /// Bytes per transaction.
+    #[arg(long, default_value_t = 512)]
+    size: usize,
+    /// What the client sends.
+    #[arg(long, value_enum, default_value = "transfers")]
+    workload: client::WorkloadKind,
+    /// Genesis accounts (the client draws senders and receivers from them).
+    #[arg(long, default_value_t = 100_000)]
+    accounts: u64,
+    /// Working folder: keys, committee, configs, databases and logs. Databases are cleared at start.
+    #[arg(long, default_value = "testnet")]
+    dir: PathBuf,
+    /// First committee port (each validator takes 1 + workers ports from here).
+    #[arg(long, default_value_t = 7000)]
+    base_port: u16,
+    /// Validator i serves Prometheus metrics on 127.0.0.1:(metrics-port + i).
+    #[arg(long, default_value_t = 9100)]
+    metrics_port: u16,
+    /// Block-STM threads per validator (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    execution_threads: usize,
+}
+
+impl TestnetArgs {
+    fn options(&self, live: bool) -> testnet::TestnetOptions {
+        testnet::TestnetOptions {
+            dir: self.dir.clone(),
+            nodes: self.nodes,
+            workers: self.workers,
+            rate: self.rate,
+            duration: self.duration,
+            warmup: self.warmup,
+            size: self.size,
+            workload: self.workload,
+            accounts: self.accounts,
+            base_port: self.base_port,
+            metrics_port: self.metrics_port,
+            execution_threads: self.execution_threads,
+            live,
+        }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -111,9 +204,20 @@ fn main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(validator::run(&committee, &keys, config.as_deref()))
         }
-        Command::Client { committee, rate, duration, accounts, seed } => {
+        Command::Client { committee, rate, duration, accounts, seed, size, sample_every, workload } => {
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(client::run(&committee, client::ClientOptions { rate, duration, accounts, seed }))
+            let options = client::ClientOptions { rate, duration, accounts, seed, size, sample_every, workload };
+            runtime.block_on(client::run(&committee, options))
+        }
+        Command::Testnet { testnet } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            let report = runtime.block_on(testnet::run(&testnet.options(true)))?;
+            testnet::print_summary(&report);
+            Ok(())
+        }
+        Command::Bench { rates, sizes, out, testnet } => {
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(bench::run(&testnet.options(false), &rates, &sizes, &out))
         }
         Command::Config { out: Some(out), .. } => {
             std::fs::write(&out, config::ValidatorConfig::default().to_toml())?;

@@ -8,6 +8,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use mako_consensus::consensus::Consensus;
@@ -19,10 +21,21 @@ use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
 use mako_types::{Committee, ValidatorKeys};
+use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 use crate::config::ValidatorConfig;
+use crate::metrics::{self, ValidatorCollector};
+
+/// Stops a background task when the validator returns.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 const CHANNEL_CAPACITY: usize = 10_000;
 
@@ -60,6 +73,7 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
     let (tx_reports, rx_reports) = mpsc::channel(CHANNEL_CAPACITY);
     let mut to_workers = Vec::new();
     let mut workers = Vec::new();
+    let mut worker_metrics = Vec::new();
     for (id, address) in authority.worker_addresses.iter().enumerate() {
         let id = id as u32;
         let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind(
@@ -69,6 +83,7 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
             listen(*address),
         )?;
         let clients = ClientListener::bind(listen(*address)).await?;
+        let worker_network = Arc::clone(endpoint.metrics());
         let (to_worker, from_primary) = mpsc::channel(CHANNEL_CAPACITY);
         to_workers.push(to_worker);
         workers.push(Worker::spawn(WorkerSetup {
@@ -82,6 +97,7 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
             to_primary: tx_reports.clone(),
             from_primary,
         }));
+        worker_metrics.push((Arc::clone(workers.last().expect("just pushed").metrics()), worker_network));
     }
     let network = Endpoint::<PrimaryMessage>::bind(
         NetworkConfig::default(),
@@ -90,6 +106,7 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
         listen(authority.primary_address),
     )?;
 
+    let primary_network = Arc::clone(network.0.metrics());
     let (tx_committed_round, mut committed_round) = watch::channel(0);
     let (tx_certificates, rx_certificates) = mpsc::channel(CHANNEL_CAPACITY);
     let mut consensus = Consensus::spawn(
@@ -116,7 +133,23 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
         executed: Some(execution.executed.clone()),
         rng_seed: rand::random(),
     })?;
-    info!(%me, primary = %authority.primary_address, workers = workers.len(), "validator running");
+    let gauges = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let _metrics_server = match config.metrics_address {
+        Some(address) => {
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(ValidatorCollector {
+                primary: Arc::clone(&primary.metrics),
+                primary_network,
+                workers: worker_metrics,
+                execution: Arc::clone(&execution.metrics),
+                committed_round: Arc::clone(&gauges.0),
+                consensus_queue: Arc::clone(&gauges.1),
+            }));
+            Some(AbortOnDrop(metrics::serve(address, registry).await?))
+        }
+        None => None,
+    };
+    info!(%me, primary = %authority.primary_address, workers = workers.len(), metrics = ?config.metrics_address, "validator running");
 
     loop {
         tokio::select! {
@@ -132,11 +165,14 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
             Ok(()) = committed_round.changed() => {
                 let round = *committed_round.borrow_and_update();
                 primary.committed_round.send_replace(round);
+                gauges.0.store(round, Ordering::Relaxed);
             }
             Some(certificate) = primary.certificates.recv() => {
                 if tx_certificates.send(certificate).await.is_err() {
                     bail!("consensus stopped");
                 }
+                let queued = tx_certificates.max_capacity() - tx_certificates.capacity();
+                gauges.1.store(queued as u64, Ordering::Relaxed);
             }
         }
     }

@@ -12,6 +12,7 @@ pub mod crypto;
 pub mod digest;
 pub mod error;
 pub mod header;
+pub mod histogram;
 pub mod keys;
 pub mod leader;
 pub mod network_key;
@@ -24,6 +25,7 @@ pub use crypto::{BlsKeyPair, BlsPublicKey, BlsSignature, Domain, PublicKeyBytes,
 pub use digest::{BatchDigest, CertificateDigest, Digest, HeaderDigest};
 pub use error::{CommitteeError, CryptoError, DagError, KeyError, WireError};
 pub use header::{ExecutedState, Header, HeaderContent};
+pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use keys::ValidatorKeys;
 pub use leader::LeaderTable;
 pub use network_key::{NetworkKeyPair, NetworkPublicKey};

@@ -1,0 +1,139 @@
+//! `mako bench`: a sweep of offered rates over committee sizes, one local testnet ([`crate::testnet`]) per
+//! point, and the report: `results.csv`, `results.md` (a markdown table) and `throughput_latency.png` (p50
+//! end-to-end latency against end-to-end throughput, one line per committee size).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use plotters::prelude::*;
+
+use crate::testnet::{self, TestnetOptions, TestnetReport};
+
+const PLOT: &str = "throughput_latency.png";
+
+/// Runs every (nodes, rate) point in turn and writes the report into `out`.
+pub async fn run(base: &TestnetOptions, rates: &[u64], nodes: &[usize], out: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let mut reports = Vec::new();
+    let points = rates.len() * nodes.len();
+    for &n in nodes {
+        for &rate in rates {
+            let options = TestnetOptions { nodes: n, rate, dir: out.join("testnet"), live: false, ..base.clone() };
+            println!(
+                "bench [{}/{points}]: {n} validators at {rate} tx/s for {:?} ...",
+                reports.len() + 1,
+                base.duration
+            );
+            let report = testnet::run(&options).await?;
+            println!("  {}", row(&report));
+            reports.push(report);
+        }
+    }
+    write_report(&reports, out)?;
+    println!("\n{}", markdown(&reports));
+    println!("wrote results.csv, results.md and {PLOT} to {}", out.display());
+    Ok(())
+}
+
+fn ms(report: &TestnetReport, q: f64) -> f64 {
+    report.latency.quantile(q).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
+
+fn row(report: &TestnetReport) -> String {
+    format!(
+        "end-to-end {:.0} tx/s, latency p50 {:.0} ms, p95 {:.0} ms; {} blocks agreed",
+        report.end_to_end_tps,
+        ms(report, 0.5),
+        ms(report, 0.95),
+        report.agreed_blocks
+    )
+}
+
+fn markdown(reports: &[TestnetReport]) -> String {
+    let mut text = String::from(
+        "| validators | offered tx/s | end-to-end tx/s | latency p50 (ms) | latency p95 (ms) | samples | blocks agreed |\n\
+         |---|---|---|---|---|---|---|\n",
+    );
+    for r in reports {
+        let _ = writeln!(
+            text,
+            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
+            r.nodes,
+            r.rate,
+            r.end_to_end_tps,
+            ms(r, 0.5),
+            ms(r, 0.95),
+            r.latency.count(),
+            r.agreed_blocks
+        );
+    }
+    text
+}
+
+fn write_report(reports: &[TestnetReport], out: &Path) -> anyhow::Result<()> {
+    let mut csv =
+        String::from("validators,offered_tps,end_to_end_tps,latency_p50_ms,latency_p95_ms,samples,blocks_agreed\n");
+    for r in reports {
+        let _ = writeln!(
+            csv,
+            "{},{},{:.0},{:.1},{:.1},{},{}",
+            r.nodes,
+            r.rate,
+            r.end_to_end_tps,
+            ms(r, 0.5),
+            ms(r, 0.95),
+            r.latency.count(),
+            r.agreed_blocks
+        );
+    }
+    std::fs::write(out.join("results.csv"), csv).context("cannot write results.csv")?;
+    std::fs::write(out.join("results.md"), markdown(reports)).context("cannot write results.md")?;
+    plot(reports, &out.join(PLOT)).map_err(|e| anyhow::anyhow!("cannot draw {PLOT}: {e}"))
+}
+
+/// p50 latency against throughput, a line per committee size. The font (DejaVu Sans) is compiled in, so the
+/// plot draws the same on a machine without fonts.
+fn plot(reports: &[TestnetReport], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    static FONT: std::sync::Once = std::sync::Once::new();
+    FONT.call_once(|| {
+        // A font that does not parse only loses the labels; `register_font` cannot fail on DejaVu.
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
+    });
+    let max_x = reports.iter().map(|r| r.end_to_end_tps).fold(1.0, f64::max) * 1.1;
+    let max_y = reports.iter().map(|r| ms(r, 0.5)).filter(|y| y.is_finite()).fold(1.0, f64::max) * 1.2;
+    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("mako: end-to-end latency (p50) against throughput", ("sans-serif", 22))
+        .margin(15)
+        .x_label_area_size(45)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..max_x, 0.0..max_y)?;
+    chart
+        .configure_mesh()
+        .x_desc("end-to-end tx/s (executed)")
+        .y_desc("latency p50 (ms)")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
+        .draw()?;
+    let mut sizes: Vec<usize> = reports.iter().map(|r| r.nodes).collect();
+    sizes.dedup();
+    for (i, &n) in sizes.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let points: Vec<(f64, f64)> = reports
+            .iter()
+            .filter(|r| r.nodes == n)
+            .map(|r| (r.end_to_end_tps, ms(r, 0.5)))
+            .filter(|(_, y)| y.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
+            .label(format!("{n} validators"))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+    }
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+    Ok(())
+}

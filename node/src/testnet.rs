@@ -1,0 +1,343 @@
+//! `mako testnet`: a committee of validators and a client, each a separate OS process on loopback
+//! (DESIGN.md §7). It writes keys, the committee and one config per validator into a working folder, starts
+//! the validators (logs in `logs/`), starts the client once every validator serves its metrics, prints one
+//! live line a second read from the validators' Prometheus pages, and stops everything on Ctrl-C or when the
+//! client is done. It then opens every validator's store and checks that they executed the same blocks to
+//! the same state roots (DESIGN.md §9.4).
+//!
+//! Figures (DESIGN.md §7): **end-to-end tx/s** counts transactions executed (the mean over validators) and
+//! **end-to-end latency** is client send → executed, over sampled transactions, pooled over validators; both
+//! over the measurement window, which starts `warmup` after the client does.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use mako_storage::Store;
+use mako_types::HistogramSnapshot;
+use tokio::time::{interval, Instant, MissedTickBehavior};
+
+use crate::client::WorkloadKind;
+use crate::config::ValidatorConfig;
+use crate::metrics::Scrape;
+use crate::setup;
+
+const LATENCY: &str = "mako_end_to_end_latency_seconds";
+const EXECUTED: &str = "mako_executed_transactions";
+
+#[derive(Clone, Debug)]
+pub struct TestnetOptions {
+    pub dir: PathBuf,
+    pub nodes: usize,
+    pub workers: usize,
+    pub rate: u64,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub size: usize,
+    pub workload: WorkloadKind,
+    pub accounts: u64,
+    pub base_port: u16,
+    pub metrics_port: u16,
+    /// Block-STM threads per validator (0: one per core).
+    pub execution_threads: usize,
+    /// Print the live line (the bench runs quietly).
+    pub live: bool,
+}
+
+/// What a run measured.
+#[derive(Clone, Debug)]
+pub struct TestnetReport {
+    pub nodes: usize,
+    pub rate: u64,
+    /// Executed transactions per second over the window, mean over validators.
+    pub end_to_end_tps: f64,
+    pub latency: HistogramSnapshot,
+    /// Blocks every validator executed, all to equal roots.
+    pub agreed_blocks: u64,
+    /// Transactions the least advanced validator executed in all.
+    pub executed: u64,
+}
+
+/// The validator and client processes; dropping it interrupts (SIGINT) then kills whatever still runs.
+struct Processes(Vec<(String, Child)>);
+
+impl Processes {
+    fn spawn(&mut self, name: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
+        let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(std::env::current_exe()?)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot start {name}"))?;
+        self.0.push((name.to_string(), child));
+        Ok(())
+    }
+
+    /// The first process that exited, with its status.
+    fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
+        self.0.iter_mut().find_map(|(name, child)| Some((name.clone(), child.try_wait().ok()??)))
+    }
+
+    /// Interrupts every process and waits up to `grace` for them to exit, then kills the rest.
+    fn stop(&mut self, grace: Duration) {
+        for (_, child) in &self.0 {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+        }
+        let deadline = std::time::Instant::now() + grace;
+        for (_, child) in &mut self.0 {
+            while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        self.0.clear();
+    }
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+    }
+}
+
+fn path_arg(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
+}
+
+/// Writes keys, committee and configs; returns each validator's (config path, metrics address).
+fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<(PathBuf, SocketAddr)>> {
+    let dir = &options.dir;
+    std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
+    let keys = dir.join("keys");
+    setup::write_keys(&keys, options.nodes, Some(0))?;
+    setup::write_committee(&keys, &dir.join("committee.toml"), &[], options.base_port, options.workers)?;
+    (0..options.nodes)
+        .map(|i| {
+            let storage = dir.join(format!("db-{i}"));
+            if storage.exists() {
+                // A testnet starts from genesis: the previous run's chain is not this committee's history.
+                std::fs::remove_dir_all(&storage).with_context(|| format!("cannot clear {}", storage.display()))?;
+            }
+            let port = u16::try_from(options.metrics_port as usize + i).context("metrics ports past 65535")?;
+            let metrics = SocketAddr::from(([127, 0, 0, 1], port));
+            let mut config = ValidatorConfig { storage, metrics_address: Some(metrics), ..ValidatorConfig::default() };
+            config.execution.genesis_accounts = options.accounts;
+            config.execution.threads = options.execution_threads;
+            let path = dir.join(format!("validator-{i}.toml"));
+            std::fs::write(&path, config.to_toml()).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok((path, metrics))
+        })
+        .collect()
+}
+
+async fn scrape_all(addresses: &[SocketAddr]) -> Vec<Option<Scrape>> {
+    let mut scrapes = Vec::with_capacity(addresses.len());
+    for address in addresses {
+        scrapes.push(Scrape::fetch(*address).await.ok());
+    }
+    scrapes
+}
+
+/// Summed over validators: executed transactions, and latency samples pooled.
+fn totals(scrapes: &[Option<Scrape>]) -> (f64, HistogramSnapshot, usize) {
+    let mut latency = HistogramSnapshot::default();
+    let (mut executed, mut up) = (0.0, 0);
+    for scrape in scrapes.iter().flatten() {
+        executed += scrape.value(EXECUTED);
+        latency.merge(&scrape.histogram(LATENCY));
+        up += 1;
+    }
+    (executed, latency, up)
+}
+
+fn ms(latency: Option<Duration>) -> String {
+    latency.map_or("-".to_string(), |l| format!("{} ms", l.as_millis()))
+}
+
+pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
+    if options.nodes < 1 {
+        bail!("--nodes must be at least 1");
+    }
+    let validators = prepare(options)?;
+    let addresses: Vec<SocketAddr> = validators.iter().map(|(_, metrics)| *metrics).collect();
+    let dir = &options.dir;
+    let committee = dir.join("committee.toml");
+    let mut processes = Processes(Vec::new());
+    for (i, (config, _)) in validators.iter().enumerate() {
+        let keys = setup::key_file(&dir.join("keys"), i);
+        let args = [
+            "validator",
+            "--committee",
+            path_arg(&committee)?,
+            "--keys",
+            path_arg(&keys)?,
+            "--config",
+            path_arg(config)?,
+        ];
+        processes.spawn(&format!("validator {i}"), &args, &dir.join(format!("logs/validator-{i}.log")))?;
+    }
+
+    // Start the client once every validator serves metrics (its listeners are bound by then).
+    let started = Instant::now();
+    while scrape_all(&addresses).await.iter().any(Option::is_none) {
+        if let Some((name, status)) = processes.exited() {
+            bail!("{name} exited at start ({status}); see {}", dir.join("logs").display());
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            bail!("validators did not come up in 30 s; see {}", dir.join("logs").display());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client_args = [
+        "client".to_string(),
+        "--committee".into(),
+        path_arg(&committee)?.into(),
+        "--rate".into(),
+        options.rate.to_string(),
+        "--duration".into(),
+        humantime::format_duration(options.duration).to_string(),
+        "--size".into(),
+        options.size.to_string(),
+        "--accounts".into(),
+        options.accounts.to_string(),
+        "--workload".into(),
+        clap::ValueEnum::to_possible_value(&options.workload).expect("no skipped variants").get_name().to_string(),
+    ];
+    let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
+    processes.spawn("client", &client_args, &dir.join("logs/client.log"))?;
+    let client_started = Instant::now();
+    if options.live {
+        println!(
+            "testnet: {} validators, client at {} tx/s for {}; logs in {}",
+            options.nodes,
+            options.rate,
+            humantime::format_duration(options.duration),
+            dir.join("logs").display()
+        );
+    }
+
+    let mut ticker = interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let (mut last, mut window_start, mut window_end) = (totals(&scrape_all(&addresses).await), None, None);
+    let mut drained_at: Option<(Instant, f64)> = None;
+    let live_line = options.live && std::io::stdout().is_terminal();
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                if options.live { println!("\ntestnet: interrupted"); }
+                break;
+            }
+            _ = ticker.tick() => {}
+        }
+        let now = totals(&scrape_all(&addresses).await);
+        let elapsed = client_started.elapsed();
+        let up = now.2.max(1) as f64;
+        if options.live {
+            let recent = now.1.since(&last.1);
+            let line = format!(
+                "t={:>4}s  executed {:>7.0} tx/s  latency p50 {} p95 {}  ({} of {} validators up)",
+                elapsed.as_secs(),
+                (now.0 - last.0) / up,
+                ms(recent.quantile(0.5)),
+                ms(recent.quantile(0.95)),
+                now.2,
+                options.nodes,
+            );
+            if live_line {
+                print!("\r{line}   ");
+            } else {
+                println!("{line}");
+            }
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+        }
+        if window_start.is_none() && elapsed >= options.warmup.min(options.duration / 2) {
+            window_start = Some((Instant::now(), now.clone()));
+        }
+        if window_end.is_none() && elapsed >= options.duration {
+            window_end = Some((Instant::now(), now.clone()));
+        }
+        // After the client stops, wait until execution drains (no progress for 2 s, at most 15 s).
+        if window_end.is_some() {
+            match drained_at {
+                Some((since, executed)) if executed == now.0 => {
+                    if since.elapsed() >= Duration::from_secs(2) {
+                        break;
+                    }
+                }
+                _ => drained_at = Some((Instant::now(), now.0)),
+            }
+            if elapsed >= options.duration + Duration::from_secs(15) {
+                break;
+            }
+        }
+        if let Some((name, status)) = processes.exited().filter(|(name, _)| name != "client") {
+            processes.stop(Duration::from_secs(5));
+            bail!("{name} exited ({status}); see {}", dir.join("logs").display());
+        }
+        last = now;
+    }
+    if live_line {
+        println!();
+    }
+    let final_scrapes = scrape_all(&addresses).await;
+    let executed = final_scrapes.iter().flatten().map(|s| s.value(EXECUTED) as u64).min().unwrap_or(0);
+    processes.stop(Duration::from_secs(10));
+
+    let (end_to_end_tps, latency) = match (&window_start, &window_end) {
+        (Some((t0, start)), Some((t1, end))) => {
+            let seconds = t1.duration_since(*t0).as_secs_f64().max(1e-3);
+            ((end.0 - start.0) / end.2.max(1) as f64 / seconds, end.1.since(&start.1))
+        }
+        _ => (0.0, HistogramSnapshot::default()),
+    };
+    let agreed_blocks = check_agreement(&validators.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>())?;
+    Ok(TestnetReport { nodes: options.nodes, rate: options.rate, end_to_end_tps, latency, agreed_blocks, executed })
+}
+
+/// Opens every validator's store (the processes have exited) and compares the roots of the blocks they all
+/// executed. Returns how many that is.
+pub fn check_agreement(configs: &[PathBuf]) -> anyhow::Result<u64> {
+    let mut stores = Vec::new();
+    for config in configs {
+        let storage = ValidatorConfig::load(config)?.storage;
+        stores.push(Store::open(&storage).with_context(|| format!("cannot open {}", storage.display()))?);
+    }
+    let mut common = u64::MAX;
+    for store in &stores {
+        common = common.min(store.state.execution_progress()?.map_or(0, |p| p.last_executed_index));
+    }
+    for index in 1..=common {
+        let mut roots = Vec::new();
+        for store in &stores {
+            let block = store.state.block(index)?.with_context(|| format!("block {index} missing from a block log"))?;
+            roots.push(block.root);
+        }
+        if roots.iter().any(|root| *root != roots[0]) {
+            bail!("state divergence at block {index}: roots {roots:?}");
+        }
+    }
+    Ok(common)
+}
+
+/// `mako testnet`'s own output: the live line, then this summary.
+pub fn print_summary(report: &TestnetReport) {
+    println!(
+        "testnet: end-to-end {:.0} tx/s, latency p50 {} p95 {} ({} samples); {} blocks executed by all {} validators \
+         with equal state roots ({} transactions)",
+        report.end_to_end_tps,
+        ms(report.latency.quantile(0.5)),
+        ms(report.latency.quantile(0.95)),
+        report.latency.count(),
+        report.agreed_blocks,
+        report.nodes,
+        report.executed,
+    );
+}
