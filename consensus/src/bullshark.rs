@@ -11,6 +11,7 @@
 use std::collections::BTreeSet;
 
 use mako_mempool::dag::Dag;
+use mako_types::bug::{injected, Bug};
 use mako_types::{AuthorityIndex, Certificate, CertificateDigest, Committee, Round};
 
 use crate::leader_schedule::LeaderSchedule;
@@ -95,7 +96,7 @@ impl Bullshark {
         let mut leaders = vec![leader.clone()];
         let mut current = leader.clone();
         let mut round = leader_round;
-        while round >= self.state.last_leader_round + 4 {
+        while round >= self.state.last_leader_round + 4 && !injected(Bug::SkipRecursiveCommit) {
             round -= 2;
             if let Some(earlier) = self.leader_certificate(round) {
                 if self.is_linked(&current, earlier) {
@@ -132,7 +133,10 @@ impl Bullshark {
             .round(leader.round() + 1)
             .filter(|c| c.header.parents().contains(&digest))
             .map(|c| self.committee.stake(c.author()))
-            .sum();
+            .sum::<u64>();
+        if injected(Bug::CommitWithF) {
+            return stake + 1 >= self.committee.validity_threshold();
+        }
         self.committee.is_valid(stake)
     }
 
@@ -163,7 +167,8 @@ impl Bullshark {
                 continue;
             }
             ordered.push(certificate.clone());
-            stack.extend(certificate.header.parents().iter().filter_map(|p| self.dag.get(p)).filter(|p| p.round() > 0));
+            // Strong and weak parents: a weakly linked certificate is in the anchor's history (DESIGN.md §9.3).
+            stack.extend(certificate.header.all_parents().filter_map(|p| self.dag.get(p)).filter(|p| p.round() > 0));
         }
         ordered.sort_by_key(|c| (c.round(), c.author()));
         ordered
@@ -178,9 +183,10 @@ impl Bullshark {
 
 #[cfg(test)]
 mod tests {
-    use mako_mempool::test_dag::{build_dag, certificate, committee, everyone, genesis_digests};
+    use mako_mempool::test_dag::{
+        build_dag, certificate, committee, everyone, genesis_digests, random_dag, shuffled_causal_order,
+    };
     use mako_types::AuthorityIndex as A;
-    use rand::seq::SliceRandom;
     use rand::SeedableRng;
 
     use super::*;
@@ -275,51 +281,6 @@ mod tests {
             committed[0].certificates.iter().all(|c| c.digest() != leader2),
             "the skipped leader is not in the history"
         );
-    }
-
-    /// A random DAG: each certificate takes a random quorum of the previous round (sometimes more), and some
-    /// validators sometimes miss a round.
-    fn random_dag(committee: &Committee, rounds: Round, rng: &mut impl rand::Rng) -> Vec<Certificate> {
-        let mut certificates = Vec::new();
-        let mut previous = genesis_digests(committee);
-        for round in 1..=rounds {
-            let mut layer = Vec::new();
-            for author in everyone(committee) {
-                if round > 1 && rng.gen_bool(0.1) {
-                    continue;
-                }
-                let mut parents = previous.clone();
-                parents.shuffle(rng);
-                parents.truncate(rng.gen_range(3..=previous.len().max(3)));
-                layer.push(certificate(committee, author, round, parents));
-            }
-            if layer.len() < 3 {
-                // Keep the DAG alive: a round needs a quorum for the next one to have parents.
-                continue;
-            }
-            previous = layer.iter().map(Certificate::digest).collect();
-            certificates.extend(layer);
-        }
-        certificates
-    }
-
-    /// A random order that keeps every certificate after its parents.
-    fn shuffled_causal_order(certificates: &[Certificate], rng: &mut impl rand::Rng) -> Vec<Certificate> {
-        let mut remaining: Vec<Certificate> = certificates.to_vec();
-        let mut delivered: BTreeSet<CertificateDigest> = BTreeSet::new();
-        let mut order = Vec::new();
-        while !remaining.is_empty() {
-            let ready: Vec<usize> = (0..remaining.len())
-                .filter(|&i| {
-                    remaining[i].round() == 1 || remaining[i].header.parents().iter().all(|p| delivered.contains(p))
-                })
-                .collect();
-            let pick = ready[rng.gen_range(0..ready.len())];
-            let certificate = remaining.swap_remove(pick);
-            delivered.insert(certificate.digest());
-            order.push(certificate);
-        }
-        order
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! memory stays flat under steady load. Two different certificates for one (author, round) are impossible
 //! with an honest quorum and are rejected as an equivocation. Ordered maps only: iteration order is part of
 //! determinism (DESIGN.md §6).
+//!
+//! It also tracks the certificates nothing references yet: those from rounds below the proposer's parent
+//! round are [`Dag::orphans`], which our next header links to weakly so that their batches reach an anchor's
+//! history (DESIGN.md §9.3).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,9 +34,12 @@ pub struct Dag {
     vertices: BTreeMap<Round, BTreeMap<AuthorityIndex, (CertificateDigest, Certificate)>>,
     rounds_by_digest: BTreeMap<CertificateDigest, (Round, AuthorityIndex)>,
     genesis: BTreeSet<CertificateDigest>,
-    /// Certificates waiting for parents, and for each missing parent the certificates waiting on it.
-    pending: BTreeMap<CertificateDigest, (Certificate, BTreeSet<CertificateDigest>)>,
+    /// Certificates waiting for parents (each missing parent with its round), and for each missing parent the
+    /// certificates waiting on it.
+    pending: BTreeMap<CertificateDigest, (Certificate, BTreeMap<CertificateDigest, Round>)>,
     waiting_on: BTreeMap<CertificateDigest, BTreeSet<CertificateDigest>>,
+    /// Accepted certificates that no accepted certificate names as a parent, strong or weak.
+    unreferenced: BTreeMap<(Round, AuthorityIndex), CertificateDigest>,
     gc_round: Round,
 }
 
@@ -45,6 +52,7 @@ impl Dag {
             genesis: genesis.iter().map(Certificate::digest).collect(),
             pending: BTreeMap::new(),
             waiting_on: BTreeMap::new(),
+            unreferenced: BTreeMap::new(),
             gc_round: 0,
         };
         for certificate in genesis {
@@ -73,13 +81,15 @@ impl Dag {
         if self.pending.contains_key(&digest) {
             return Ok(Insertion::Duplicate);
         }
-        let missing: BTreeSet<CertificateDigest> =
-            certificate.header.parents().iter().filter(|p| !self.is_parent_present(round, p)).copied().collect();
+        let strong = certificate.header.parents().iter().map(|p| (round - 1, p));
+        let weak = certificate.header.weak_parents().iter().map(|(r, p)| (*r, p));
+        let missing: BTreeMap<CertificateDigest, Round> =
+            strong.chain(weak).filter(|(r, p)| !self.is_parent_present(*r, p)).map(|(r, p)| (*p, r)).collect();
         if !missing.is_empty() {
-            for parent in &missing {
+            for parent in missing.keys() {
                 self.waiting_on.entry(*parent).or_default().insert(digest);
             }
-            let list = missing.iter().copied().collect();
+            let list = missing.keys().copied().collect();
             self.pending.insert(digest, (certificate, missing));
             return Ok(Insertion::Pending { missing: list });
         }
@@ -110,19 +120,32 @@ impl Dag {
     fn add_vertex(&mut self, certificate: Certificate) -> CertificateDigest {
         let digest = certificate.digest();
         let (round, author) = (certificate.round(), certificate.author());
+        for parent in certificate.header.all_parents() {
+            if let Some(position) = self.rounds_by_digest.get(parent) {
+                self.unreferenced.remove(position);
+            }
+        }
+        if round > 0 {
+            self.unreferenced.insert((round, author), digest);
+        }
         self.rounds_by_digest.insert(digest, (round, author));
         self.vertices.entry(round).or_default().insert(author, (digest, certificate));
         digest
     }
 
-    /// A parent of a round-`child_round` certificate counts as present if it is in the DAG, or if its round was
-    /// garbage collected (below the horizon nothing is checked any more).
-    fn is_parent_present(&self, child_round: Round, parent: &CertificateDigest) -> bool {
-        let parent_round = child_round - 1;
+    /// A parent of round `parent_round` counts as present if it is in the DAG, or if its round was garbage
+    /// collected (below the horizon nothing is checked any more).
+    fn is_parent_present(&self, parent_round: Round, parent: &CertificateDigest) -> bool {
         if parent_round == 0 {
             return self.genesis.contains(parent);
         }
         parent_round <= self.gc_round || self.rounds_by_digest.contains_key(parent)
+    }
+
+    /// Certificates of rounds below `below` that nothing references yet, oldest first, at most `limit`: the
+    /// weak parents of a header whose strong parents are of round `below`.
+    pub fn orphans(&self, below: Round, limit: usize) -> Vec<(Round, CertificateDigest)> {
+        self.unreferenced.range(..(below, AuthorityIndex(0))).take(limit).map(|((r, _), d)| (*r, *d)).collect()
     }
 
     pub fn contains(&self, digest: &CertificateDigest) -> bool {
@@ -201,14 +224,20 @@ impl Dag {
                 self.rounds_by_digest.remove(digest);
             }
         }
+        self.unreferenced = self.unreferenced.split_off(&(gc_round + 1, AuthorityIndex(0)));
         let stale: Vec<CertificateDigest> =
             self.pending.iter().filter(|(_, (c, _))| c.round() <= gc_round).map(|(d, _)| *d).collect();
         for digest in stale {
             self.pending.remove(&digest);
         }
-        // A pending certificate one round above the horizon may now be complete: its parents count as present.
-        let unblocked: Vec<CertificateDigest> =
-            self.pending.iter().filter(|(_, (c, _))| c.round() == gc_round + 1).map(|(d, _)| *d).collect();
+        // A pending certificate may now be complete: parents at or below the horizon count as present.
+        let mut unblocked = Vec::new();
+        for (digest, (_, missing)) in self.pending.iter_mut() {
+            missing.retain(|_, round| *round > gc_round);
+            if missing.is_empty() {
+                unblocked.push(*digest);
+            }
+        }
         let mut accepted = Vec::new();
         for digest in unblocked {
             if let Some((certificate, _)) = self.pending.remove(&digest) {
@@ -299,5 +328,43 @@ mod tests {
         assert_eq!(accepted, vec![certs[16].clone()]);
         assert_eq!(dag.pending_len(), 0);
         assert_eq!(dag.above(&[4, 4, 4, 4]).len(), 1);
+    }
+
+    #[test]
+    fn orphans_are_the_unreferenced_certificates_below_the_parent_round() {
+        let committee = committee(4);
+        let mut dag = Dag::new(Certificate::genesis(&committee));
+        // Round 2 references only authors 0..3 of round 1: author 3's round-1 certificate is an orphan.
+        let (round1, parents) = build_dag(&committee, genesis_digests(&committee), 1..=1, &everyone(&committee));
+        let (round2, _) = build_dag(&committee, parents[..3].to_vec(), 2..=2, &everyone(&committee));
+        for c in round1.iter().chain(&round2) {
+            dag.insert(c.clone()).unwrap();
+        }
+        assert_eq!(dag.orphans(2, 10), vec![(1, round1[3].digest())]);
+        assert_eq!(dag.orphans(1, 10), vec![], "round-1 certificates are the parents of a round-2 header");
+        // A round-3 certificate that links it weakly adopts it.
+        let mut adopter =
+            certificate(&committee, AuthorityIndex(0), 3, round2.iter().map(Certificate::digest).collect());
+        adopter.header.content.weak_parents = vec![(1, round1[3].digest())];
+        assert!(matches!(dag.insert(adopter.clone()).unwrap(), Insertion::Accepted(_)));
+        assert_eq!(dag.orphans(3, 10), vec![]);
+        assert_eq!(dag.orphans(4, 10), vec![(3, adopter.digest())], "nothing references round 3 yet");
+    }
+
+    #[test]
+    fn a_missing_weak_parent_waits_until_fetched_or_below_the_horizon() {
+        let committee = committee(4);
+        let mut dag = Dag::new(Certificate::genesis(&committee));
+        let (certs, _) = build_dag(&committee, genesis_digests(&committee), 1..=3, &everyone(&committee));
+        for c in &certs[..8] {
+            dag.insert(c.clone()).unwrap();
+        }
+        let strong: Vec<_> = certs[4..8].iter().map(Certificate::digest).collect();
+        let unknown = CertificateDigest::default();
+        let mut child = certificate(&committee, AuthorityIndex(1), 3, strong);
+        child.header.content.weak_parents = vec![(1, unknown)];
+        let Insertion::Pending { missing } = dag.insert(child.clone()).unwrap() else { panic!("weak parent unknown") };
+        assert_eq!(missing, vec![unknown]);
+        assert_eq!(dag.garbage_collect(1), vec![child], "round 1 fell below the horizon");
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Vote for header H of author A at round r only if: A is in the committee; r is above the GC round; we have
 //! not voted for a *different* header of (A, r), nor for any header of A at a later round; every payload entry
-//! names an existing worker; the signature is valid; the parents are all known, from round r-1, from distinct
-//! authors holding a quorum of stake; and every batch of the payload is stored locally. Unknown parents or
+//! names an existing worker; the signature is valid; the strong parents are all known, from round r-1, from
+//! distinct authors holding a quorum of stake; the weak parents (at most one per validator) are known, distinct,
+//! and of the older round they claim; and every batch of the payload is stored locally. Unknown parents or
 //! missing batches are not a rejection: the caller fetches them and asks again. Cheap checks run before the
 //! signature check, and nothing is fetched for a header whose signature fails. The caller persists the vote
 //! before sending it, so a restart can never equivocate (DESIGN.md §9.7).
@@ -11,7 +12,8 @@
 use std::collections::BTreeSet;
 
 use mako_storage::LastVote;
-use mako_types::{AuthorityIndex, BatchDigest, CertificateDigest, Committee, DagError, Header, WorkerId};
+use mako_types::bug::{injected, Bug};
+use mako_types::{AuthorityIndex, BatchDigest, CertificateDigest, Committee, DagError, Header, Round, WorkerId};
 
 use crate::dag::Dag;
 
@@ -55,7 +57,8 @@ pub fn decide(header: &Header, context: &VoteContext<'_>) -> Result<VoteDecision
         if last.round == round && last.header_digest == digest {
             return Ok(VoteDecision::Revote);
         }
-        if last.round >= round {
+        let second_header_of_round = last.round == round && injected(Bug::VoteTwice);
+        if last.round >= round && !second_header_of_round {
             return Err(DagError::AlreadyVoted {
                 author,
                 round,
@@ -86,11 +89,10 @@ pub fn decide(header: &Header, context: &VoteContext<'_>) -> Result<VoteDecision
 
 /// Parents neither in the DAG nor below its horizon.
 fn missing_parents(header: &Header, dag: &Dag) -> Vec<CertificateDigest> {
-    let parent_round = header.round() - 1;
-    if parent_round > 0 && parent_round <= dag.gc_round() {
-        return Vec::new();
-    }
-    header.parents().iter().filter(|p| !dag.contains(p)).copied().collect()
+    let strong = header.parents().iter().map(|p| (header.round() - 1, p));
+    let weak = header.weak_parents().iter().map(|(r, p)| (*r, p));
+    let below_horizon = |round: Round| round > 0 && round <= dag.gc_round();
+    strong.chain(weak).filter(|(r, p)| !below_horizon(*r) && !dag.contains(p)).map(|(_, p)| *p).collect()
 }
 
 /// Known parents must be from round r-1, from distinct authors, holding a quorum of stake.
@@ -124,6 +126,42 @@ fn check_parents(header: &Header, context: &VoteContext<'_>) -> Result<(), DagEr
             stake,
             quorum: context.committee.quorum_threshold(),
         });
+    }
+    check_weak_parents(header, context)
+}
+
+/// Weak parents: at most one per validator, none twice, each of the round it claims and older than the
+/// strong parents (a weak link to round r-1 would count as support for its leader without being a vote).
+fn check_weak_parents(header: &Header, context: &VoteContext<'_>) -> Result<(), DagError> {
+    let (author, round) = (header.author(), header.round());
+    let bad = |parent: &CertificateDigest, problem: String| DagError::BadWeakParent {
+        author,
+        round,
+        parent: parent.to_string(),
+        problem,
+    };
+    if header.weak_parents().len() > context.committee.size() {
+        let (_, first) = header.weak_parents()[0];
+        return Err(bad(
+            &first,
+            format!("{} weak parents, at most {}", header.weak_parents().len(), context.committee.size()),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for (claimed, parent) in header.weak_parents() {
+        if *claimed + 1 >= round {
+            return Err(bad(parent, format!("round {claimed} is not below the strong parents' {}", round - 1)));
+        }
+        if !seen.insert(*parent) || header.parents().contains(parent) {
+            return Err(bad(parent, "named twice".into()));
+        }
+        let below_horizon = *claimed > 0 && *claimed <= context.dag.gc_round();
+        if !below_horizon {
+            let (actual, _) = context.dag.position(parent).expect("missing parents were handled before");
+            if actual != *claimed {
+                return Err(bad(parent, format!("claimed round {claimed}, is of round {actual}")));
+            }
+        }
     }
     Ok(())
 }
@@ -199,6 +237,28 @@ mod tests {
         assert_eq!(err.reason(), "parent_wrong_round");
         let unknown = vec![CertificateDigest(Digest([9; 32]))];
         assert_eq!(f.decide(&f.header(1, 2, unknown.clone()), None), Ok(VoteDecision::FetchParents(unknown)));
+    }
+
+    #[test]
+    fn weak_parents_must_be_older_known_and_truthful() {
+        let mut f = Fixture::new();
+        let (certs, round2) = build_dag(&f.committee, f.round1.clone(), 2..=2, &everyone(&f.committee));
+        for c in certs {
+            f.dag.insert(c).unwrap();
+        }
+        let with_weak = |f: &Fixture, weak: Vec<(u64, CertificateDigest)>| {
+            let mut content = f.header(1, 3, round2.clone()).content;
+            content.weak_parents = weak;
+            Header::sign(content, &f.keys[1].bls)
+        };
+        assert_eq!(f.decide(&with_weak(&f, vec![(1, f.round1[0])]), None), Ok(VoteDecision::Vote));
+        let reason = |weak| f.decide(&with_weak(&f, weak), None).unwrap_err().reason();
+        assert_eq!(reason(vec![(2, round2[0])]), "bad_weak_parent", "round r-1 is for strong parents");
+        assert_eq!(reason(vec![(1, f.round1[0]), (1, f.round1[0])]), "bad_weak_parent", "twice");
+        assert_eq!(reason(vec![(0, f.round1[0])]), "bad_weak_parent", "a lie about its round");
+        assert_eq!(reason(vec![(1, f.round1[0]); 5]), "bad_weak_parent", "more than one per validator");
+        let unknown = CertificateDigest(Digest([7; 32]));
+        assert_eq!(f.decide(&with_weak(&f, vec![(1, unknown)]), None), Ok(VoteDecision::FetchParents(vec![unknown])));
     }
 
     #[test]

@@ -6,4 +6,7 @@
 //! scenario prints the seed and the command that replays it (`MAKO_SEED=<seed> cargo test -p mako-sim-tests
 //! --test <file>`).
 
+pub mod byzantine;
 pub mod harness;
+pub mod invariants;
+pub mod scenario;

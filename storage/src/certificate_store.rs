@@ -82,6 +82,24 @@ impl CertificateStore {
             .collect()
     }
 
+    /// Up to `limit` certificates above `rounds[author]` for each author, in (round, author) order: what a
+    /// validator that fell behind asks for (its last round per author), served from disk when it is older than
+    /// what the DAG keeps in memory.
+    pub fn above(&self, rounds: &[Round], limit: usize) -> Result<Vec<Certificate>, StoreError> {
+        let from = rounds.iter().min().map_or(0, |r| r + 1);
+        let mut certificates = Vec::new();
+        for ((round, author), digest) in self.index_range(from, Round::MAX)? {
+            if certificates.len() >= limit {
+                break;
+            }
+            if rounds.get(author.as_usize()).is_some_and(|last| round <= *last) {
+                continue;
+            }
+            certificates.extend(self.get(&digest)?);
+        }
+        Ok(certificates)
+    }
+
     /// (round, author) index entries with `from <= round <= to`, in order.
     pub(crate) fn index_range(&self, from: Round, to: Round) -> Result<Vec<IndexEntry>, StoreError> {
         let range = round_key(from, AuthorityIndex(0))..=round_key(to, AuthorityIndex(u16::MAX));

@@ -64,6 +64,7 @@ impl Certificate {
                         round: 0,
                         payload: vec![],
                         parents: vec![],
+                        weak_parents: vec![],
                         executed: Default::default(),
                     },
                     signature: SignatureBytes::EMPTY,

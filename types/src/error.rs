@@ -75,6 +75,8 @@ pub enum DagError {
     ParentWrongRound { author: AuthorityIndex, round: Round, parent: String, parent_round: Round, expected: Round },
     #[error("header from {author} round {round}: parents carry {stake} stake, need {quorum}")]
     ParentsBelowQuorum { author: AuthorityIndex, round: Round, stake: u64, quorum: u64 },
+    #[error("header from {author} round {round}: weak parent {parent}: {problem}")]
+    BadWeakParent { author: AuthorityIndex, round: Round, parent: String, problem: String },
     #[error("header from {author} round {round}: two parents from {parent_author}")]
     DuplicateParent { author: AuthorityIndex, round: Round, parent_author: AuthorityIndex },
     #[error("header from {author} round {round}: already voted for {voted} at round {voted_round}")]
@@ -101,6 +103,7 @@ impl DagError {
             DagError::ParentWrongRound { .. } => "parent_wrong_round",
             DagError::ParentsBelowQuorum { .. } => "parents_below_quorum",
             DagError::DuplicateParent { .. } => "duplicate_parent",
+            DagError::BadWeakParent { .. } => "bad_weak_parent",
             DagError::AlreadyVoted { .. } => "already_voted",
             DagError::UnknownWorker { .. } => "unknown_worker",
             DagError::GenesisRound { .. } => "genesis_round",

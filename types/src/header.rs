@@ -1,5 +1,7 @@
-//! A primary's proposal for a round (DESIGN.md §3): the batches it includes and the quorum of previous-round
-//! certificates it builds on, signed by its author.
+//! A primary's proposal for a round (DESIGN.md §3): the batches it includes, the quorum of previous-round
+//! certificates it builds on (strong parents), and older certificates that nothing references yet (weak
+//! parents, Bullshark's weak links: they bring a certificate that arrived too late for the next round into
+//! some anchor's history, so its batches are committed; DESIGN.md §9.3), signed by its author.
 
 use crate::committee::{AuthorityIndex, Committee, WorkerId};
 use crate::crypto::{BlsKeyPair, BlsSignature, Domain, SignatureBytes};
@@ -21,7 +23,11 @@ pub struct HeaderContent {
     pub author: AuthorityIndex,
     pub round: Round,
     pub payload: Vec<(BatchDigest, WorkerId)>,
+    /// Strong parents: certificates of round `round - 1`, a quorum of stake.
     pub parents: Vec<CertificateDigest>,
+    /// Weak parents: certificates of rounds below `round - 1`, each with its round (a receiver beyond that
+    /// round's garbage collection can then tell it need not fetch them).
+    pub weak_parents: Vec<(Round, CertificateDigest)>,
     pub executed: ExecutedState,
 }
 
@@ -40,12 +46,21 @@ impl Header {
         parents: Vec<CertificateDigest>,
         key: &BlsKeyPair,
     ) -> Self {
-        Self::sign(HeaderContent { author, round, payload, parents, executed: ExecutedState::default() }, key)
+        let content = HeaderContent {
+            author,
+            round,
+            payload,
+            parents,
+            weak_parents: Vec::new(),
+            executed: ExecutedState::default(),
+        };
+        Self::sign(content, key)
     }
 
     /// Signs `content`. Parents are sorted first so that a header has one canonical form.
     pub fn sign(mut content: HeaderContent, key: &BlsKeyPair) -> Self {
         content.parents.sort();
+        content.weak_parents.sort();
         let digest = content.digest();
         let signature = key.sign(Domain::Header, digest.as_bytes()).to_bytes();
         Self { content, signature }
@@ -67,8 +82,19 @@ impl Header {
         &self.content.payload
     }
 
+    /// The strong parents (round - 1).
     pub fn parents(&self) -> &[CertificateDigest] {
         &self.content.parents
+    }
+
+    /// The weak parents (older rounds), with their rounds.
+    pub fn weak_parents(&self) -> &[(Round, CertificateDigest)] {
+        &self.content.weak_parents
+    }
+
+    /// Strong and weak parents: every certificate this header's causal history goes through.
+    pub fn all_parents(&self) -> impl Iterator<Item = &CertificateDigest> {
+        self.content.parents.iter().chain(self.content.weak_parents.iter().map(|(_, digest)| digest))
     }
 
     pub fn digest(&self) -> HeaderDigest {

@@ -6,6 +6,7 @@
 //! with a domain-separated blake3 digest. No async and no I/O here (STYLE.md): only values and pure checks.
 
 pub mod batch;
+pub mod bug;
 pub mod certificate;
 pub mod committee;
 pub mod crypto;

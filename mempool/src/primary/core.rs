@@ -161,10 +161,28 @@ impl Core {
         }
         PrimaryMetrics::bump(&self.metrics.headers_proposed);
         self.metrics.observe_round(header.round());
-        self.aggregator = Some(VotesAggregator::new(header.clone()));
+        if let Some(abandoned) = self.aggregator.replace(VotesAggregator::new(header.clone())) {
+            self.requeue_payload(abandoned.header()).await;
+        }
         self.vote_for_own(&header).await;
         let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Header(header.clone())).await;
         self.keep(header.round(), deliveries);
+    }
+
+    /// The batches of our header `header` will never be committed through it: it will never be certified (we
+    /// moved on to a new one, or it fell below the GC round, and only we aggregate its votes), or its
+    /// certificate fell below the GC round unreferenced. They go back to the proposer for a later header, so
+    /// that a batch a quorum holds is not lost (DESIGN.md §9.3); the old header can never commit them too.
+    async fn requeue_payload(&mut self, header: &Header) {
+        debug!(
+            round = header.round(),
+            batches = header.payload().len(),
+            "re-proposing the batches of an uncertified header"
+        );
+        for (digest, worker) in header.payload() {
+            PrimaryMetrics::bump(&self.metrics.batches_requeued);
+            let _ = self.channels.tx_our_batches.send((*digest, *worker)).await;
+        }
     }
 
     /// We vote for our own header like anyone else's: the vote is persisted first.
@@ -199,12 +217,31 @@ impl Core {
             }
             PrimaryMessage::CertificatesAbove { rounds, limit } => {
                 let limit = (limit as usize).min(MAX_CERTIFICATES_PER_REPLY);
-                let certificates = self.dag.above(&rounds).into_iter().take(limit).cloned().collect();
+                // A peer that fell behind our garbage collection catches up from our store: it must replay
+                // the whole history to commit and execute what we did (there is no state sync). (Its round
+                // for an author that never proposed, such as a crashed one, stays 0: judge by the highest.)
+                let behind = rounds.iter().max().is_some_and(|r| *r < self.dag.gc_round());
+                let certificates = if behind {
+                    match self.store.certificates.above(&rounds, limit) {
+                        Ok(certificates) => certificates,
+                        Err(error) => return self.storage_error(&error),
+                    }
+                } else {
+                    self.dag.above(&rounds).into_iter().take(limit).cloned().collect()
+                };
                 let _ = responder.reply(&PrimaryMessage::Certificates(certificates)).await;
             }
             PrimaryMessage::CertificatesByDigest(digests) => {
-                let certificates =
-                    digests.iter().take(MAX_CERTIFICATES_PER_REPLY).filter_map(|d| self.dag.get(d)).cloned().collect();
+                let mut certificates = Vec::new();
+                for digest in digests.iter().take(MAX_CERTIFICATES_PER_REPLY) {
+                    match self.dag.get(digest) {
+                        Some(certificate) => certificates.push(certificate.clone()),
+                        None => match self.store.certificates.get(digest) {
+                            Ok(stored) => certificates.extend(stored),
+                            Err(error) => return self.storage_error(&error),
+                        },
+                    }
+                }
                 let _ = responder.reply(&PrimaryMessage::Certificates(certificates)).await;
             }
             PrimaryMessage::Certificates(certificates) => {
@@ -422,6 +459,7 @@ impl Core {
         let parents = Parents {
             round,
             digests: self.dag.round(round).map(Certificate::digest).collect(),
+            weak: self.dag.orphans(round, self.committee.size()),
             leader_ready: self.leader_ready(round),
         };
         let _ = self.channels.tx_parents.send(parents).await;
@@ -483,13 +521,29 @@ impl Core {
         if gc_round <= self.dag.gc_round() {
             return;
         }
+        // Our certificates that fall below the horizon with nothing referencing them were never committed
+        // (an anchor needs support, history needs a path) and can no longer be: their batches go back to the
+        // proposer (DESIGN.md §9.3). This is how a validator that fell behind, and certified a header the
+        // others had already collected, gets its batches committed after all.
+        let lost: Vec<Header> = self
+            .dag
+            .orphans(gc_round + 1, usize::MAX)
+            .iter()
+            .filter_map(|(_, digest)| self.dag.get(digest))
+            .filter(|certificate| certificate.author() == self.me)
+            .map(|certificate| certificate.header.clone())
+            .collect();
+        for header in &lost {
+            self.requeue_payload(header).await;
+        }
         let completed = self.dag.garbage_collect(gc_round);
         self.metrics.gc_round.store(gc_round, std::sync::atomic::Ordering::Relaxed);
         self.observe_dag_size();
         self.deliveries = self.deliveries.split_off(&(gc_round + 1)); // dropping a delivery cancels it
         self.parked.retain(|_, header| header.round() > gc_round);
         if self.aggregator.as_ref().is_some_and(|a| a.header().round() <= gc_round) {
-            self.aggregator = None;
+            let abandoned = self.aggregator.take().expect("checked just above");
+            self.requeue_payload(abandoned.header()).await;
         }
         self.deliver_accepted(completed).await;
     }

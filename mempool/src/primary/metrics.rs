@@ -19,6 +19,8 @@ pub struct PrimaryMetrics {
     /// Certificates held in memory (accepted and pending): what garbage collection keeps flat.
     pub dag_certificates: AtomicU64,
     pub gc_round: AtomicU64,
+    /// Batches of our uncertified headers handed back to the proposer.
+    pub batches_requeued: AtomicU64,
     pub storage_errors: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Batch sealed → our certificate holding it formed, in microseconds (the last `LATENCY_SAMPLES`).

@@ -28,6 +28,8 @@ const MAX_HEADER_PAYLOAD: usize = 1_000;
 pub struct Parents {
     pub round: Round,
     pub digests: Vec<CertificateDigest>,
+    /// Older certificates nothing references yet: our header's weak parents.
+    pub weak: Vec<(Round, CertificateDigest)>,
     /// The leader wait of DESIGN.md §4 is satisfied (the core judges it over the DAG).
     pub leader_ready: bool,
 }
@@ -138,9 +140,10 @@ impl Proposer {
     async fn propose(&mut self) -> Result<(), mpsc::error::SendError<Header>> {
         let take = self.digests.len().min(MAX_HEADER_PAYLOAD);
         let payload: Vec<_> = self.digests.drain(..take).collect();
-        let parents = self.parents.take().map(|p| p.digests).unwrap_or_default();
+        let (parents, weak_parents) = self.parents.take().map(|p| (p.digests, p.weak)).unwrap_or_default();
         let executed = self.executed.as_ref().map(|e| *e.borrow()).unwrap_or_default();
-        let content = HeaderContent { author: self.authority, round: self.round, payload, parents, executed };
+        let content =
+            HeaderContent { author: self.authority, round: self.round, payload, parents, weak_parents, executed };
         let header = Header::sign(content, &self.key);
         debug!(round = self.round, batches = header.payload().len(), "proposing");
         self.round += 1;

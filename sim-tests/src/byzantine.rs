@@ -1,0 +1,135 @@
+//! A Byzantine validator for the simulations (DESIGN.md §9: at most f of them; issue 7's adversary). It runs
+//! its own primary loop on the real network stack, with the committee's keys, and misbehaves in every way a
+//! validator can without breaking cryptography:
+//!
+//! - **equivocates**: for each round it signs two different headers and sends both to every validator, so
+//!   honest voters must pick one (§9.7: they never vote for both);
+//! - **withholds batches**: every third round one of the headers names a batch nobody can fetch (it runs no
+//!   worker), so nobody should vote for it;
+//! - **sends invalid votes, or none**: it answers honest headers with a vote under a wrong signature, or not at
+//!   all, and only sometimes with a valid vote;
+//! - **sends garbage frames**: random bytes where an rkyv frame is expected.
+//!
+//! When a quorum happens to vote for one of its headers it forms and broadcasts the certificate, so it also
+//! takes part in the DAG like the slow, dishonest validator it is.
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use mako_mempool::messages::PrimaryMessage;
+use mako_network::{Endpoint, Peers};
+use mako_types::{
+    AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Digest, Domain, ExecutedState, Header, HeaderContent,
+    Round, SignatureBytes, Vote,
+};
+use rand::{Rng, SeedableRng};
+
+use crate::harness::{committee, keys, network_config, PRIMARY_PORT};
+
+/// Runs Byzantine validator `node` of a committee of `validators` until the simulation ends.
+pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
+    let committee = committee(validators);
+    let key = keys(node);
+    let me = AuthorityIndex(node as u16);
+    let (endpoint, mut inbound) = Endpoint::<PrimaryMessage>::bind_turmoil(
+        network_config(seed, node, 1, 0),
+        &key.network,
+        Peers::primaries(&committee)?,
+        SocketAddr::from((Ipv4Addr::UNSPECIFIED, PRIMARY_PORT)),
+    )
+    .await?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xB1_2A_27);
+    let mut certificates: BTreeMap<Round, BTreeMap<AuthorityIndex, CertificateDigest>> = BTreeMap::new();
+    for genesis in Certificate::genesis(&committee) {
+        certificates.entry(0).or_default().insert(genesis.author(), genesis.digest());
+    }
+    let others: Vec<AuthorityIndex> = committee.authorities().map(|(i, _)| i).filter(|i| *i != me).collect();
+    // Our headers of the current round, each with the votes it gathered.
+    let mut proposals: Vec<(Header, Vec<Vote>)> = Vec::new();
+    let mut round: Round = 0;
+    let mut deliveries = Vec::new();
+    loop {
+        let message = tokio::select! {
+            message = inbound.recv() => message,
+            () = tokio::time::sleep(Duration::from_millis(100)) => None,
+        };
+        if let Some(message) = message {
+            match message.message {
+                PrimaryMessage::Certificate(certificate) if certificate.verify(&committee).is_ok() => {
+                    certificates
+                        .entry(certificate.round())
+                        .or_default()
+                        .insert(certificate.author(), certificate.digest());
+                }
+                PrimaryMessage::Header(header) if header.author() != me => {
+                    let vote = Vote::new(&header, me, &key.bls);
+                    match rng.gen_range(0..3) {
+                        0 => {} // withheld
+                        1 => {
+                            let forged = Vote {
+                                signature: SignatureBytes(key.bls.sign(Domain::Vote, b"not this header").to_bytes().0),
+                                ..vote
+                            };
+                            let _ = endpoint.send(header.author(), &PrimaryMessage::Vote(forged));
+                        }
+                        _ => {
+                            let _ = endpoint.send(header.author(), &PrimaryMessage::Vote(vote));
+                        }
+                    }
+                }
+                PrimaryMessage::Vote(vote) => {
+                    let position = proposals.iter().position(|(h, _)| h.digest() == vote.header_digest);
+                    if let Some(i) = position {
+                        let (header, votes) = &mut proposals[i];
+                        if !votes.iter().any(|v| v.voter == vote.voter) {
+                            votes.push(vote);
+                        }
+                        if let Ok(certificate) = Certificate::from_votes(header.clone(), votes, &committee) {
+                            // Both twins may gather a quorum only if some honest validator voted twice.
+                            certificates.entry(certificate.round()).or_default().insert(me, certificate.digest());
+                            deliveries
+                                .extend(endpoint.broadcast_reliable(&PrimaryMessage::Certificate(certificate)).await?);
+                            proposals.remove(i);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+
+        // A new round once a quorum of the previous one is known: two headers, both to everyone.
+        let latest =
+            certificates.iter().rev().find(|(_, by)| committee.is_quorum(by.keys().map(|a| committee.stake(*a)).sum()));
+        if let Some((&parent_round, parents)) = latest {
+            if parent_round + 1 > round {
+                round = parent_round + 1;
+                let all: Vec<CertificateDigest> = parents.values().copied().collect();
+                let first = Header::new(me, round, vec![], all.clone(), &key.bls);
+                // The twin differs in what it claims to have executed; every third round it also names a
+                // batch that exists nowhere.
+                let payload = if round.is_multiple_of(3) { vec![(BatchDigest(Digest(rng.gen())), 0)] } else { vec![] };
+                let executed = ExecutedState { index: round, root: Digest(rng.gen()) };
+                let twin = HeaderContent { author: me, round, payload, parents: all, weak_parents: vec![], executed };
+                let second = Header::sign(twin, &key.bls);
+                proposals = [first, second]
+                    .into_iter()
+                    .map(|h| {
+                        let own = Vote::new(&h, me, &key.bls);
+                        (h, vec![own])
+                    })
+                    .collect();
+                for (header, _) in &proposals {
+                    for to in &others {
+                        let _ = endpoint.send(*to, &PrimaryMessage::Header(header.clone()));
+                    }
+                }
+                deliveries.retain(|d: &mako_network::Delivery<PrimaryMessage>| !d.is_finished());
+            }
+        }
+        if rng.gen_ratio(1, 10) {
+            let garbage: Vec<u8> = (0..rng.gen_range(1..200)).map(|_| rng.gen()).collect();
+            let _ = endpoint.send_raw(others[rng.gen_range(0..others.len())], garbage.into());
+        }
+    }
+}

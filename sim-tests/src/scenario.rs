@@ -1,0 +1,318 @@
+//! The fault scenarios of issue 7 and the one runner they share.
+//!
+//! Every scenario runs four validators (a worker, a primary, Bullshark and the execution pipeline each) and a
+//! load client on turmoil hosts, in four phases of simulated time:
+//!
+//! 1. **warm-up**: under load until every honest validator has committed;
+//! 2. **fault**: [`FAULT`] of the scenario's fault (or none);
+//! 3. **heal**: the fault is undone; every honest validator that runs must commit [`LIVENESS_COMMITS`] new
+//!    sub-DAGs within [`LIVENESS_LIMIT`] (§9.6);
+//! 4. **quiet**: the load stops, and every batch a quorum acknowledged must be committed within
+//!    [`QUIET_LIMIT`] (§9.3).
+//!
+//! Then the [`invariants`](crate::invariants) checker judges every item of DESIGN.md §9 over the honest
+//! validators. An [`Outcome`] holds the verdict, a hash of the trace (two runs of one seed must give the same),
+//! and the command that replays the run.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::harness::{
+    add_crashed, add_validators, commits, host_name, load_client, records, run_until, simulation, Options, Records,
+};
+use crate::invariants::{check_records, check_stores, trace_hash, Checks, Summary, Violation};
+
+/// Validators in every scenario: f = 1.
+pub const VALIDATORS: usize = 4;
+/// How long the fault lasts.
+pub const FAULT: Duration = Duration::from_secs(10);
+/// New sub-DAGs every running honest validator must commit after the heal...
+pub const LIVENESS_COMMITS: usize = 3;
+/// ...within this long.
+pub const LIVENESS_LIMIT: Duration = Duration::from_secs(30);
+/// How long acknowledged batches get to be committed once the load stops.
+pub const QUIET_LIMIT: Duration = Duration::from_secs(30);
+const WARMUP_LIMIT: Duration = Duration::from_secs(30);
+/// Transactions per validator every 100 ms.
+const LOAD: usize = 5;
+
+/// The faults of issue 7.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scenario {
+    NoFaults,
+    /// 10% of the messages between validators lost.
+    MessageLoss,
+    /// Latency up to 1.2 s on every link, most messages slower than the 500 ms leader timeout, and a steady
+    /// 1 s on one link.
+    Jitter,
+    /// One validator cut off from the others, then healed.
+    MinorityPartition,
+    /// Two against two: no quorum anywhere, so no commits until the heal.
+    NoQuorumSplit,
+    /// f validators crashed from the start.
+    CrashedF,
+    /// One validator crashed and restarted from its store, three times.
+    CrashRestart,
+    /// The author of the latest committed anchor cut off from the others.
+    LeaderIsolation,
+    /// One validator of four Byzantine ([`crate::byzantine`]).
+    Byzantine,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 9] = [
+        Scenario::NoFaults,
+        Scenario::MessageLoss,
+        Scenario::Jitter,
+        Scenario::MinorityPartition,
+        Scenario::NoQuorumSplit,
+        Scenario::CrashedF,
+        Scenario::CrashRestart,
+        Scenario::LeaderIsolation,
+        Scenario::Byzantine,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::NoFaults => "no-faults",
+            Scenario::MessageLoss => "message-loss",
+            Scenario::Jitter => "jitter",
+            Scenario::MinorityPartition => "minority-partition",
+            Scenario::NoQuorumSplit => "no-quorum-split",
+            Scenario::CrashedF => "crashed-f",
+            Scenario::CrashRestart => "crash-restart",
+            Scenario::LeaderIsolation => "leader-isolation",
+            Scenario::Byzantine => "byzantine",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|s| s.name() == name)
+    }
+
+    /// The validators that are not Byzantine (a crashed one is honest, and judged on what it did).
+    fn honest(self) -> Vec<usize> {
+        match self {
+            Scenario::Byzantine | Scenario::CrashedF => (0..VALIDATORS - 1).collect(),
+            _ => (0..VALIDATORS).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Scenario {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The verdict of one run.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub result: Result<Summary, Violation>,
+    /// Everything the honest validators delivered, committed and executed, hashed in order.
+    pub trace: blake3::Hash,
+    pub simulated: Duration,
+}
+
+impl Outcome {
+    /// The command that replays this run alone.
+    pub fn replay(&self) -> String {
+        format!("cargo run --release -p mako-sim-tests -- sweep --scenario {} --seed {}", self.scenario, self.seed)
+    }
+
+    /// `Ok` or a message with the seed, the scenario and the replay command.
+    pub fn verdict(&self) -> Result<Summary, String> {
+        self.result.clone().map_err(|violation| {
+            format!(
+                "scenario {} seed {}: {violation}\nreplay: {}\n   or: MAKO_SEED={} cargo test -p mako-sim-tests --test scenarios {}",
+                self.scenario,
+                self.seed,
+                self.replay(),
+                self.seed,
+                self.scenario.name().replace('-', "_"),
+            )
+        })
+    }
+}
+
+fn hosts(nodes: impl IntoIterator<Item = usize>) -> Vec<String> {
+    nodes.into_iter().map(host_name).collect()
+}
+
+/// Runs `scenario` with `seed`, in a fresh folder for the validators' stores.
+pub fn run(scenario: Scenario, seed: u64) -> Outcome {
+    let root = tempfile::tempdir().expect("a temporary folder");
+    let records = records();
+    let (result, simulated) = simulate(scenario, seed, root.path(), &records);
+    let checks = Checks { honest: scenario.honest(), validity: true };
+    let result = result.and_then(|summary| {
+        let executed_blocks = check_stores(root.path(), &records, &checks)?;
+        Ok(Summary { executed_blocks, ..summary })
+    });
+    Outcome { scenario, seed, result, trace: trace_hash(&records), simulated }
+}
+
+/// Phases 1 to 4 (the stores are closed when it returns).
+fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (Result<Summary, Violation>, Duration) {
+    let budget = WARMUP_LIMIT + FAULT + LIVENESS_LIMIT + QUIET_LIMIT;
+    let mut sim = simulation(seed, budget);
+    let options = Options::new(VALIDATORS, seed).with_worker();
+    let honest = scenario.honest();
+    match scenario {
+        Scenario::Byzantine => {
+            add_validators(&mut sim, honest.clone(), options, root, records);
+            let node = VALIDATORS - 1;
+            sim.host(host_name(node), move || crate::byzantine::run(node, VALIDATORS, seed));
+        }
+        Scenario::CrashedF => {
+            add_validators(&mut sim, honest.clone(), options, root, records);
+            add_crashed(&mut sim, VALIDATORS - 1);
+        }
+        _ => add_validators(&mut sim, 0..VALIDATORS, options, root, records),
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    sim.client("client", load_client(honest.clone(), LOAD, Arc::clone(&done)));
+    let checks = Checks { honest: honest.clone(), validity: false };
+    let mut result = phases(scenario, &mut sim, records, &honest, &checks, &done);
+    let simulated = sim.elapsed();
+    done.store(true, Ordering::SeqCst);
+    drop(sim);
+    if result.is_ok() {
+        result = check_records(records, &Checks { validity: true, ..checks });
+    }
+    (result, simulated)
+}
+
+fn phases(
+    scenario: Scenario,
+    sim: &mut turmoil::Sim<'_>,
+    records: &Records,
+    honest: &[usize],
+    checks: &Checks,
+    done: &AtomicBool,
+) -> Result<Summary, Violation> {
+    let stalled = |phase: &str, error: String| Violation::liveness(format!("{phase}: {error}"));
+    let all_committed = |records: &Records, nodes: &[usize], at_least: &[usize]| {
+        nodes.iter().zip(at_least).all(|(node, n)| commits(records, *node) >= *n)
+    };
+
+    // 1. Warm-up.
+    let first: Vec<usize> = honest.iter().map(|_| 1).collect();
+    run_until(sim, WARMUP_LIMIT, |_| all_committed(records, honest, &first)).map_err(|e| stalled("warm-up", e))?;
+
+    // 2. The fault.
+    let validators = hosts(honest.iter().copied());
+    let others = |node: usize| hosts(honest.iter().copied().filter(|n| *n != node));
+    match scenario {
+        Scenario::NoFaults | Scenario::CrashedF | Scenario::Byzantine => advance(sim, FAULT)?,
+        Scenario::MessageLoss => {
+            for a in &validators {
+                for b in validators.iter().filter(|b| *b != a) {
+                    sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.1);
+                }
+            }
+            advance(sim, FAULT)?;
+            for a in &validators {
+                for b in validators.iter().filter(|b| *b != a) {
+                    sim.set_link_fail_rate(a.as_str(), b.as_str(), 0.0);
+                }
+            }
+        }
+        Scenario::Jitter => {
+            sim.set_max_message_latency(Duration::from_millis(1_200));
+            // A flat curve: two messages in three take longer than the leader timeout.
+            sim.set_message_latency_curve(1.0);
+            sim.set_link_latency(validators[0].as_str(), validators[1].as_str(), Duration::from_secs(1));
+            advance(sim, FAULT)?;
+            sim.set_link_latency(validators[0].as_str(), validators[1].as_str(), Duration::from_millis(1));
+            sim.set_max_message_latency(Duration::from_millis(20));
+            sim.set_message_latency_curve(5.0);
+        }
+        Scenario::MinorityPartition | Scenario::LeaderIsolation => {
+            let isolated = if scenario == Scenario::LeaderIsolation {
+                let records = records.lock().expect("records lock");
+                records[&honest[0]].commits.last().map_or(0, |c| c.leader_author.as_usize())
+            } else {
+                0
+            };
+            for other in others(isolated) {
+                sim.partition(host_name(isolated).as_str(), other.as_str());
+            }
+            advance(sim, FAULT)?;
+            for other in others(isolated) {
+                sim.repair(host_name(isolated).as_str(), other.as_str());
+            }
+        }
+        Scenario::NoQuorumSplit => {
+            for a in hosts([0, 1]) {
+                for b in hosts([2, 3]) {
+                    sim.partition(a.as_str(), b.as_str());
+                }
+            }
+            // What was in flight may still commit; after that, nothing can.
+            advance(sim, Duration::from_secs(2))?;
+            let before: Vec<usize> = honest.iter().map(|n| commits(records, *n)).collect();
+            advance(sim, FAULT - Duration::from_secs(2))?;
+            let after: Vec<usize> = honest.iter().map(|n| commits(records, *n)).collect();
+            if before != after {
+                return Err(Violation::new(
+                    "no commit without a quorum",
+                    format!("sub-DAGs committed during a 2-2 split: {before:?} -> {after:?}"),
+                ));
+            }
+            for a in hosts([0, 1]) {
+                for b in hosts([2, 3]) {
+                    sim.repair(a.as_str(), b.as_str());
+                }
+            }
+        }
+        Scenario::CrashRestart => {
+            for _ in 0..3 {
+                sim.crash(host_name(1).as_str());
+                advance(sim, Duration::from_millis(1_500))?;
+                sim.bounce(host_name(1).as_str());
+                advance(sim, FAULT / 3 - Duration::from_millis(1_500))?;
+            }
+        }
+    }
+    // Safety holds at every moment, not only at the end.
+    check_records(records, checks)?;
+
+    // 3. Heal: liveness.
+    let running: Vec<usize> = honest.to_vec();
+    let target: Vec<usize> = running.iter().map(|n| commits(records, *n) + LIVENESS_COMMITS).collect();
+    if let Err(e) = run_until(sim, LIVENESS_LIMIT, |_| all_committed(records, &running, &target)) {
+        // A safety violation explains a stall better than the stall itself.
+        check_records(records, checks)?;
+        let now: Vec<usize> = running.iter().map(|n| commits(records, *n)).collect();
+        return Err(stalled(
+            "after the heal",
+            format!("{e}; sub-DAGs committed per validator {now:?}, needed {target:?}"),
+        ));
+    }
+
+    // 4. Quiet: the load stops; every acknowledged batch must be committed.
+    done.store(true, Ordering::SeqCst);
+    let validity = Checks { validity: true, ..checks.clone() };
+    // The full check is costly: run it every 100 steps (100 ms of simulated time).
+    let mut steps = 0u64;
+    let _ = run_until(sim, QUIET_LIMIT, |_| {
+        steps += 1;
+        steps.is_multiple_of(100) && check_records(records, &validity).is_ok()
+    });
+    check_records(records, &validity)
+}
+
+/// Steps the simulation for `duration` of simulated time.
+fn advance(sim: &mut turmoil::Sim<'_>, duration: Duration) -> Result<(), Violation> {
+    let end = sim.elapsed() + duration;
+    while sim.elapsed() < end {
+        sim.step().map_err(|e| Violation::liveness(format!("the simulation failed: {e}")))?;
+    }
+    Ok(())
+}

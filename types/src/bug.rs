@@ -1,0 +1,57 @@
+//! Deliberate protocol bugs, to prove that the simulation suite catches them (sim-tests, issue 7). They exist
+//! only in builds with the `bug-injection` feature, and even there stay off unless a test or the sweep turns
+//! one on; without the feature [`injected`] is the constant `false` and the checks compile away.
+//!
+//! The switch is process-wide: a test that turns a bug on must not share its process with tests that expect
+//! the protocol to be correct (sim-tests keeps them in a test binary of their own).
+
+/// The bugs, each a one-line departure from the protocol at the place named.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Bug {
+    /// Bullshark commits an anchor with f votes of support instead of f+1 (`consensus/src/bullshark.rs`).
+    CommitWithF,
+    /// A primary votes for a second header of an author's round (`mempool/src/vote_rules.rs`).
+    VoteTwice,
+    /// Bullshark commits the anchor alone, skipping the earlier anchors it links to (`consensus/src/bullshark.rs`).
+    SkipRecursiveCommit,
+}
+
+impl Bug {
+    pub const ALL: [Bug; 3] = [Bug::CommitWithF, Bug::VoteTwice, Bug::SkipRecursiveCommit];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Bug::CommitWithF => "commit-with-f",
+            Bug::VoteTwice => "vote-twice",
+            Bug::SkipRecursiveCommit => "skip-recursive-commit",
+        }
+    }
+
+    #[cfg(feature = "bug-injection")]
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+}
+
+#[cfg(feature = "bug-injection")]
+static ACTIVE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether `bug` is switched on.
+#[inline]
+pub fn injected(bug: Bug) -> bool {
+    #[cfg(feature = "bug-injection")]
+    {
+        ACTIVE.load(std::sync::atomic::Ordering::Relaxed) & bug.bit() != 0
+    }
+    #[cfg(not(feature = "bug-injection"))]
+    {
+        let _ = bug;
+        false
+    }
+}
+
+/// Switches exactly `bug` on (or every bug off, for `None`).
+#[cfg(feature = "bug-injection")]
+pub fn inject(bug: Option<Bug>) {
+    ACTIVE.store(bug.map_or(0, Bug::bit), std::sync::atomic::Ordering::Relaxed);
+}
