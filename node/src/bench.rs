@@ -50,42 +50,42 @@ fn row(report: &TestnetReport) -> String {
     )
 }
 
+/// One report's columns, in the order of [`COLUMNS`].
+fn cells(r: &TestnetReport) -> [String; 7] {
+    [
+        r.nodes.to_string(),
+        r.rate.to_string(),
+        format!("{:.0}", r.end_to_end_tps),
+        format!("{:.0}", ms(r, 0.5)),
+        format!("{:.0}", ms(r, 0.95)),
+        r.latency.count().to_string(),
+        r.agreed_blocks.to_string(),
+    ]
+}
+
+const COLUMNS: [(&str, &str); 7] = [
+    ("validators", "validators"),
+    ("offered tx/s", "offered_tps"),
+    ("end-to-end tx/s", "end_to_end_tps"),
+    ("latency p50 (ms)", "latency_p50_ms"),
+    ("latency p95 (ms)", "latency_p95_ms"),
+    ("samples", "samples"),
+    ("blocks agreed", "blocks_agreed"),
+];
+
 fn markdown(reports: &[TestnetReport]) -> String {
-    let mut text = String::from(
-        "| validators | offered tx/s | end-to-end tx/s | latency p50 (ms) | latency p95 (ms) | samples | blocks agreed |\n\
-         |---|---|---|---|---|---|---|\n",
-    );
+    let mut text = format!("| {} |\n", COLUMNS.map(|(title, _)| title).join(" | "));
+    let _ = writeln!(text, "|{}", "---|".repeat(COLUMNS.len()));
     for r in reports {
-        let _ = writeln!(
-            text,
-            "| {} | {} | {:.0} | {:.0} | {:.0} | {} | {} |",
-            r.nodes,
-            r.rate,
-            r.end_to_end_tps,
-            ms(r, 0.5),
-            ms(r, 0.95),
-            r.latency.count(),
-            r.agreed_blocks
-        );
+        let _ = writeln!(text, "| {} |", cells(r).join(" | "));
     }
     text
 }
 
 fn write_report(reports: &[TestnetReport], out: &Path) -> anyhow::Result<()> {
-    let mut csv =
-        String::from("validators,offered_tps,end_to_end_tps,latency_p50_ms,latency_p95_ms,samples,blocks_agreed\n");
+    let mut csv = format!("{}\n", COLUMNS.map(|(_, name)| name).join(","));
     for r in reports {
-        let _ = writeln!(
-            csv,
-            "{},{},{:.0},{:.1},{:.1},{},{}",
-            r.nodes,
-            r.rate,
-            r.end_to_end_tps,
-            ms(r, 0.5),
-            ms(r, 0.95),
-            r.latency.count(),
-            r.agreed_blocks
-        );
+        let _ = writeln!(csv, "{}", cells(r).join(","));
     }
     std::fs::write(out.join("results.csv"), csv).context("cannot write results.csv")?;
     std::fs::write(out.join("results.md"), markdown(reports)).context("cannot write results.md")?;

@@ -2,8 +2,8 @@
 //! its own primary loop on the real network stack, with the committee's keys, and misbehaves in every way a
 //! validator can without breaking cryptography:
 //!
-//! - **equivocates**: for each round it signs two different headers and sends both to every validator, so
-//!   honest voters must pick one (§9.7: they never vote for both);
+//! - **equivocates**: for each round it signs two different headers and sends both to every validator, the
+//!   second once someone voted for the first, so honest voters must refuse it (§9.7: never vote for both);
 //! - **withholds batches**: every third round one of the headers names a batch nobody can fetch (it runs no
 //!   worker), so nobody should vote for it;
 //! - **sends invalid votes, or none**: it answers honest headers with a vote under a wrong signature, or not at
@@ -48,6 +48,7 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
     // Our headers of the current round, each with the votes it gathered.
     let mut proposals: Vec<(Header, Vec<Vote>)> = Vec::new();
     let mut round: Round = 0;
+    let mut twin_sent = false;
     let mut deliveries = Vec::new();
     loop {
         let message = tokio::select! {
@@ -79,13 +80,23 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                     }
                 }
                 PrimaryMessage::Vote(vote) => {
+                    if !twin_sent && proposals.len() == 2 && proposals[0].0.digest() == vote.header_digest {
+                        twin_sent = true;
+                        for to in &others {
+                            let _ = endpoint.send(*to, &PrimaryMessage::Header(proposals[1].0.clone()));
+                        }
+                    }
                     let position = proposals.iter().position(|(h, _)| h.digest() == vote.header_digest);
                     if let Some(i) = position {
                         let (header, votes) = &mut proposals[i];
                         if !votes.iter().any(|v| v.voter == vote.voter) {
                             votes.push(vote);
                         }
-                        if let Ok(certificate) = Certificate::from_votes(header.clone(), votes, &committee) {
+                        let stake = votes.iter().map(|v| committee.stake(v.voter)).sum();
+                        let quorum = committee.is_quorum(stake);
+                        if let Some(certificate) =
+                            Certificate::from_votes(header.clone(), votes, &committee).ok().filter(|_| quorum)
+                        {
                             // Both twins may gather a quorum only if some honest validator voted twice.
                             certificates.entry(certificate.round()).or_default().insert(me, certificate.digest());
                             deliveries
@@ -119,11 +130,12 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                         (h, vec![own])
                     })
                     .collect();
-                for (header, _) in &proposals {
-                    for to in &others {
-                        let _ = endpoint.send(*to, &PrimaryMessage::Header(header.clone()));
-                    }
+                // The first now; its twin once a validator voted for the first, so that each validator has
+                // decided on the first before it sees the second (an honest one then refuses it).
+                for to in &others {
+                    let _ = endpoint.send(*to, &PrimaryMessage::Header(proposals[0].0.clone()));
                 }
+                twin_sent = false;
                 deliveries.retain(|d: &mako_network::Delivery<PrimaryMessage>| !d.is_finished());
             }
         }

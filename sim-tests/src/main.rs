@@ -67,6 +67,11 @@ struct Row {
 
 fn main() -> Result<(), String> {
     let Command::Sweep { scenario, seeds, first_seed, seed, threads, inject_bug } = Cli::parse().command;
+    // Logs (RUST_LOG) for replaying a run; most useful with `--seed` and one scenario.
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let scenarios = scenarios(&scenario)?;
     if let Some(name) = &inject_bug {
         let bug = Bug::ALL.into_iter().find(|b| b.name() == name).ok_or_else(|| format!("unknown bug {name:?}"))?;

@@ -21,7 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::harness::{
-    add_crashed, add_validators, commits, host_name, load_client, records, run_until, simulation, Options, Records,
+    add_crashed, add_validators, commits, highest, host_name, load_client, records, run_until, simulation, Options,
+    Records,
 };
 use crate::invariants::{check_records, check_stores, trace_hash, Checks, Summary, Violation};
 
@@ -196,7 +197,11 @@ fn phases(
     checks: &Checks,
     done: &AtomicBool,
 ) -> Result<Summary, Violation> {
-    let stalled = |phase: &str, error: String| Violation::liveness(format!("{phase}: {error}"));
+    // A stall is reported as such only when safety holds: a safety violation explains it better.
+    let stalled = |phase: &str, error: String| match check_records(records, checks) {
+        Err(violation) => violation,
+        Ok(_) => Violation::liveness(format!("{phase}: {error}")),
+    };
     let all_committed = |records: &Records, nodes: &[usize], at_least: &[usize]| {
         nodes.iter().zip(at_least).all(|(node, n)| commits(records, *node) >= *n)
     };
@@ -287,12 +292,11 @@ fn phases(
     let running: Vec<usize> = honest.to_vec();
     let target: Vec<usize> = running.iter().map(|n| commits(records, *n) + LIVENESS_COMMITS).collect();
     if let Err(e) = run_until(sim, LIVENESS_LIMIT, |_| all_committed(records, &running, &target)) {
-        // A safety violation explains a stall better than the stall itself.
-        check_records(records, checks)?;
         let now: Vec<usize> = running.iter().map(|n| commits(records, *n)).collect();
+        let rounds: Vec<u64> = running.iter().map(|n| highest(records, *n)).collect();
         return Err(stalled(
             "after the heal",
-            format!("{e}; sub-DAGs committed per validator {now:?}, needed {target:?}"),
+            format!("{e}; sub-DAGs committed per validator {now:?}, needed {target:?}; highest rounds {rounds:?}"),
         ));
     }
 

@@ -3,7 +3,7 @@
 //!
 //! - **vote twice** (an honest primary votes for a second header of one round): the Byzantine scenario, whose
 //!   adversary sends two headers per round to everyone, ends with two certificates for one round and author,
-//!   which the checker reports as an equivocation (§9.7), or with the stall it causes.
+//!   which the checker reports as an equivocation (§9.7).
 //! - **commit with f support** and **skip the recursive commit**: Bullshark's agreement property, that every
 //!   arrival order of a DAG gives the same commit sequence (§9.1), fails: on random DAGs (the generator of
 //!   the `consensus` tests, and thin ones with exactly a quorum of parents each) delivered in random causal

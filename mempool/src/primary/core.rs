@@ -269,15 +269,16 @@ impl Core {
             };
             decide(&header, &context)
         };
+        debug!(author = %header.author(), round = header.round(), ?decision, "header decided");
         match decision {
             Ok(VoteDecision::Vote) => {
-                self.parked.remove(&header.author());
+                self.unpark(&header);
                 if let Some(vote) = self.persist_vote(&header) {
                     self.send_vote(vote).await;
                 }
             }
             Ok(VoteDecision::Revote) => {
-                self.parked.remove(&header.author());
+                self.unpark(&header);
                 self.send_vote(Vote::new(&header, self.me, &self.key)).await;
             }
             Ok(VoteDecision::FetchParents(missing)) => {
@@ -293,6 +294,15 @@ impl Core {
                 self.park(header);
             }
             Err(error) => self.reject(&error),
+        }
+    }
+
+    /// Drops the parked header of `header`'s author if it is this one or older. A newer one stays: a late
+    /// header of round r must not cost the author its parked round-r+1 header (found by the Byzantine
+    /// scenario, seed 11: that header was never decided again, and the round stalled).
+    fn unpark(&mut self, header: &Header) {
+        if self.parked.get(&header.author()).is_some_and(|parked| parked.round() <= header.round()) {
+            self.parked.remove(&header.author());
         }
     }
 
