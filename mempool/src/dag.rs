@@ -139,7 +139,12 @@ impl Dag {
         if parent_round == 0 {
             return self.genesis.contains(parent);
         }
-        parent_round <= self.gc_round || self.rounds_by_digest.contains_key(parent)
+        self.is_below_horizon(parent_round) || self.rounds_by_digest.contains_key(parent)
+    }
+
+    /// Whether `round` was garbage collected (round 0, genesis, never is).
+    pub fn is_below_horizon(&self, round: Round) -> bool {
+        round > 0 && round <= self.gc_round
     }
 
     /// Certificates of rounds below `below` that nothing references yet, oldest first, at most `limit`: the

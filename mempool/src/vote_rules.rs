@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 
 use mako_storage::LastVote;
 use mako_types::bug::{injected, Bug};
-use mako_types::{AuthorityIndex, BatchDigest, CertificateDigest, Committee, DagError, Header, Round, WorkerId};
+use mako_types::{AuthorityIndex, BatchDigest, CertificateDigest, Committee, DagError, Header, WorkerId};
 
 use crate::dag::Dag;
 
@@ -91,8 +91,7 @@ pub fn decide(header: &Header, context: &VoteContext<'_>) -> Result<VoteDecision
 fn missing_parents(header: &Header, dag: &Dag) -> Vec<CertificateDigest> {
     let strong = header.parents().iter().map(|p| (header.round() - 1, p));
     let weak = header.weak_parents().iter().map(|(r, p)| (*r, p));
-    let below_horizon = |round: Round| round > 0 && round <= dag.gc_round();
-    strong.chain(weak).filter(|(r, p)| !below_horizon(*r) && !dag.contains(p)).map(|(_, p)| *p).collect()
+    strong.chain(weak).filter(|(r, p)| !dag.is_below_horizon(*r) && !dag.contains(p)).map(|(_, p)| *p).collect()
 }
 
 /// Known parents must be from round r-1, from distinct authors, holding a quorum of stake.
@@ -155,8 +154,7 @@ fn check_weak_parents(header: &Header, context: &VoteContext<'_>) -> Result<(), 
         if !seen.insert(*parent) || header.parents().contains(parent) {
             return Err(bad(parent, "named twice".into()));
         }
-        let below_horizon = *claimed > 0 && *claimed <= context.dag.gc_round();
-        if !below_horizon {
+        if !context.dag.is_below_horizon(*claimed) {
             let (actual, _) = context.dag.position(parent).expect("missing parents were handled before");
             if actual != *claimed {
                 return Err(bad(parent, format!("claimed round {claimed}, is of round {actual}")));

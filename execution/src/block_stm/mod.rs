@@ -56,6 +56,13 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<worker::Scratch> = std::cell::RefCell::default();
 }
 
+/// The content of a slot's lock, for emptying the slot before a reused run: its poison (left by a worker that
+/// panicked in an earlier block) is cleared with it.
+pub(crate) fn unpoisoned<T>(mutex: &mut std::sync::Mutex<T>) -> &mut T {
+    mutex.clear_poison();
+    mutex.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// The parallel executor.
 #[derive(Clone, Copy, Debug)]
 pub struct BlockStm {

@@ -14,7 +14,7 @@ use std::sync::{Mutex, RwLock};
 use rustc_hash::{FxBuildHasher, FxHashMap};
 use smallvec::SmallVec;
 
-use super::{CachePadded, Incarnation, TxnIndex, Version};
+use super::{unpoisoned, CachePadded, Incarnation, TxnIndex, Version};
 use crate::state::{StateKey, Value};
 
 const SHARDS: usize = 256;
@@ -146,10 +146,9 @@ impl MvMemory {
         }
         let reused = self.records.len().min(block_size);
         for record in &mut self.records[..reused] {
-            let inner = record.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let inner = unpoisoned(&mut record.0);
             inner.written.clear();
             inner.reads.clear();
-            record.0.clear_poison();
         }
         self.records.resize_with(block_size.max(self.records.len()), CachePadded::default);
     }

@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Mutex;
 
-use super::{CachePadded, Incarnation, TxnIndex, Version};
+use super::{unpoisoned, CachePadded, Incarnation, TxnIndex, Version};
 
 /// Work for a thread.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,11 +99,8 @@ impl Scheduler {
         *self.done_marker.get_mut() = false;
         let reused = self.txn_status.len().min(block_size);
         for (status, dependents) in self.txn_status[..reused].iter_mut().zip(&mut self.txn_dependency[..reused]) {
-            // A poisoned lock (a worker panicked in an earlier block) is cleared with the slot.
-            *status.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()) = READY;
-            status.0.clear_poison();
-            dependents.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()).clear();
-            dependents.0.clear_poison();
+            *unpoisoned(&mut status.0) = READY;
+            unpoisoned(&mut dependents.0).clear();
         }
         self.txn_status.resize_with(block_size.max(self.txn_status.len()), || CachePadded(Mutex::new(READY)));
         self.txn_dependency.resize_with(self.txn_status.len(), CachePadded::default);

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use super::mv_memory::{MvMemory, MvRead, ReadDescriptor, ReadOrigin, ReadSet};
 use super::scheduler::{Blocker, Scheduler, Task};
-use super::{CachePadded, TxnIndex, Version};
+use super::{unpoisoned, CachePadded, TxnIndex, Version};
 use crate::contracts::Reads;
 use crate::output::ExecutionStats;
 use crate::receipt::Receipt;
@@ -37,8 +37,7 @@ impl Scratch {
         self.memory.reset(block_size);
         let reused = self.receipts.len().min(block_size);
         for receipt in &mut self.receipts[..reused] {
-            *receipt.0.get_mut().unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
-            receipt.0.clear_poison();
+            *unpoisoned(&mut receipt.0) = None;
         }
         self.receipts.resize_with(block_size.max(self.receipts.len()), CachePadded::default);
     }
