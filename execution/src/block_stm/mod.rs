@@ -90,6 +90,10 @@ impl BlockStm {
         S: StateView + Sync + ?Sized,
         T: BlockTransaction,
     {
+        if block.len() > mv_memory::MAX_BLOCK {
+            // Multi-version memory indexes transactions by u32: a block of four billion runs in order.
+            return crate::execute_sequential_with(self.vm, state, block);
+        }
         SCRATCH.with_borrow_mut(|scratch| self.execute_in(scratch, state, block))
     }
 

@@ -1,11 +1,9 @@
 //! One Block-STM run over a block: the shared state of its threads and the loop each of them runs
 //! (Gelashvili et al. 2022, Algorithm 1 with `try_execute` and `needs_reexecution` of Algorithm 3).
 
-use std::sync::Mutex;
-
 use super::mv_memory::{MvMemory, MvRead, ReadDescriptor, ReadOrigin, ReadSet};
 use super::scheduler::{Blocker, Scheduler, Task};
-use super::{unpoisoned, CachePadded, TxnIndex, Version};
+use super::{TxnIndex, Version};
 use crate::contracts::Reads;
 use crate::output::ExecutionStats;
 use crate::receipt::Receipt;
@@ -20,26 +18,19 @@ const IDLE_SPINS: u32 = 16;
 /// reader blocked on its ESTIMATE gives up and parks itself.
 const IDLE_BLOCKER_CHECKS: u32 = 64;
 
-/// The working memory of Block-STM runs: scheduler slots, multi-version memory and receipt slots, reused from
+/// The working memory of Block-STM runs: scheduler slots and multi-version memory, reused from
 /// block to block ([`Scratch::reset`]). Allocating it afresh for each block cost 2.7 ms of a 52 ms block of
 /// 10k transactions (2 threads, modelled work), all of it on one thread before the workers start.
 #[derive(Default)]
 pub(crate) struct Scratch {
     scheduler: Scheduler,
     memory: MvMemory,
-    /// The receipt of each transaction's latest recorded incarnation (its writes live in `memory`).
-    receipts: Vec<CachePadded<Mutex<Option<Receipt>>>>,
 }
 
 impl Scratch {
     fn reset(&mut self, block_size: usize) {
         self.scheduler.reset(block_size);
         self.memory.reset(block_size);
-        let reused = self.receipts.len().min(block_size);
-        for receipt in &mut self.receipts[..reused] {
-            *unpoisoned(&mut receipt.0) = None;
-        }
-        self.receipts.resize_with(block_size.max(self.receipts.len()), CachePadded::default);
     }
 }
 
@@ -49,7 +40,6 @@ pub(crate) struct Run<'a, S: ?Sized, T> {
     block: &'a [T],
     scheduler: &'a Scheduler,
     memory: &'a MvMemory,
-    receipts: &'a [CachePadded<Mutex<Option<Receipt>>>],
 }
 
 impl<'a, S, T> Run<'a, S, T>
@@ -60,8 +50,8 @@ where
     /// A run over `block`, in `scratch` emptied for it.
     pub(crate) fn new(vm: Vm, state: &'a S, block: &'a [T], scratch: &'a mut Scratch) -> Self {
         scratch.reset(block.len());
-        let Scratch { scheduler, memory, receipts } = scratch;
-        Self { vm, state, block, scheduler, memory, receipts: &receipts[..block.len()] }
+        let Scratch { scheduler, memory } = scratch;
+        Self { vm, state, block, scheduler, memory }
     }
 
     /// One thread's loop: run tasks until the scheduler says the block is done, then collect part `part` of
@@ -98,14 +88,7 @@ where
 
     /// The final receipt of each transaction, in block order.
     pub(crate) fn receipts(&self) -> Vec<Receipt> {
-        self.receipts
-            .iter()
-            .map(|slot| {
-                slot.lock()
-                    .expect("receipt lock poisoned: a worker panicked")
-                    .expect("Block-STM invariant: the scheduler is done only once every transaction executed")
-            })
-            .collect()
+        self.memory.receipts(self.block.len())
     }
 
     /// Executes an incarnation; on an ESTIMATE, parks it behind the blocking transaction, or retries at once
@@ -130,9 +113,7 @@ where
                     }
                 }
                 Ok(outcome) => {
-                    let wrote_new_location = self.memory.record(version, view.reads, &outcome.writes);
-                    *self.receipts[txn_idx].lock().expect("receipt lock poisoned: a worker panicked") =
-                        Some(outcome.receipt);
+                    let wrote_new_location = self.memory.record(version, view.reads, &outcome.writes, outcome.receipt);
                     return self.scheduler.finish_execution(txn_idx, incarnation, wrote_new_location);
                 }
             }
