@@ -1,7 +1,8 @@
 //! The execution pipeline (DESIGN.md §5): consumes committed sub-DAGs and executes them as blocks, while
 //! consensus goes on ordering the next ones.
 //!
-//! Block N is the transactions of sub-DAG N's certificates, in delivery order, read from the local batch store.
+//! Block N is the transactions of sub-DAG N's certificates, in delivery order, read from the local batch store,
+//! or from our workers over their links when they run in other processes ([`BatchSource`]).
 //! It runs on Block-STM; the write set, the new state root and the index are written to the block log as one
 //! atomic fjall write *before* the in-memory state moves on, so a restart replays the log onto the genesis state
 //! and finds exactly the state it had (§9.5). The bounded channel from consensus is the back-pressure: an
@@ -14,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mako_consensus::CommittedSubDag;
+use mako_mempool::worker_link::PrimaryLink;
 use mako_storage::{BlockRecord, Durability, ExecutionProgress, Store, StoreError};
-use mako_types::{Committee, ExecutedState, LatencyHistogram};
+use mako_types::{Batch, BatchDigest, Committee, ExecutedState, LatencyHistogram, WorkerId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -41,6 +43,16 @@ pub enum PipelineError {
     Genesis(String),
 }
 
+/// Where the executor reads the batches of a committed sub-DAG.
+#[derive(Clone, Default)]
+pub enum BatchSource {
+    /// The validator's store, which its workers write when they share its process.
+    #[default]
+    Store,
+    /// Workers running apart: worker `i` is asked over `links[i]`.
+    Links(Vec<PrimaryLink>),
+}
+
 /// Counters of the executor.
 #[derive(Debug, Default)]
 pub struct ExecutionMetrics {
@@ -62,6 +74,7 @@ pub struct ExecutionMetrics {
 pub struct Executor {
     committee: Committee,
     store: Store,
+    batches: BatchSource,
     executor: BlockStm,
     state: InMemoryState,
     progress: ExecutedState,
@@ -104,11 +117,17 @@ impl Executor {
             root_check: RootCheck::new(committee.clone()),
             committee,
             store,
+            batches: BatchSource::Store,
             executor: BlockStm::new(threads.max(1)),
             state,
             progress: ExecutedState { index: progress.last_executed_index, root: root.0 },
             metrics: Arc::new(ExecutionMetrics::default()),
         })
+    }
+
+    /// Reads committed batches from `batches` instead of the store.
+    pub fn with_batch_source(self, batches: BatchSource) -> Self {
+        Self { batches, ..self }
     }
 
     /// The last executed sub-DAG index (0 for none): consensus re-emits from the next one.
@@ -194,10 +213,10 @@ impl Executor {
     async fn load_transactions(&self, sub_dag: &CommittedSubDag) -> Result<Vec<mako_types::Transaction>, StoreError> {
         let mut transactions = Vec::new();
         for certificate in &sub_dag.certificates {
-            for (digest, _) in certificate.header.payload() {
+            for &(digest, worker) in certificate.header.payload() {
                 let mut waited = 0u32;
                 let batch = loop {
-                    if let Some(batch) = self.store.batches.get(digest)? {
+                    if let Some(batch) = self.read_batch(digest, worker).await? {
                         break batch;
                     }
                     waited += 1;
@@ -210,6 +229,24 @@ impl Executor {
             }
         }
         Ok(transactions)
+    }
+
+    /// The batch, if our worker holds it yet. A link that fails counts as "not yet": the worker may be
+    /// restarting, and the block waits for it as for a batch being fetched.
+    async fn read_batch(&self, digest: BatchDigest, worker: WorkerId) -> Result<Option<Batch>, StoreError> {
+        match &self.batches {
+            BatchSource::Store => self.store.batches.get(&digest),
+            BatchSource::Links(links) => {
+                let Some(link) = links.get(worker as usize) else {
+                    warn!(%digest, worker, "a committed batch names a worker this validator does not run");
+                    return Ok(None);
+                };
+                Ok(link.fetch(digest).await.unwrap_or_else(|error| {
+                    debug!(%digest, worker, %error, "batch not read from the worker");
+                    None
+                }))
+            }
+        }
     }
 }
 

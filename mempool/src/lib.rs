@@ -10,6 +10,7 @@ pub mod messages;
 pub mod primary;
 pub mod vote_rules;
 pub mod worker;
+pub mod worker_link;
 
 #[cfg(any(test, feature = "test-utils"))]
 pub mod test_dag;

@@ -19,6 +19,26 @@ pub struct ValidatorConfig {
     pub mempool: MempoolParameters,
     pub consensus: ConsensusConfig,
     pub execution: ExecutionConfig,
+    /// Workers that run in their own processes (`mako validator --worker <i>`, possibly on other machines):
+    /// entry `i` is the link between the primary and worker `i`, one per worker of the committee entry. Empty
+    /// (the default): every worker runs inside the validator process.
+    pub worker_links: Vec<WorkerLinkConfig>,
+}
+
+/// The two ends of a primary–worker link (QUIC, pinned to the validator's network key).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerLinkConfig {
+    /// Where the primary's end listens (UDP), as the worker reaches it.
+    pub primary: std::net::SocketAddr,
+    /// Where the worker's end listens (UDP), as the primary reaches it.
+    pub worker: std::net::SocketAddr,
+    /// The worker process's database folder; by default the validator's `storage` with `-worker-<i>` added.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<PathBuf>,
+    /// Where the worker process serves Prometheus metrics; none serves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +66,7 @@ impl Default for ValidatorConfig {
             mempool: MempoolParameters::default(),
             consensus: ConsensusConfig::default(),
             execution: ExecutionConfig::default(),
+            worker_links: Vec::new(),
         }
     }
 }
@@ -69,6 +90,18 @@ impl ValidatorConfig {
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("a config always serializes")
     }
+
+    /// Where worker `id` keeps its database when it runs in its own process.
+    pub fn worker_storage(&self, id: usize) -> PathBuf {
+        match self.worker_links.get(id).and_then(|link| link.storage.clone()) {
+            Some(path) => path,
+            None => {
+                let mut path = self.storage.clone().into_os_string();
+                path.push(format!("-worker-{id}"));
+                path.into()
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +115,17 @@ mod tests {
         let partial = ValidatorConfig::from_toml("[consensus]\nleader_schedule = \"reputation\"\n").unwrap();
         assert_eq!(partial.consensus.leader_schedule, ScheduleKind::Reputation);
         assert_eq!(partial.mempool, MempoolParameters::default());
+    }
+
+    #[test]
+    fn worker_links_round_trip_and_name_their_storage() {
+        let text = "storage = \"db/v0\"\n[[worker_links]]\nprimary = \"10.0.0.1:7000\"\nworker = \"10.0.0.2:7001\"\n";
+        let config = ValidatorConfig::from_toml(text).unwrap();
+        assert_eq!(ValidatorConfig::from_toml(&config.to_toml()).unwrap(), config);
+        assert_eq!(config.worker_links[0].worker, "10.0.0.2:7001".parse::<std::net::SocketAddr>().unwrap());
+        assert_eq!(config.worker_storage(0), PathBuf::from("db/v0-worker-0"));
+        let missing = ValidatorConfig::from_toml("[[worker_links]]\nprimary = \"10.0.0.1:7000\"\n").unwrap_err();
+        assert!(format!("{missing:#}").contains("worker"), "{missing:#}");
     }
 
     #[test]

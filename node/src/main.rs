@@ -58,7 +58,8 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         workers: usize,
     },
-    /// Run a validator: its primary, workers, consensus and execution (logs: RUST_LOG, default info).
+    /// Run a validator: its primary, workers, consensus and execution (logs: RUST_LOG, default info). With
+    /// `[[worker_links]]` in its config the workers run apart: run each with `--worker <i>`.
     Validator {
         /// The committee file (from `mako committee`).
         #[arg(long)]
@@ -69,6 +70,9 @@ enum Command {
         /// The validator configuration; every parameter at its default when absent.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Run only this worker of the validator, linked to its primary by the config's `worker_links`.
+        #[arg(long)]
+        worker: Option<u32>,
     },
     /// Send transfers between genesis accounts to every worker of a committee at a fixed rate.
     Client {
@@ -167,6 +171,9 @@ struct TestnetArgs {
     /// Block-STM threads per validator (0: one per core).
     #[arg(long, default_value_t = 0)]
     execution_threads: usize,
+    /// Run each worker as its own process (`mako validator --worker <i>`), linked to its primary over QUIC.
+    #[arg(long)]
+    workers_apart: bool,
 }
 
 impl TestnetArgs {
@@ -184,6 +191,7 @@ impl TestnetArgs {
             base_port: self.base_port,
             metrics_port: self.metrics_port,
             execution_threads: self.execution_threads,
+            workers_apart: self.workers_apart,
             live,
         }
     }
@@ -195,7 +203,7 @@ fn main() -> anyhow::Result<()> {
         Command::Committee { keys, out, hosts, base_port, workers } => {
             setup::write_committee(&keys, &out, &hosts, base_port, workers)
         }
-        Command::Validator { committee, keys, config } => {
+        Command::Validator { committee, keys, config, worker } => {
             tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
@@ -203,7 +211,8 @@ fn main() -> anyhow::Result<()> {
                 )
                 .init();
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(validator::run(&committee, &keys, config.as_deref()))
+            let role = worker.map_or(validator::Role::Validator, validator::Role::Worker);
+            runtime.block_on(validator::run(&committee, &keys, config.as_deref(), role))
         }
         Command::Client { committee, rate, duration, accounts, seed, size, sample_every, workload } => {
             let runtime = tokio::runtime::Runtime::new()?;

@@ -25,12 +25,20 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tracing::debug;
 
-/// Everything a validator exports.
+/// Everything a validator process exports: its primary half (none in a worker's own process), its workers,
+/// and every network endpoint it runs.
 #[derive(Debug)]
 pub struct ValidatorCollector {
+    pub primary: Option<PrimaryHalf>,
+    pub workers: Vec<Arc<WorkerMetrics>>,
+    /// The primary's, the workers' and the worker links' endpoints, summed.
+    pub networks: Vec<Arc<NetworkMetrics>>,
+}
+
+/// The primary, consensus and execution of a validator.
+#[derive(Debug)]
+pub struct PrimaryHalf {
     pub primary: Arc<PrimaryMetrics>,
-    pub primary_network: Arc<NetworkMetrics>,
-    pub workers: Vec<(Arc<WorkerMetrics>, Arc<NetworkMetrics>)>,
     pub execution: Arc<ExecutionMetrics>,
     /// The last round consensus committed a leader of.
     pub committed_round: Arc<AtomicU64>,
@@ -63,48 +71,46 @@ fn histogram(
     metric.encode_histogram::<NoLabelSet>(snapshot.sum_us as f64 / 1e6, snapshot.count(), &buckets, None)
 }
 
-impl Collector for ValidatorCollector {
-    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+impl PrimaryHalf {
+    fn encode(&self, e: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let p = &self.primary;
         let get = |c: &AtomicU64| c.load(Relaxed);
-        gauge(&mut e, "mako_primary_round", "Highest DAG round this primary has seen", get(&p.highest_round))?;
-        counter(&mut e, "mako_primary_headers_proposed", "Headers this primary proposed", get(&p.headers_proposed))?;
-        counter(&mut e, "mako_primary_votes_sent", "Votes this primary sent", get(&p.votes_sent))?;
-        counter(
-            &mut e,
-            "mako_primary_certificates_formed",
-            "Certificates of our headers",
-            get(&p.certificates_formed),
-        )?;
+        gauge(e, "mako_primary_round", "Highest DAG round this primary has seen", get(&p.highest_round))?;
+        counter(e, "mako_primary_headers_proposed", "Headers this primary proposed", get(&p.headers_proposed))?;
+        counter(e, "mako_primary_votes_sent", "Votes this primary sent", get(&p.votes_sent))?;
+        counter(e, "mako_primary_certificates_formed", "Certificates of our headers", get(&p.certificates_formed))?;
         let accepted = get(&p.certificates_accepted);
-        counter(&mut e, "mako_primary_certificates_accepted", "Certificates added to the DAG", accepted)?;
-        gauge(&mut e, "mako_primary_dag_certificates", "Certificates held in memory", get(&p.dag_certificates))?;
-        gauge(&mut e, "mako_primary_gc_round", "Garbage-collection round", get(&p.gc_round))?;
-        counter(&mut e, "mako_primary_storage_errors", "Failed store operations", get(&p.storage_errors))?;
+        counter(e, "mako_primary_certificates_accepted", "Certificates added to the DAG", accepted)?;
+        gauge(e, "mako_primary_dag_certificates", "Certificates held in memory", get(&p.dag_certificates))?;
+        gauge(e, "mako_primary_gc_round", "Garbage-collection round", get(&p.gc_round))?;
+        counter(e, "mako_primary_storage_errors", "Failed store operations", get(&p.storage_errors))?;
         let rejected: u64 = p.rejected().values().sum();
-        counter(&mut e, "mako_primary_messages_rejected", "Headers, votes and certificates refused", rejected)?;
+        counter(e, "mako_primary_messages_rejected", "Headers, votes and certificates refused", rejected)?;
 
-        gauge(
-            &mut e,
-            "mako_consensus_committed_round",
-            "Round of the last committed leader",
-            get(&self.committed_round),
-        )?;
-        gauge(&mut e, "mako_consensus_queue", "Certificates waiting for consensus", get(&self.consensus_queue))?;
+        gauge(e, "mako_consensus_committed_round", "Round of the last committed leader", get(&self.committed_round))?;
+        gauge(e, "mako_consensus_queue", "Certificates waiting for consensus", get(&self.consensus_queue))?;
 
         let x = &self.execution;
-        counter(&mut e, "mako_executed_blocks", "Sub-DAGs executed", get(&x.blocks))?;
-        gauge(&mut e, "mako_executed_index", "Index of the last executed sub-DAG", get(&x.last_index))?;
-        counter(&mut e, "mako_executed_transactions", "Transactions executed", get(&x.transactions))?;
+        counter(e, "mako_executed_blocks", "Sub-DAGs executed", get(&x.blocks))?;
+        gauge(e, "mako_executed_index", "Index of the last executed sub-DAG", get(&x.last_index))?;
+        counter(e, "mako_executed_transactions", "Transactions executed", get(&x.transactions))?;
         let ok = get(&x.successful_transactions);
-        counter(&mut e, "mako_executed_transactions_successful", "Transactions whose call succeeded", ok)?;
-        counter(&mut e, "mako_executor_incarnations", "Block-STM incarnations", get(&x.incarnations))?;
-        counter(&mut e, "mako_executor_validations", "Block-STM validations", get(&x.validations))?;
-        counter(&mut e, "mako_executor_aborts", "Block-STM aborts (each re-executes)", get(&x.aborts))?;
+        counter(e, "mako_executed_transactions_successful", "Transactions whose call succeeded", ok)?;
+        counter(e, "mako_executor_incarnations", "Block-STM incarnations", get(&x.incarnations))?;
+        counter(e, "mako_executor_validations", "Block-STM validations", get(&x.validations))?;
+        counter(e, "mako_executor_aborts", "Block-STM aborts (each re-executes)", get(&x.aborts))?;
         let latency = x.end_to_end_latency.snapshot();
-        histogram(&mut e, "mako_end_to_end_latency_seconds", "Client send to executed, sampled", &latency)?;
+        histogram(e, "mako_end_to_end_latency_seconds", "Client send to executed, sampled", &latency)
+    }
+}
 
-        let sum = |f: &dyn Fn(&WorkerMetrics) -> u64| self.workers.iter().map(|(w, _)| f(w)).sum::<u64>();
+impl Collector for ValidatorCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        if let Some(primary) = &self.primary {
+            primary.encode(&mut e)?;
+        }
+        let get = |c: &AtomicU64| c.load(Relaxed);
+        let sum = |f: &dyn Fn(&WorkerMetrics) -> u64| self.workers.iter().map(|w| f(w)).sum::<u64>();
         counter(
             &mut e,
             "mako_worker_transactions",
@@ -120,10 +126,7 @@ impl Collector for ValidatorCollector {
         counter(&mut e, "mako_worker_batches_sealed", "Batches sealed", sum(&|w| get(&w.batches_sealed)))?;
         counter(&mut e, "mako_worker_batches_received", "Peers' batches stored", sum(&|w| get(&w.batches_received)))?;
 
-        let networks: Vec<_> = std::iter::once(&self.primary_network)
-            .chain(self.workers.iter().map(|(_, n)| n))
-            .map(|n| n.snapshot())
-            .collect();
+        let networks: Vec<_> = self.networks.iter().map(|n| n.snapshot()).collect();
         let net = |f: &dyn Fn(&mako_network::MetricsSnapshot) -> u64| networks.iter().map(f).sum::<u64>();
         counter(&mut e, "mako_network_received", "Well-formed messages received", net(&|n| n.received))?;
         counter(&mut e, "mako_network_sent", "Frames sent", net(&|n| n.sent))?;
@@ -225,20 +228,40 @@ mod tests {
         execution.end_to_end_latency.observe(std::time::Duration::from_millis(250));
         execution.end_to_end_latency.observe(std::time::Duration::from_millis(900));
         let mut registry = Registry::default();
+        let worker = Arc::new(WorkerMetrics::default());
+        worker.batches_sealed.store(5, Relaxed);
         registry.register_collector(Box::new(ValidatorCollector {
-            primary: Arc::default(),
-            primary_network: Arc::default(),
-            workers: vec![(Arc::default(), Arc::default())],
-            execution: Arc::clone(&execution),
-            committed_round: Arc::new(AtomicU64::new(17)),
-            consensus_queue: Arc::default(),
+            primary: Some(PrimaryHalf {
+                primary: Arc::default(),
+                execution: Arc::clone(&execution),
+                committed_round: Arc::new(AtomicU64::new(17)),
+                consensus_queue: Arc::default(),
+            }),
+            workers: vec![Arc::clone(&worker)],
+            networks: vec![Arc::default(), Arc::default()],
         }));
-        let mut body = String::new();
-        prometheus_client::encoding::text::encode(&mut body, &registry).unwrap();
-        let scrape = Scrape::parse(&body);
+        let scrape = Scrape::parse(&encode(&registry));
         assert_eq!(scrape.value("mako_executed_transactions"), 1234.0);
         assert_eq!(scrape.value("mako_consensus_committed_round"), 17.0);
+        assert_eq!(scrape.value("mako_worker_batches_sealed"), 5.0);
         let latency = scrape.histogram("mako_end_to_end_latency_seconds");
         assert_eq!(latency, execution.end_to_end_latency.snapshot());
+
+        // A worker's own process exports its worker and network metrics only.
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(ValidatorCollector {
+            primary: None,
+            workers: vec![worker],
+            networks: vec![Arc::default()],
+        }));
+        let body = encode(&registry);
+        assert_eq!(Scrape::parse(&body).value("mako_worker_batches_sealed"), 5.0);
+        assert!(!body.contains("mako_executed_transactions"), "{body}");
+    }
+
+    fn encode(registry: &Registry) -> String {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, registry).unwrap();
+        body
     }
 }

@@ -21,7 +21,7 @@ use mako_types::HistogramSnapshot;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::client::WorkloadKind;
-use crate::config::ValidatorConfig;
+use crate::config::{ValidatorConfig, WorkerLinkConfig};
 use crate::metrics::Scrape;
 use crate::setup;
 
@@ -43,6 +43,8 @@ pub struct TestnetOptions {
     pub metrics_port: u16,
     /// Block-STM threads per validator (0: one per core).
     pub execution_threads: usize,
+    /// Run every worker as its own process, linked to its primary (`mako validator --worker <i>`).
+    pub workers_apart: bool,
     /// Print the live line (the bench runs quietly).
     pub live: bool,
 }
@@ -111,28 +113,67 @@ fn path_arg(path: &Path) -> anyhow::Result<&str> {
     path.to_str().with_context(|| format!("{} is not UTF-8", path.display()))
 }
 
-/// Writes keys, committee and configs; returns each validator's (config path, metrics address).
-fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<(PathBuf, SocketAddr)>> {
+/// One validator of the testnet as written by [`prepare`].
+struct Prepared {
+    config: PathBuf,
+    /// The validator process's metrics page.
+    metrics: SocketAddr,
+    /// The metrics pages of its worker processes (none when the workers run inside the validator).
+    worker_metrics: Vec<SocketAddr>,
+}
+
+fn loopback(port: usize, what: &str) -> anyhow::Result<SocketAddr> {
+    let port = u16::try_from(port).with_context(|| format!("{what} ports past 65535"))?;
+    Ok(SocketAddr::from(([127, 0, 0, 1], port)))
+}
+
+/// Removes a previous run's database: a testnet starts from genesis.
+fn clear(storage: &Path) -> anyhow::Result<()> {
+    if storage.exists() {
+        std::fs::remove_dir_all(storage).with_context(|| format!("cannot clear {}", storage.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes keys, committee and configs. The committee takes `nodes * (1 + workers)` ports from `base_port`;
+/// worker links (with `workers_apart`) take two each after those; validator `i` serves metrics on
+/// `metrics_port + i` and its worker processes after all validators.
+fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<Prepared>> {
     let dir = &options.dir;
     std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys = dir.join("keys");
     setup::write_keys(&keys, options.nodes, Some(0))?;
     setup::write_committee(&keys, &dir.join("committee.toml"), &[], options.base_port, options.workers)?;
+    let link_ports = options.base_port as usize + options.nodes * (1 + options.workers);
     (0..options.nodes)
         .map(|i| {
-            let storage = dir.join(format!("db-{i}"));
-            if storage.exists() {
-                // A testnet starts from genesis: the previous run's chain is not this committee's history.
-                std::fs::remove_dir_all(&storage).with_context(|| format!("cannot clear {}", storage.display()))?;
-            }
-            let port = u16::try_from(options.metrics_port as usize + i).context("metrics ports past 65535")?;
-            let metrics = SocketAddr::from(([127, 0, 0, 1], port));
-            let mut config = ValidatorConfig { storage, metrics_address: Some(metrics), ..ValidatorConfig::default() };
+            let metrics = loopback(options.metrics_port as usize + i, "metrics")?;
+            let mut config = ValidatorConfig {
+                storage: dir.join(format!("db-{i}")),
+                metrics_address: Some(metrics),
+                ..ValidatorConfig::default()
+            };
             config.execution.genesis_accounts = options.accounts;
             config.execution.threads = options.execution_threads;
+            clear(&config.storage)?;
+            let mut worker_metrics = Vec::new();
+            if options.workers_apart {
+                for w in 0..options.workers {
+                    let link = i * options.workers + w;
+                    let metrics_address = loopback(options.metrics_port as usize + options.nodes + link, "metrics")?;
+                    config.worker_links.push(WorkerLinkConfig {
+                        primary: loopback(link_ports + 2 * link, "link")?,
+                        worker: loopback(link_ports + 2 * link + 1, "link")?,
+                        storage: None,
+                        metrics_address: Some(metrics_address),
+                    });
+                    worker_metrics.push(metrics_address);
+                    clear(&config.worker_storage(w))?;
+                }
+            }
             let path = dir.join(format!("validator-{i}.toml"));
             std::fs::write(&path, config.to_toml()).with_context(|| format!("cannot write {}", path.display()))?;
-            Ok((path, metrics))
+            Ok(Prepared { config: path, metrics, worker_metrics })
         })
         .collect()
 }
@@ -166,11 +207,11 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         bail!("--nodes must be at least 1");
     }
     let validators = prepare(options)?;
-    let addresses: Vec<SocketAddr> = validators.iter().map(|(_, metrics)| *metrics).collect();
+    let addresses: Vec<SocketAddr> = validators.iter().map(|v| v.metrics).collect();
     let dir = &options.dir;
     let committee = dir.join("committee.toml");
     let mut processes = Processes(Vec::new());
-    for (i, (config, _)) in validators.iter().enumerate() {
+    for (i, validator) in validators.iter().enumerate() {
         let keys = setup::key_file(&dir.join("keys"), i);
         let args = [
             "validator",
@@ -179,14 +220,22 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
             "--keys",
             path_arg(&keys)?,
             "--config",
-            path_arg(config)?,
+            path_arg(&validator.config)?,
         ];
         processes.spawn(&format!("validator {i}"), &args, &dir.join(format!("logs/validator-{i}.log")))?;
+        for w in 0..validator.worker_metrics.len() {
+            let id = w.to_string();
+            let args: Vec<&str> = args.iter().copied().chain(["--worker", &id]).collect();
+            let log = dir.join(format!("logs/validator-{i}-worker-{w}.log"));
+            processes.spawn(&format!("validator {i} worker {w}"), &args, &log)?;
+        }
     }
 
-    // Start the client once every validator serves metrics (its listeners are bound by then).
+    // Start the client once every process serves metrics (its listeners are bound by then).
     let started = Instant::now();
-    while scrape_all(&addresses).await.iter().any(Option::is_none) {
+    let every_page: Vec<SocketAddr> =
+        validators.iter().flat_map(|v| std::iter::once(v.metrics).chain(v.worker_metrics.iter().copied())).collect();
+    while scrape_all(&every_page).await.iter().any(Option::is_none) {
         if let Some((name, status)) = processes.exited() {
             bail!("{name} exited at start ({status}); see {}", dir.join("logs").display());
         }
@@ -298,7 +347,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         }
         _ => (0.0, HistogramSnapshot::default()),
     };
-    let agreed_blocks = check_agreement(&validators.iter().map(|(c, _)| c.clone()).collect::<Vec<_>>())?;
+    let agreed_blocks = check_agreement(&validators.iter().map(|v| v.config.clone()).collect::<Vec<_>>())?;
     Ok(TestnetReport { nodes: options.nodes, rate: options.rate, end_to_end_tps, latency, agreed_blocks, executed })
 }
 

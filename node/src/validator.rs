@@ -1,5 +1,8 @@
 //! `mako validator`: one validator process — its primary, its workers, Bullshark and the execution pipeline —
 //! on real QUIC endpoints, until Ctrl-C or until execution halts (a state divergence, a storage failure).
+//! With `worker_links` in its config the workers run apart: `mako validator` runs the primary, consensus and
+//! execution, and `mako validator --worker <i>` runs worker `i` alone, each end of the link bridging the
+//! channels that join them in one process ([`mako_mempool::worker_link`]).
 //!
 //! The wiring: workers report batches to the primary; the primary's certificates feed consensus; consensus's
 //! committed round drives the primary's garbage collection and its leader table the proposer's waits; its
@@ -13,20 +16,21 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
 use mako_consensus::consensus::Consensus;
-use mako_execution::pipeline::Executor;
+use mako_execution::pipeline::{BatchSource, Executor};
 use mako_execution::Genesis;
-use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
+use mako_mempool::messages::{PrimaryMessage, PrimaryToWorker, WorkerMessage, WorkerToPrimary};
 use mako_mempool::primary::{Primary, PrimarySetup};
 use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
+use mako_mempool::worker_link::{link_peers, LinkMessage, PrimaryLink, WorkerLink};
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
-use mako_types::{Committee, ValidatorKeys};
+use mako_types::{Authority, AuthorityIndex, Committee, ValidatorKeys, WorkerId};
 use prometheus_client::registry::Registry;
 use tokio::sync::{mpsc, watch};
 use tracing::info;
 
 use crate::config::ValidatorConfig;
-use crate::metrics::{self, ValidatorCollector};
+use crate::metrics::{self, PrimaryHalf, ValidatorCollector};
 
 /// Stops a background task when the validator returns.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -44,21 +48,136 @@ fn listen(address: SocketAddr) -> SocketAddr {
     SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), address.port())
 }
 
-pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow::Result<()> {
-    let committee = Committee::load(committee)?;
-    let keys = ValidatorKeys::load(keys)?;
-    let config = match config {
-        Some(path) => ValidatorConfig::load(path)?,
-        None => ValidatorConfig::default(),
-    };
-    let me = committee
-        .index_of_network_key(&keys.network.public())
-        .ok_or_else(|| anyhow!("the network key {} is not in the committee", keys.network.public()))?;
-    let authority = committee.authority(me).expect("an index from the committee is in the committee");
-    if authority.bls_key != keys.bls.public() {
-        bail!("validator {me}: the BLS key of the key file is not the committee's");
+/// Which part of a validator this process runs.
+#[derive(Clone, Copy, Debug)]
+pub enum Role {
+    /// The primary, consensus and execution, with the workers too unless the config puts them apart.
+    Validator,
+    /// Worker `i` alone, linked to its primary by the config's `worker_links[i]`.
+    Worker(WorkerId),
+}
+
+/// What every role starts from: the committee, our keys checked against it, the configuration.
+struct Identity {
+    committee: Committee,
+    keys: ValidatorKeys,
+    config: ValidatorConfig,
+    config_name: String,
+    me: AuthorityIndex,
+    authority: Authority,
+}
+
+impl Identity {
+    fn load(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow::Result<Self> {
+        let committee = Committee::load(committee)?;
+        let keys = ValidatorKeys::load(keys)?;
+        let (config, config_name) = match config {
+            Some(path) => (ValidatorConfig::load(path)?, path.display().to_string()),
+            None => (ValidatorConfig::default(), "the default config".to_owned()),
+        };
+        let me = committee
+            .index_of_network_key(&keys.network.public())
+            .ok_or_else(|| anyhow!("the network key {} is not in the committee", keys.network.public()))?;
+        let authority = committee.authority(me).expect("an index from the committee is in the committee").clone();
+        if authority.bls_key != keys.bls.public() {
+            bail!("validator {me}: the BLS key of the key file is not the committee's");
+        }
+        let workers = authority.worker_addresses.len();
+        let links = config.worker_links.len();
+        if links != 0 && links != workers {
+            bail!("{config_name}: {links} [[worker_links]] for the committee's {workers} workers of validator {me}");
+        }
+        Ok(Self { committee, keys, config, config_name, me, authority })
     }
 
+    /// Binds worker `id`'s peer endpoint and client port and starts it over `store`.
+    async fn spawn_worker(
+        &self,
+        id: WorkerId,
+        store: Store,
+        to_primary: mpsc::Sender<WorkerToPrimary>,
+        from_primary: mpsc::Receiver<PrimaryToWorker>,
+    ) -> anyhow::Result<(Worker, Arc<mako_network::NetworkMetrics>)> {
+        let address = self.authority.worker_addresses[id as usize];
+        let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind(
+            NetworkConfig::default(),
+            &self.keys.network,
+            Peers::workers(&self.committee, id)?,
+            listen(address),
+        )?;
+        let clients = ClientListener::bind(listen(address)).await?;
+        let network = Arc::clone(endpoint.metrics());
+        let worker = Worker::spawn(WorkerSetup {
+            id,
+            committee: self.committee.clone(),
+            parameters: self.config.mempool.clone(),
+            store,
+            endpoint,
+            inbound,
+            clients,
+            to_primary,
+            from_primary,
+        });
+        Ok((worker, network))
+    }
+
+    /// Binds our end of the link to worker `id`: at `ours`, its only peer the other end at `theirs`.
+    fn bind_link(
+        &self,
+        ours: SocketAddr,
+        theirs: SocketAddr,
+    ) -> anyhow::Result<(Endpoint<LinkMessage>, mpsc::Receiver<mako_network::Inbound<LinkMessage>>)> {
+        let peers = link_peers(theirs, self.keys.network.public())?;
+        Ok(Endpoint::<LinkMessage>::bind(NetworkConfig::default(), &self.keys.network, peers, listen(ours))?)
+    }
+}
+
+pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>, role: Role) -> anyhow::Result<()> {
+    let identity = Identity::load(committee, keys, config)?;
+    match role {
+        Role::Validator => run_validator(identity).await,
+        Role::Worker(id) => run_worker(identity, id).await,
+    }
+}
+
+/// Worker `id` alone: its peers, its clients, its own store, and the link to its primary.
+async fn run_worker(identity: Identity, id: WorkerId) -> anyhow::Result<()> {
+    let Some(link) = identity.config.worker_links.get(id as usize).cloned() else {
+        bail!("{}: no [[worker_links]] entry for worker {id}", identity.config_name);
+    };
+    let storage = identity.config.worker_storage(id as usize);
+    let store = Store::open(&storage).with_context(|| format!("cannot open {}", storage.display()))?;
+    let (to_primary, from_worker) = mpsc::channel(CHANNEL_CAPACITY);
+    let (to_worker, from_primary) = mpsc::channel(CHANNEL_CAPACITY);
+    let (worker, worker_network) = identity.spawn_worker(id, store.clone(), to_primary, from_primary).await?;
+    let (endpoint, inbound) = identity.bind_link(link.worker, link.primary)?;
+    let link_network = Arc::clone(endpoint.metrics());
+    let mut link_task = AbortOnDrop(WorkerLink::spawn(endpoint, inbound, store, from_worker, to_worker));
+    let _metrics_server = match link.metrics_address {
+        Some(address) => {
+            let collector = ValidatorCollector {
+                primary: None,
+                workers: vec![Arc::clone(worker.metrics())],
+                networks: vec![worker_network, link_network],
+            };
+            let mut registry = Registry::default();
+            registry.register_collector(Box::new(collector));
+            Some(AbortOnDrop(metrics::serve(address, registry).await?))
+        }
+        None => None,
+    };
+    info!(me = %identity.me, worker = id, link = %link.worker, primary = %link.primary, "worker running");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {
+            info!("shutting down");
+            Ok(())
+        }
+        _ = &mut link_task.0 => bail!("the link to the primary stopped"),
+    }
+}
+
+async fn run_validator(identity: Identity) -> anyhow::Result<()> {
+    let Identity { committee, keys, config, me, authority, .. } = &identity;
     let store = Store::open(&config.storage).with_context(|| format!("cannot open {}", config.storage.display()))?;
     let genesis = match &config.execution.genesis {
         Some(path) => Genesis::load(path)?,
@@ -70,43 +189,42 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
     };
     let executor = Executor::recover(committee.clone(), store.clone(), &genesis, threads)?;
 
+    // Workers in this process share our store and channels; workers apart are reached over their links,
+    // whose ends forward the same channels, and the executor reads committed batches from them.
     let (tx_reports, rx_reports) = mpsc::channel(CHANNEL_CAPACITY);
     let mut to_workers = Vec::new();
     let mut workers = Vec::new();
-    let mut worker_metrics = Vec::new();
-    for (id, address) in authority.worker_addresses.iter().enumerate() {
-        let id = id as u32;
-        let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind(
-            NetworkConfig::default(),
-            &keys.network,
-            Peers::workers(&committee, id)?,
-            listen(*address),
-        )?;
-        let clients = ClientListener::bind(listen(*address)).await?;
-        let worker_network = Arc::clone(endpoint.metrics());
+    let mut links = Vec::new();
+    let mut link_tasks = Vec::new();
+    let mut networks = Vec::new();
+    for id in 0..authority.worker_addresses.len() as WorkerId {
         let (to_worker, from_primary) = mpsc::channel(CHANNEL_CAPACITY);
         to_workers.push(to_worker);
-        workers.push(Worker::spawn(WorkerSetup {
-            id,
-            committee: committee.clone(),
-            parameters: config.mempool.clone(),
-            store: store.clone(),
-            endpoint,
-            inbound,
-            clients,
-            to_primary: tx_reports.clone(),
-            from_primary,
-        }));
-        worker_metrics.push((Arc::clone(workers.last().expect("just pushed").metrics()), worker_network));
+        match config.worker_links.get(id as usize) {
+            None => {
+                let (worker, network) =
+                    identity.spawn_worker(id, store.clone(), tx_reports.clone(), from_primary).await?;
+                workers.push(worker);
+                networks.push(network);
+            }
+            Some(link) => {
+                let (endpoint, inbound) = identity.bind_link(link.primary, link.worker)?;
+                networks.push(Arc::clone(endpoint.metrics()));
+                let (link, task) = PrimaryLink::spawn(endpoint, inbound, from_primary, tx_reports.clone());
+                links.push(link);
+                link_tasks.push(AbortOnDrop(task));
+            }
+        }
     }
+    let executor = if links.is_empty() { executor } else { executor.with_batch_source(BatchSource::Links(links)) };
     let network = Endpoint::<PrimaryMessage>::bind(
         NetworkConfig::default(),
         &keys.network,
-        Peers::primaries(&committee)?,
+        Peers::primaries(committee)?,
         listen(authority.primary_address),
     )?;
 
-    let primary_network = Arc::clone(network.0.metrics());
+    networks.push(Arc::clone(network.0.metrics()));
     let (tx_committed_round, mut committed_round) = watch::channel(0);
     let (tx_certificates, rx_certificates) = mpsc::channel(CHANNEL_CAPACITY);
     let mut consensus = Consensus::spawn(
@@ -121,7 +239,7 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
     let sub_dags = std::mem::replace(&mut consensus.sub_dags, mpsc::channel(1).1);
     let mut execution = executor.spawn(sub_dags);
     let mut primary = Primary::spawn(PrimarySetup {
-        me,
+        me: *me,
         committee: committee.clone(),
         key: keys.bls.clone(),
         parameters: config.mempool.clone(),
@@ -138,18 +256,20 @@ pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>) -> anyhow
         Some(address) => {
             let mut registry = Registry::default();
             registry.register_collector(Box::new(ValidatorCollector {
-                primary: Arc::clone(&primary.metrics),
-                primary_network,
-                workers: worker_metrics,
-                execution: Arc::clone(&execution.metrics),
-                committed_round: Arc::clone(&gauges.0),
-                consensus_queue: Arc::clone(&gauges.1),
+                primary: Some(PrimaryHalf {
+                    primary: Arc::clone(&primary.metrics),
+                    execution: Arc::clone(&execution.metrics),
+                    committed_round: Arc::clone(&gauges.0),
+                    consensus_queue: Arc::clone(&gauges.1),
+                }),
+                workers: workers.iter().map(|worker| Arc::clone(worker.metrics())).collect(),
+                networks,
             }));
             Some(AbortOnDrop(metrics::serve(address, registry).await?))
         }
         None => None,
     };
-    info!(%me, primary = %authority.primary_address, workers = workers.len(), metrics = ?config.metrics_address, "validator running");
+    info!(%me, primary = %authority.primary_address, workers = workers.len(), linked_workers = link_tasks.len(), metrics = ?config.metrics_address, "validator running");
 
     loop {
         tokio::select! {

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::aggregator::VotesAggregator;
+use super::held_batches::HeldBatches;
 use super::metrics::PrimaryMetrics;
 use super::proposer::Parents;
 use super::synchronizer::SyncRequest;
@@ -64,6 +65,8 @@ pub struct Core {
     parents_sent: (Round, usize),
     /// When each of our batches waiting for a certificate was sealed (for the batch-to-certificate latency).
     batch_sealed: BTreeMap<BatchDigest, tokio::time::Instant>,
+    /// The batches our workers reported stored.
+    held: HeldBatches,
     rng: rand_chacha::ChaCha8Rng,
     metrics: Arc<PrimaryMetrics>,
     channels: CoreChannels,
@@ -96,6 +99,7 @@ impl Core {
             deliveries: BTreeMap::new(),
             parents_sent: (0, 0),
             batch_sealed: BTreeMap::new(),
+            held: HeldBatches::default(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
             metrics,
             channels,
@@ -258,8 +262,8 @@ impl Core {
             Err(error) => return self.storage_error(&error),
         };
         let decision = {
-            let store = &self.store;
-            let has_batch = |digest: &BatchDigest, _: WorkerId| store.batches.contains(digest).unwrap_or(false);
+            let held = &self.held;
+            let has_batch = |digest: &BatchDigest, _: WorkerId| held.contains(digest);
             let context = VoteContext {
                 committee: &self.committee,
                 dag: &self.dag,
@@ -435,7 +439,7 @@ impl Core {
                     .header
                     .payload()
                     .iter()
-                    .filter(|(d, _)| !self.store.batches.contains(d).unwrap_or(false))
+                    .filter(|(digest, _)| !self.held.contains(digest))
                     .copied()
                     .collect();
                 self.fetch_batches(certificate.author(), missing).await;
@@ -503,10 +507,12 @@ impl Core {
     async fn on_worker_report(&mut self, report: WorkerToPrimary) {
         match report {
             WorkerToPrimary::OurBatch { digest, worker, created } => {
+                self.held.insert(digest);
                 self.batch_sealed.insert(digest, created);
                 let _ = self.channels.tx_our_batches.send((digest, worker)).await;
             }
-            WorkerToPrimary::OthersBatch { .. } => {
+            WorkerToPrimary::OthersBatch { digest, .. } => {
+                self.held.insert(digest);
                 if !self.parked.is_empty() {
                     self.retry_parked().await;
                 }

@@ -8,6 +8,7 @@
 
 pub mod aggregator;
 pub mod core;
+pub mod held_batches;
 pub mod metrics;
 pub mod proposer;
 pub mod synchronizer;
