@@ -211,43 +211,77 @@ impl Executor {
     /// The block's transactions, in delivery order. A batch not stored yet is being fetched by our worker (the
     /// primary asks for every batch of an accepted certificate): wait for it, never skip it.
     async fn load_transactions(&self, sub_dag: &CommittedSubDag) -> Result<Vec<mako_types::Transaction>, StoreError> {
+        let index = sub_dag.index;
+        let payload = sub_dag.certificates.iter().flat_map(|certificate| certificate.header.payload().iter().copied());
         let mut transactions = Vec::new();
-        for certificate in &sub_dag.certificates {
-            for &(digest, worker) in certificate.header.payload() {
-                let mut waited = 0u32;
-                let batch = loop {
-                    if let Some(batch) = self.read_batch(digest, worker).await? {
-                        break batch;
-                    }
-                    waited += 1;
-                    if waited.is_multiple_of(250) {
-                        warn!(index = sub_dag.index, %digest, "still waiting for a batch");
-                    }
-                    tokio::time::sleep(BATCH_POLL).await;
-                };
-                transactions.extend(batch.transactions);
+        match &self.batches {
+            BatchSource::Store => {
+                for (digest, _) in payload {
+                    let batch = wait_for_batch(index, digest, || async { self.store.batches.get(&digest) }).await?;
+                    transactions.extend(batch.transactions);
+                }
+            }
+            BatchSource::Links(links) => {
+                // All asked at once: each answer is a round trip and a batch's bytes over the link.
+                let mut fetches = tokio::task::JoinSet::new();
+                let mut batches = Vec::new();
+                for (position, (digest, worker)) in payload.enumerate() {
+                    let link = links.get(worker as usize).cloned();
+                    fetches.spawn(async move {
+                        let batch = wait_for_batch(index, digest, || fetch_from(link.as_ref(), digest, worker)).await;
+                        (position, batch)
+                    });
+                    batches.push(None);
+                }
+                while let Some(joined) = fetches.join_next().await {
+                    // A fetch only ends by returning (the set aborts nothing): an error is its panic.
+                    let (position, batch) =
+                        joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
+                    batches[position] = Some(batch?);
+                }
+                for batch in batches.into_iter().flatten() {
+                    transactions.extend(batch.transactions);
+                }
             }
         }
         Ok(transactions)
     }
+}
 
-    /// The batch, if our worker holds it yet. A link that fails counts as "not yet": the worker may be
-    /// restarting, and the block waits for it as for a batch being fetched.
-    async fn read_batch(&self, digest: BatchDigest, worker: WorkerId) -> Result<Option<Batch>, StoreError> {
-        match &self.batches {
-            BatchSource::Store => self.store.batches.get(&digest),
-            BatchSource::Links(links) => {
-                let Some(link) = links.get(worker as usize) else {
-                    warn!(%digest, worker, "a committed batch names a worker this validator does not run");
-                    return Ok(None);
-                };
-                Ok(link.fetch(digest).await.unwrap_or_else(|error| {
-                    debug!(%digest, worker, %error, "batch not read from the worker");
-                    None
-                }))
-            }
+/// Reads batch `digest` of block `index` until our worker holds it.
+async fn wait_for_batch<F, R>(index: u64, digest: BatchDigest, mut read: F) -> Result<Batch, StoreError>
+where
+    F: FnMut() -> R,
+    R: std::future::Future<Output = Result<Option<Batch>, StoreError>>,
+{
+    let mut waited = 0u32;
+    loop {
+        if let Some(batch) = read().await? {
+            return Ok(batch);
         }
+        waited += 1;
+        if waited.is_multiple_of(250) {
+            warn!(index, %digest, "still waiting for a batch");
+        }
+        tokio::time::sleep(BATCH_POLL).await;
     }
+}
+
+/// The batch from worker `worker` over its link, if it holds it yet. A link that fails counts as "not yet":
+/// the worker may be restarting, and the block waits for it as for a batch being fetched.
+async fn fetch_from(
+    link: Option<&PrimaryLink>,
+    digest: BatchDigest,
+    worker: WorkerId,
+) -> Result<Option<Batch>, StoreError> {
+    let Some(link) = link else {
+        debug!(%digest, worker, "a committed batch names a worker this validator does not run");
+        return Ok(None);
+    };
+    Ok(link.fetch(digest).await.unwrap_or_else(|error| {
+        debug!(%digest, worker, %error, "batch not read from the worker");
+        None
+    }))
 }
 
 /// Runs CPU-bound work from async code: off the async workers on a multi-threaded runtime, inline on a
