@@ -51,7 +51,8 @@ pub struct ConsensusConfig {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutionConfig {
-    /// Block-STM threads; 0 means one per core.
+    /// Block-STM threads; 0 means one per core, and 1 runs the sequential executor (Block-STM on one thread
+    /// only adds bookkeeping).
     pub threads: usize,
     /// The genesis state file; none means the generated genesis of `genesis_accounts` accounts.
     pub genesis: Option<PathBuf>,

@@ -168,7 +168,8 @@ struct TestnetArgs {
     /// Validator i serves Prometheus metrics on 127.0.0.1:(metrics-port + i).
     #[arg(long, default_value_t = 9100)]
     metrics_port: u16,
-    /// Block-STM threads per validator (0: one per core).
+    /// Block-STM threads per validator (0: the machine's cores shared among the validators, at least one;
+    /// one thread runs the sequential executor).
     #[arg(long, default_value_t = 0)]
     execution_threads: usize,
     /// Run each worker as its own process (`mako validator --worker <i>`), linked to its primary over QUIC.

@@ -41,7 +41,7 @@ pub struct TestnetOptions {
     pub accounts: u64,
     pub base_port: u16,
     pub metrics_port: u16,
-    /// Block-STM threads per validator (0: one per core).
+    /// Block-STM threads per validator (0: the machine's cores shared among the validators, at least one).
     pub execution_threads: usize,
     /// Run every worker as its own process, linked to its primary (`mako validator --worker <i>`).
     pub workers_apart: bool,
@@ -154,7 +154,7 @@ fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<Prepared>> {
                 ..ValidatorConfig::default()
             };
             config.execution.genesis_accounts = options.accounts;
-            config.execution.threads = options.execution_threads;
+            config.execution.threads = execution_threads(options);
             clear(&config.storage)?;
             let mut worker_metrics = Vec::new();
             if options.workers_apart {
@@ -176,6 +176,18 @@ fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<Prepared>> {
             Ok(Prepared { config: path, metrics, worker_metrics })
         })
         .collect()
+}
+
+/// Threads per validator's executor: the validators share this machine, so by default they share its cores
+/// (four validators on two cores each get one, and run the sequential executor).
+fn execution_threads(options: &TestnetOptions) -> usize {
+    match options.execution_threads {
+        0 => {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            (cores / options.nodes.max(1)).max(1)
+        }
+        n => n,
+    }
 }
 
 async fn scrape_all(addresses: &[SocketAddr]) -> Vec<Option<Scrape>> {

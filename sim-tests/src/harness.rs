@@ -28,6 +28,8 @@ use tokio::sync::mpsc;
 
 /// Funded accounts in the simulated validators' genesis (the load client's senders and receivers).
 pub const ACCOUNTS: u64 = 1_000;
+/// Block-STM threads of every simulated executor.
+const EXECUTION_THREADS: usize = 2;
 
 pub const PRIMARY_PORT: u16 = 5000;
 pub const WORKER_PORT: u16 = 5001;
@@ -183,7 +185,9 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
     };
     // Execution recovers first: its last executed index is where consensus resumes.
     let genesis = if options.divergent == Some(node) { Genesis::generate(ACCOUNTS + 1) } else { genesis() };
-    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, 1)?;
+    // Two threads: the pipeline runs Block-STM (one thread would run the sequential executor); its result is
+    // the same for any thread count, so the run still replays from its seed.
+    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, EXECUTION_THREADS)?;
     let applied_index = executor.last_executed_index();
     let key = keys(node);
     let listen = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
