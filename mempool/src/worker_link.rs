@@ -18,7 +18,7 @@ use mako_network::{Endpoint, Inbound, NetworkError, Peer, Peers};
 use mako_storage::Store;
 use mako_types::{AuthorityIndex, Batch, BatchDigest, NetworkPublicKey, WorkerId};
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -63,73 +63,84 @@ async fn deliver(endpoint: &Endpoint<LinkMessage>, message: &LinkMessage) -> Res
 }
 
 /// The worker's end: forwards the worker's reports to the primary, and the primary's requests to the worker
-/// and its store. Ends when the worker stops.
-pub struct WorkerLink {
-    endpoint: Endpoint<LinkMessage>,
-    inbound: mpsc::Receiver<Inbound<LinkMessage>>,
-    store: Store,
-    from_worker: mpsc::Receiver<WorkerToPrimary>,
-    to_worker: mpsc::Sender<PrimaryToWorker>,
-}
+/// and its store.
+///
+/// The two directions run as separate tasks, and each request from the primary is served in a task of its
+/// own: a report held up by a busy primary must never hold up the executor's batch reads, or the primary
+/// (waiting on its executor) and the worker (waiting on the primary) would wait for each other.
+pub struct WorkerLink;
 
 impl WorkerLink {
+    /// Starts both directions; the handle ends (and stops both) when the worker or the link stops.
     pub fn spawn(
         endpoint: Endpoint<LinkMessage>,
-        inbound: mpsc::Receiver<Inbound<LinkMessage>>,
+        mut inbound: mpsc::Receiver<Inbound<LinkMessage>>,
         store: Store,
-        from_worker: mpsc::Receiver<WorkerToPrimary>,
+        mut from_worker: mpsc::Receiver<WorkerToPrimary>,
         to_worker: mpsc::Sender<PrimaryToWorker>,
     ) -> JoinHandle<()> {
-        tokio::spawn(Self { endpoint, inbound, store, from_worker, to_worker }.run())
-    }
-
-    async fn run(mut self) {
-        loop {
-            tokio::select! {
-                biased;
-                report = self.from_worker.recv() => {
-                    let Some(report) = report else { return };
-                    let message = match report {
-                        WorkerToPrimary::OurBatch { digest, worker, created } => LinkMessage::OurBatch {
-                            digest,
-                            worker,
-                            sealed_micros_ago: u64::try_from(created.elapsed().as_micros()).unwrap_or(u64::MAX),
-                        },
-                        WorkerToPrimary::OthersBatch { digest, worker } => LinkMessage::OthersBatch { digest, worker },
-                    };
-                    if let Err(error) = deliver(&self.endpoint, &message).await {
-                        warn!(%error, "cannot report to the primary; stopping the link");
-                        return;
-                    }
+        let reports = async move {
+            while let Some(report) = from_worker.recv().await {
+                let message = match report {
+                    WorkerToPrimary::OurBatch { digest, worker, created } => LinkMessage::OurBatch {
+                        digest,
+                        worker,
+                        sealed_micros_ago: u64::try_from(created.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    },
+                    WorkerToPrimary::OthersBatch { digest, worker } => LinkMessage::OthersBatch { digest, worker },
+                };
+                if let Err(error) = deliver(&endpoint, &message).await {
+                    warn!(%error, "cannot report to the primary; stopping the link");
+                    return;
                 }
-                inbound = self.inbound.recv() => {
-                    let Some(Inbound { message, responder, .. }) = inbound else { return };
-                    match message {
-                        LinkMessage::Synchronize { digests, target } => {
-                            if self.to_worker.send(PrimaryToWorker::Synchronize { digests, target }).await.is_err() {
-                                return;
+            }
+        };
+        let requests = async move {
+            let mut served = JoinSet::new();
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(_) = served.join_next() => {}
+                    inbound = inbound.recv() => {
+                        let Some(Inbound { message, responder, .. }) = inbound else { return };
+                        let (store, to_worker) = (store.clone(), to_worker.clone());
+                        // The responder goes with the task: a synchronize request is acknowledged once the
+                        // worker has it, so the primary's reliable sends bound how many wait.
+                        served.spawn(async move {
+                            match message {
+                                LinkMessage::Synchronize { digests, target } => {
+                                    let _ = to_worker.send(PrimaryToWorker::Synchronize { digests, target }).await;
+                                    drop(responder);
+                                }
+                                LinkMessage::BatchRequest(digest) => {
+                                    let batch = store.batches.get(&digest).unwrap_or_else(|error| {
+                                        warn!(%digest, %error, "cannot read a batch the primary asked for");
+                                        None
+                                    });
+                                    if let Err(error) = responder.reply(&LinkMessage::Batch(batch)).await {
+                                        debug!(%error, "batch answer not delivered");
+                                    }
+                                }
+                                other => debug!(?other, "a worker ignores this link message"),
                             }
-                        }
-                        LinkMessage::BatchRequest(digest) => {
-                            let batch = self.store.batches.get(&digest).unwrap_or_else(|error| {
-                                warn!(%digest, %error, "cannot read a batch the primary asked for");
-                                None
-                            });
-                            // Answered inline: batches are read from the local store, and one primary asks.
-                            if let Err(error) = responder.reply(&LinkMessage::Batch(batch)).await {
-                                debug!(%error, "batch answer not delivered");
-                            }
-                        }
-                        other => debug!(?other, "a worker ignores this link message"),
+                        });
                     }
                 }
             }
-        }
+        };
+        tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = reports => {}
+                () = requests => {}
+            }
+        })
     }
 }
 
 /// The primary's end of the link to one worker: forwards the worker's reports to the core and the core's
-/// synchronize requests to the worker; [`PrimaryLink::fetch`] reads a batch from the worker.
+/// synchronize requests to the worker, in two tasks so that neither direction waits on the other;
+/// [`PrimaryLink::fetch`] reads a batch from the worker.
 #[derive(Clone)]
 pub struct PrimaryLink {
     endpoint: Endpoint<LinkMessage>,
@@ -143,38 +154,40 @@ impl PrimaryLink {
         to_core: mpsc::Sender<WorkerToPrimary>,
     ) -> (Self, JoinHandle<()>) {
         let link = Self { endpoint: endpoint.clone() };
-        let task = tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    biased;
-                    request = from_core.recv() => {
-                        let Some(PrimaryToWorker::Synchronize { digests, target }) = request else { return };
-                        if let Err(error) = deliver(&endpoint, &LinkMessage::Synchronize { digests, target }).await {
-                            warn!(%error, "cannot reach the worker; stopping the link");
-                            return;
-                        }
-                    }
-                    inbound = inbound.recv() => {
-                        let Some(Inbound { message, responder, .. }) = inbound else { return };
-                        let report = match message {
-                            LinkMessage::OurBatch { digest, worker, sealed_micros_ago } => {
-                                let age = Duration::from_micros(sealed_micros_ago);
-                                let created = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
-                                WorkerToPrimary::OurBatch { digest, worker, created }
-                            }
-                            LinkMessage::OthersBatch { digest, worker } => WorkerToPrimary::OthersBatch { digest, worker },
-                            other => {
-                                debug!(?other, "a primary ignores this link message");
-                                continue;
-                            }
-                        };
-                        // Acknowledged (the responder dropped) only once the core has the report.
-                        if to_core.send(report).await.is_err() {
-                            return;
-                        }
-                        drop(responder);
-                    }
+        let requests = async move {
+            while let Some(PrimaryToWorker::Synchronize { digests, target }) = from_core.recv().await {
+                if let Err(error) = deliver(&endpoint, &LinkMessage::Synchronize { digests, target }).await {
+                    warn!(%error, "cannot reach the worker; stopping the link");
+                    return;
                 }
+            }
+        };
+        let reports = async move {
+            while let Some(Inbound { message, responder, .. }) = inbound.recv().await {
+                let report = match message {
+                    LinkMessage::OurBatch { digest, worker, sealed_micros_ago } => {
+                        let age = Duration::from_micros(sealed_micros_ago);
+                        let created = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
+                        WorkerToPrimary::OurBatch { digest, worker, created }
+                    }
+                    LinkMessage::OthersBatch { digest, worker } => WorkerToPrimary::OthersBatch { digest, worker },
+                    other => {
+                        debug!(?other, "a primary ignores this link message");
+                        continue;
+                    }
+                };
+                // Acknowledged (the responder dropped) only once the core has the report.
+                if to_core.send(report).await.is_err() {
+                    return;
+                }
+                drop(responder);
+            }
+        };
+        let task = tokio::spawn(async move {
+            tokio::select! {
+                biased;
+                () = requests => {}
+                () = reports => {}
             }
         });
         (link, task)
