@@ -65,8 +65,8 @@ async fn deliver(endpoint: &Endpoint<LinkMessage>, message: &LinkMessage) -> Res
 /// The worker's end: forwards the worker's reports to the primary, and the primary's requests to the worker
 /// and its store.
 ///
-/// The two directions run as separate tasks, and each request from the primary is served in a task of its
-/// own: a report held up by a busy primary must never hold up the executor's batch reads, or the primary
+/// The two directions run concurrently, neither waiting on the other, and each request from the primary is
+/// served in a task of its own: a report held up by a busy primary must never hold up the executor's batch reads, or the primary
 /// (waiting on its executor) and the worker (waiting on the primary) would wait for each other.
 pub struct WorkerLink;
 
@@ -139,7 +139,7 @@ impl WorkerLink {
 }
 
 /// The primary's end of the link to one worker: forwards the worker's reports to the core and the core's
-/// synchronize requests to the worker, in two tasks so that neither direction waits on the other;
+/// synchronize requests to the worker, concurrently, so that neither direction waits on the other;
 /// [`PrimaryLink::fetch`] reads a batch from the worker.
 #[derive(Clone)]
 pub struct PrimaryLink {

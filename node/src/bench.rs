@@ -40,9 +40,14 @@ fn ms(report: &TestnetReport, q: f64) -> f64 {
     report.latency.quantile(q).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
+fn sent(report: &TestnetReport) -> String {
+    report.sent_tps.map_or("-".to_string(), |tps| format!("{tps:.0}"))
+}
+
 fn row(report: &TestnetReport) -> String {
     format!(
-        "end-to-end {:.0} tx/s, latency p50 {:.0} ms, p95 {:.0} ms; {} blocks agreed",
+        "client sent {} tx/s; end-to-end {:.0} tx/s, latency p50 {:.0} ms, p95 {:.0} ms; {} blocks agreed",
+        sent(report),
         report.end_to_end_tps,
         ms(report, 0.5),
         ms(report, 0.95),
@@ -51,10 +56,11 @@ fn row(report: &TestnetReport) -> String {
 }
 
 /// One report's columns, in the order of [`COLUMNS`].
-fn cells(r: &TestnetReport) -> [String; 7] {
+fn cells(r: &TestnetReport) -> [String; 8] {
     [
         r.nodes.to_string(),
         r.rate.to_string(),
+        sent(r),
         format!("{:.0}", r.end_to_end_tps),
         format!("{:.0}", ms(r, 0.5)),
         format!("{:.0}", ms(r, 0.95)),
@@ -63,9 +69,10 @@ fn cells(r: &TestnetReport) -> [String; 7] {
     ]
 }
 
-const COLUMNS: [(&str, &str); 7] = [
+const COLUMNS: [(&str, &str); 8] = [
     ("validators", "validators"),
     ("offered tx/s", "offered_tps"),
+    ("client sent tx/s", "sent_tps"),
     ("end-to-end tx/s", "end_to_end_tps"),
     ("latency p50 (ms)", "latency_p50_ms"),
     ("latency p95 (ms)", "latency_p95_ms"),

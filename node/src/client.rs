@@ -89,6 +89,7 @@ pub async fn run(committee: &Path, options: ClientOptions) -> anyhow::Result<()>
             (last_report, sent_at_report) = (Instant::now(), sent);
         }
     }
-    println!("client: sent {sent} transactions in {:?}", start.elapsed());
+    let seconds = start.elapsed().as_secs_f64();
+    println!("client: sent {sent} transactions in {seconds:.3} s ({:.0} tx/s)", sent as f64 / seconds.max(1e-9));
     Ok(())
 }

@@ -61,6 +61,16 @@ pub struct TestnetReport {
     pub agreed_blocks: u64,
     /// Transactions the least advanced validator executed in all.
     pub executed: u64,
+    /// What the client achieved over its run, tx/s (below `rate` when the machine cannot generate that much
+    /// beside the validators); none if its log has no summary (it did not finish).
+    pub sent_tps: Option<f64>,
+}
+
+/// The client's achieved rate, from the summary line it prints last (`client: sent N transactions in S s (R
+/// tx/s)`).
+fn client_rate(log: &str) -> Option<f64> {
+    let line = log.lines().rev().find(|line| line.starts_with("client: sent "))?;
+    line.rsplit_once('(')?.1.strip_suffix(" tx/s)")?.parse().ok()
 }
 
 /// The validator and client processes; dropping it interrupts (SIGINT) then kills whatever still runs.
@@ -360,7 +370,16 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         _ => (0.0, HistogramSnapshot::default()),
     };
     let agreed_blocks = check_agreement(&validators.iter().map(|v| v.config.clone()).collect::<Vec<_>>())?;
-    Ok(TestnetReport { nodes: options.nodes, rate: options.rate, end_to_end_tps, latency, agreed_blocks, executed })
+    let sent_tps = std::fs::read_to_string(dir.join("logs/client.log")).ok().and_then(|log| client_rate(&log));
+    Ok(TestnetReport {
+        nodes: options.nodes,
+        rate: options.rate,
+        end_to_end_tps,
+        latency,
+        agreed_blocks,
+        executed,
+        sent_tps,
+    })
 }
 
 /// Opens every validator's store (the processes have exited) and compares the roots of the blocks they all
@@ -390,9 +409,10 @@ pub fn check_agreement(configs: &[PathBuf]) -> anyhow::Result<u64> {
 
 /// `mako testnet`'s own output: the live line, then this summary.
 pub fn print_summary(report: &TestnetReport) {
+    let sent = report.sent_tps.map_or("-".to_string(), |tps| format!("{tps:.0}"));
     println!(
-        "testnet: end-to-end {:.0} tx/s, latency p50 {} p95 {} ({} samples); {} blocks executed by all {} validators \
-         with equal state roots ({} transactions)",
+        "testnet: client sent {sent} tx/s; end-to-end {:.0} tx/s, latency p50 {} p95 {} ({} samples); {} blocks \
+         executed by all {} validators with equal state roots ({} transactions)",
         report.end_to_end_tps,
         ms(report.latency.quantile(0.5)),
         ms(report.latency.quantile(0.95)),
@@ -401,4 +421,17 @@ pub fn print_summary(report: &TestnetReport) {
         report.nodes,
         report.executed,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_client_rate_comes_from_its_last_summary() {
+        let log =
+            "client: 24000 tx/s sent (24000 in all)\nclient: sent 1054000 transactions in 20.202 s (52173 tx/s)\n";
+        assert_eq!(client_rate(log), Some(52173.0));
+        assert_eq!(client_rate("client: 24000 tx/s sent (24000 in all)\n"), None);
+    }
 }

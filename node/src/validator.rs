@@ -168,6 +168,7 @@ async fn run_worker(identity: Identity, id: WorkerId) -> anyhow::Result<()> {
     };
     info!(me = %identity.me, worker = id, link = %link.worker, primary = %link.primary, "worker running");
     tokio::select! {
+        biased;
         _ = tokio::signal::ctrl_c() => {
             info!("shutting down");
             Ok(())
