@@ -228,22 +228,22 @@ impl Executor {
             BatchSource::Links(links) => {
                 // All asked at once: each answer is a round trip and a batch's bytes over the link.
                 let mut fetches = tokio::task::JoinSet::new();
-                let mut batches = Vec::new();
                 for (position, (digest, worker)) in payload.enumerate() {
                     let link = links.get(worker as usize).cloned();
                     fetches.spawn(async move {
                         let batch = wait_for_batch(index, digest, || fetch_from(link.as_ref(), digest, worker)).await;
                         (position, batch)
                     });
-                    batches.push(None);
                 }
+                let mut fetched = Vec::with_capacity(fetches.len());
                 while let Some(joined) = fetches.join_next().await {
                     // A fetch only ends by returning (the set aborts nothing): an error is its panic.
                     let (position, batch) =
                         joined.unwrap_or_else(|error| std::panic::resume_unwind(error.into_panic()));
-                    batches[position] = Some(batch?);
+                    fetched.push((position, batch?));
                 }
-                for batch in batches.into_iter().flatten() {
+                fetched.sort_unstable_by_key(|(position, _)| *position);
+                for (_, batch) in fetched {
                     transactions.extend(batch.transactions);
                 }
             }

@@ -40,14 +40,10 @@ fn ms(report: &TestnetReport, q: f64) -> f64 {
     report.latency.quantile(q).map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
-fn sent(report: &TestnetReport) -> String {
-    report.sent_tps.map_or("-".to_string(), |tps| format!("{tps:.0}"))
-}
-
 fn row(report: &TestnetReport) -> String {
     format!(
         "client sent {} tx/s; end-to-end {:.0} tx/s, latency p50 {:.0} ms, p95 {:.0} ms; {} blocks agreed",
-        sent(report),
+        report.sent_text(),
         report.end_to_end_tps,
         ms(report, 0.5),
         ms(report, 0.95),
@@ -60,7 +56,7 @@ fn cells(r: &TestnetReport) -> [String; 8] {
     [
         r.nodes.to_string(),
         r.rate.to_string(),
-        sent(r),
+        r.sent_text(),
         format!("{:.0}", r.end_to_end_tps),
         format!("{:.0}", ms(r, 0.5)),
         format!("{:.0}", ms(r, 0.95)),

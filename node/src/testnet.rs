@@ -66,6 +66,13 @@ pub struct TestnetReport {
     pub sent_tps: Option<f64>,
 }
 
+impl TestnetReport {
+    /// The client's achieved rate for a report line, `-` when unknown.
+    pub fn sent_text(&self) -> String {
+        self.sent_tps.map_or("-".to_string(), |tps| format!("{tps:.0}"))
+    }
+}
+
 /// The client's achieved rate, from the summary line it prints last (`client: sent N transactions in S s (R
 /// tx/s)`).
 fn client_rate(log: &str) -> Option<f64> {
@@ -409,7 +416,7 @@ pub fn check_agreement(configs: &[PathBuf]) -> anyhow::Result<u64> {
 
 /// `mako testnet`'s own output: the live line, then this summary.
 pub fn print_summary(report: &TestnetReport) {
-    let sent = report.sent_tps.map_or("-".to_string(), |tps| format!("{tps:.0}"));
+    let sent = report.sent_text();
     println!(
         "testnet: client sent {sent} tx/s; end-to-end {:.0} tx/s, latency p50 {} p95 {} ({} samples); {} blocks \
          executed by all {} validators with equal state roots ({} transactions)",
