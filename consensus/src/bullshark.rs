@@ -4,13 +4,22 @@
 //! certificates that reference it hold f+1 stake (Bullshark §4: validity, so at least one honest validator saw
 //! it before moving on). Committing it first commits, oldest first, every earlier uncommitted leader that it has
 //! a path to, walking back over even rounds to the last committed leader; leaders without such a path are
-//! skipped forever. Each committed leader delivers its not-yet-committed causal history above the GC round,
-//! sorted by (round, author index): every honest node emits the same sequence (invariant §9.1), and no
-//! certificate twice (§9.2).
+//! skipped forever. [`Bullshark::decide`] returns these decisions as values (`Commit`/`Skip`, oldest first).
+//!
+//! Two rules make the committed sequence a function of the DAG alone, whatever the arrival order (§9.1):
+//! - **The leader of a round is a function of the committed sequence.** A schedule's table changes only at a
+//!   commit; when a commit inside a recursive batch changes it, the rest of the batch is dropped and every
+//!   round above the commit is decided again under the new table. (Quorum intersection: a directly committed
+//!   leader is linked from every later leader, whichever table picks it, so nothing committed is undone.)
+//! - **The GC round moves per committed leader.** Each leader delivers its not-yet-committed causal history
+//!   above [`gc_round`] of the leader committed before it, sorted by (round, author index), and the DAG is
+//!   garbage-collected right after each leader: a validator that commits two leaders in one batch orders the
+//!   second against the same horizon as one that committed them one at a time. No certificate is delivered
+//!   twice (§9.2).
 
 use std::collections::BTreeSet;
 
-use mako_mempool::dag::Dag;
+use mako_mempool::dag::{gc_round, Dag, Insertion};
 use mako_types::bug::{injected, Bug};
 use mako_types::{AuthorityIndex, Certificate, CertificateDigest, Committee, Round};
 
@@ -26,18 +35,29 @@ pub struct CommitState {
     pub committed: BTreeSet<(Round, AuthorityIndex)>,
 }
 
+/// The fate of one leader round, decided when a later leader commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// The round's leader is committed (directly, or through a later committed leader's path).
+    Commit(Box<Certificate>),
+    /// The round's leader is absent or has no path from the committed leader above it: skipped forever.
+    Skip(Round),
+}
+
 pub struct Bullshark {
     committee: Committee,
     schedule: Box<dyn LeaderSchedule>,
     gc_depth: Round,
     dag: Dag,
     state: CommitState,
+    /// Certificates that a move of the GC round took out of the DAG's pending set, not yet tried as support.
+    unblocked: Vec<Certificate>,
 }
 
 impl Bullshark {
     pub fn new(committee: Committee, schedule: Box<dyn LeaderSchedule>, gc_depth: Round) -> Self {
         let dag = Dag::new(Certificate::genesis(&committee));
-        Self { committee, schedule, gc_depth, dag, state: CommitState::default() }
+        Self { committee, schedule, gc_depth, dag, state: CommitState::default(), unblocked: Vec::new() }
     }
 
     /// Resumes from a persisted state; the DAG is then refilled with [`Self::add_certificate`].
@@ -48,7 +68,7 @@ impl Bullshark {
         state: CommitState,
     ) -> Self {
         let mut bullshark = Self::new(committee, schedule, gc_depth);
-        bullshark.dag.garbage_collect(bullshark.gc_round_for(state.last_leader_round));
+        bullshark.dag.garbage_collect(gc_round(state.last_leader_round, gc_depth));
         bullshark.state = state;
         bullshark
     }
@@ -65,27 +85,62 @@ impl Bullshark {
         &self.dag
     }
 
-    /// The GC round for a last committed leader round.
-    fn gc_round_for(&self, last_leader_round: Round) -> Round {
-        last_leader_round.saturating_sub(self.gc_depth)
+    /// Adds a certificate (normally after its parents) and returns the sub-DAGs it lets us commit, in order.
+    /// A certificate whose parents are missing waits in the DAG; every certificate it unblocks gets its
+    /// chance to complete a leader's support.
+    pub fn add_certificate(&mut self, certificate: Certificate) -> Vec<CommittedSubDag> {
+        match self.dag.insert(certificate) {
+            Ok(Insertion::Accepted(accepted)) => self.commit_supported_by(&accepted),
+            // A duplicate, one below the GC round, one still waiting for parents, or a conflicting
+            // certificate (the mempool never delivers one): nothing new to commit.
+            Ok(_) | Err(_) => Vec::new(),
+        }
     }
 
-    /// Adds a certificate (its parents already added) and returns the sub-DAGs it lets us commit, in order.
-    pub fn add_certificate(&mut self, certificate: Certificate) -> Vec<CommittedSubDag> {
-        let round = certificate.round();
-        if self.dag.insert(certificate).is_err() {
-            return Vec::new(); // a conflicting certificate: the mempool never delivers one
+    /// Tries the leader below every odd-round certificate in `accepted` (only those can complete a support),
+    /// and below those that garbage collection unblocks meanwhile.
+    fn commit_supported_by(&mut self, accepted: &[Certificate]) -> Vec<CommittedSubDag> {
+        let supporting_round = |c: &Certificate| Some(c.round()).filter(|r| !r.is_multiple_of(2) && *r >= 3);
+        let mut rounds: BTreeSet<Round> = accepted.iter().filter_map(supporting_round).collect();
+        let mut output = Vec::new();
+        while let Some(round) = rounds.pop_first() {
+            output.extend(self.try_commit(round - 1));
+            rounds.extend(self.unblocked.drain(..).filter_map(|c| supporting_round(&c)));
         }
-        // Only a certificate of an odd round can complete the support of the leader just below it.
-        if round.is_multiple_of(2) || round < 3 {
-            return Vec::new();
-        }
-        self.try_commit(round - 1)
+        output
     }
 
     /// Commits the leader of even round `leader_round` if it has f+1 support, with every earlier leader it
-    /// links to.
+    /// links to. When a commit changes the leader table, what is left of the batch is decided again under the
+    /// new table, from the highest leader that has support.
     fn try_commit(&mut self, leader_round: Round) -> Vec<CommittedSubDag> {
+        let mut output = Vec::new();
+        let mut decisions = self.decide(leader_round);
+        while !decisions.is_empty() {
+            let mut table_changed = false;
+            for decision in decisions {
+                let Decision::Commit(leader) = decision else { continue };
+                let (sub_dag, changed) = self.commit_leader(*leader);
+                output.push(sub_dag);
+                if changed && !injected(Bug::KeepBatchAfterTableChange) {
+                    table_changed = true;
+                    break;
+                }
+            }
+            if injected(Bug::GcPerBatch) {
+                self.garbage_collect();
+            }
+            decisions = match table_changed.then(|| self.highest_supported_round()).flatten() {
+                Some(round) => self.decide(round),
+                None => Vec::new(),
+            };
+        }
+        output
+    }
+
+    /// The decisions for every leader round above the last committed one up to `leader_round`, oldest first,
+    /// if the leader of `leader_round` has support; none otherwise.
+    pub fn decide(&self, leader_round: Round) -> Vec<Decision> {
         if leader_round <= self.state.last_leader_round {
             return Vec::new();
         }
@@ -93,32 +148,57 @@ impl Bullshark {
         if !self.has_support(leader) {
             return Vec::new();
         }
-        let mut leaders = vec![leader.clone()];
-        let mut current = leader.clone();
+        let mut decisions = vec![Decision::Commit(Box::new(leader.clone()))];
+        let mut current = leader;
         let mut round = leader_round;
         while round >= self.state.last_leader_round + 4 && !injected(Bug::SkipRecursiveCommit) {
             round -= 2;
-            if let Some(earlier) = self.leader_certificate(round) {
-                if self.is_linked(&current, earlier) {
-                    leaders.push(earlier.clone());
-                    current = earlier.clone();
+            match self.leader_certificate(round) {
+                Some(earlier) if self.is_linked(current, earlier) => {
+                    decisions.push(Decision::Commit(Box::new(earlier.clone())));
+                    current = earlier;
                 }
+                _ => decisions.push(Decision::Skip(round)),
             }
         }
-        let mut output = Vec::new();
-        for leader in leaders.into_iter().rev() {
-            let certificates = self.order_sub_dag(&leader);
-            for certificate in &certificates {
-                self.state.committed.insert((certificate.round(), certificate.author()));
+        decisions.reverse();
+        decisions
+    }
+
+    /// The highest even round above the last committed leader whose leader has support in the DAG.
+    fn highest_supported_round(&self) -> Option<Round> {
+        let highest = self.dag.highest_round();
+        let mut round = highest.saturating_sub(1) & !1;
+        while round > self.state.last_leader_round {
+            if self.leader_certificate(round).is_some_and(|leader| self.has_support(leader)) {
+                return Some(round);
             }
-            self.state.last_index += 1;
-            self.state.last_leader_round = leader.round();
-            let sub_dag = CommittedSubDag { index: self.state.last_index, leader, certificates };
-            self.schedule.observe(&sub_dag, &self.dag);
-            output.push(sub_dag);
+            round -= 2;
         }
-        self.garbage_collect();
-        output
+        None
+    }
+
+    /// Delivers one leader's sub-DAG, then moves the GC round to this leader's. Returns the sub-DAG and
+    /// whether the leader table changed.
+    fn commit_leader(&mut self, leader: Certificate) -> (CommittedSubDag, bool) {
+        let horizon = if injected(Bug::GcPerBatch) { self.dag.gc_round() } else { self.gc_round() };
+        let certificates = self.order_sub_dag(&leader, horizon);
+        for certificate in &certificates {
+            self.state.committed.insert((certificate.round(), certificate.author()));
+        }
+        self.state.last_index += 1;
+        self.state.last_leader_round = leader.round();
+        let sub_dag = CommittedSubDag { index: self.state.last_index, leader, certificates };
+        let changed = self.schedule.observe(&sub_dag, &self.dag);
+        if !injected(Bug::GcPerBatch) {
+            self.garbage_collect();
+        }
+        (sub_dag, changed)
+    }
+
+    /// The GC round of the last committed leader.
+    fn gc_round(&self) -> Round {
+        gc_round(self.state.last_leader_round, self.gc_depth)
     }
 
     fn leader_certificate(&self, round: Round) -> Option<&Certificate> {
@@ -156,14 +236,15 @@ impl Bullshark {
         frontier.contains(&target)
     }
 
-    /// The leader's causal history not committed yet and above the GC round, in (round, author) order.
-    fn order_sub_dag(&self, leader: &Certificate) -> Vec<Certificate> {
+    /// The leader's causal history not committed yet and above `horizon`, in (round, author) order. The
+    /// horizon is explicit: what the DAG happens to hold below it must not change the sub-DAG.
+    fn order_sub_dag(&self, leader: &Certificate, horizon: Round) -> Vec<Certificate> {
         let mut seen = BTreeSet::new();
         let mut ordered = Vec::new();
         let mut stack = vec![leader];
         while let Some(certificate) = stack.pop() {
             let key = (certificate.round(), certificate.author());
-            if self.state.committed.contains(&key) || !seen.insert(key) {
+            if certificate.round() <= horizon || self.state.committed.contains(&key) || !seen.insert(key) {
                 continue;
             }
             ordered.push(certificate.clone());
@@ -174,9 +255,12 @@ impl Bullshark {
         ordered
     }
 
+    /// Drops everything at or below the GC round of the last committed leader.
     fn garbage_collect(&mut self) {
-        let gc_round = self.gc_round_for(self.state.last_leader_round);
-        self.dag.garbage_collect(gc_round);
+        let gc_round = self.gc_round();
+        // Pending certificates that the new horizon completes are accepted, and get their commit attempt.
+        let unblocked = self.dag.garbage_collect(gc_round);
+        self.unblocked.extend(unblocked);
         self.state.committed.retain(|(round, _)| *round > gc_round);
     }
 }

@@ -16,6 +16,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use mako_types::{AuthorityIndex, Certificate, CertificateDigest, DagError, Round};
 
+/// The GC round (DESIGN.md §4): everything at or below it leaves memory, and a committed leader's sub-DAG
+/// holds only certificates above the GC round of the leader committed before it. The one rule, used by the
+/// primary's core, by Bullshark (per committed leader) and by recovery.
+pub fn gc_round(last_committed_leader_round: Round, gc_depth: Round) -> Round {
+    last_committed_leader_round.saturating_sub(gc_depth)
+}
+
 /// What became of an inserted certificate.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Insertion {

@@ -12,4 +12,5 @@
 pub mod byzantine;
 pub mod harness;
 pub mod invariants;
+pub mod ordering;
 pub mod scenario;

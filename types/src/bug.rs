@@ -14,16 +14,25 @@ pub enum Bug {
     VoteTwice,
     /// Bullshark commits the anchor alone, skipping the earlier anchors it links to (`consensus/src/bullshark.rs`).
     SkipRecursiveCommit,
+    /// Bullshark keeps committing a recursive batch under the leader table in force before the batch, after a
+    /// commit inside it changed the table (`consensus/src/bullshark.rs`; issue 15, finding 1).
+    KeepBatchAfterTableChange,
+    /// Bullshark moves its GC round once per batch of commits instead of once per committed leader
+    /// (`consensus/src/bullshark.rs`; issue 15, finding 2).
+    GcPerBatch,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 3] = [Bug::CommitWithF, Bug::VoteTwice, Bug::SkipRecursiveCommit];
+    pub const ALL: [Bug; 5] =
+        [Bug::CommitWithF, Bug::VoteTwice, Bug::SkipRecursiveCommit, Bug::KeepBatchAfterTableChange, Bug::GcPerBatch];
 
     pub fn name(self) -> &'static str {
         match self {
             Bug::CommitWithF => "commit-with-f",
             Bug::VoteTwice => "vote-twice",
             Bug::SkipRecursiveCommit => "skip-recursive-commit",
+            Bug::KeepBatchAfterTableChange => "keep-batch-after-table-change",
+            Bug::GcPerBatch => "gc-per-batch",
         }
     }
 
