@@ -26,7 +26,7 @@ use super::metrics::PrimaryMetrics;
 use super::proposer::Parents;
 use super::synchronizer::SyncRequest;
 use crate::config::MempoolParameters;
-use crate::dag::{Dag, Insertion};
+use crate::dag::{gc_round, Dag, Insertion};
 use crate::messages::{PrimaryMessage, PrimaryToWorker, WorkerToPrimary};
 use crate::vote_rules::{decide, VoteContext, VoteDecision};
 
@@ -533,7 +533,7 @@ impl Core {
     }
 
     async fn garbage_collect(&mut self, committed_round: Round) {
-        let gc_round = committed_round.saturating_sub(self.parameters.gc_depth);
+        let gc_round = gc_round(committed_round, self.parameters.gc_depth);
         if gc_round <= self.dag.gc_round() {
             return;
         }

@@ -3,8 +3,8 @@
 //! returns the causally ordered stream of certificates for consensus and the committed-round input that drives
 //! garbage collection.
 //!
-//! A restarted primary rebuilds its DAG from the store (the last `gc_depth` rounds it holds), and re-sends its
-//! last header if that has no certificate yet, so it never proposes two headers for one round.
+//! A restarted primary rebuilds its DAG from the store (above the GC round of the last committed leader), and
+//! re-sends its last header if that has no certificate yet, so it never proposes two headers for one round.
 
 pub mod aggregator;
 pub mod core;
@@ -26,7 +26,7 @@ pub use self::metrics::PrimaryMetrics;
 use self::proposer::Proposer;
 use self::synchronizer::Synchronizer;
 use crate::config::MempoolParameters;
-use crate::dag::Dag;
+use crate::dag::{gc_round, Dag};
 use crate::messages::{PrimaryMessage, PrimaryToWorker, WorkerToPrimary};
 
 const CHANNEL_CAPACITY: usize = 1_000;
@@ -163,15 +163,55 @@ impl Primary {
     }
 }
 
-/// The DAG as the store holds it: genesis, then the stored certificates of the last `gc_depth` rounds.
+/// The DAG as the store holds it: genesis, then the stored certificates above the GC round of the last
+/// committed leader (the horizon consensus resumes at, so that nothing the primary accepts after the restart
+/// can wait in consensus's DAG for a parent the primary took for garbage-collected).
 fn recover_dag(committee: &Committee, store: &Store, gc_depth: u64) -> Result<Dag, StoreError> {
     let mut dag = Dag::new(Certificate::genesis(committee));
-    let highest = store.certificates.highest_round()?;
-    let start = highest.saturating_sub(gc_depth).max(1);
-    dag.garbage_collect(start - 1);
-    for certificate in store.certificates.from_round(start)? {
+    let last_leader_round = store.state.consensus_state()?.map_or(0, |state| state.last_leader_round);
+    let horizon = gc_round(last_leader_round, gc_depth);
+    dag.garbage_collect(horizon);
+    for certificate in store.certificates.from_round(horizon + 1)? {
         // Stored certificates were verified before they were stored, and stored in causal order.
         let _ = dag.insert(certificate);
     }
     Ok(dag)
+}
+
+#[cfg(test)]
+mod tests {
+    use mako_storage::{ConsensusState, Durability};
+    use mako_types::AuthorityIndex as A;
+
+    use super::*;
+    use crate::dag::Insertion;
+    use crate::test_dag::HandDag;
+
+    /// Issue 15, finding 6. Before a crash the validator stored rounds 1-20 except validator 0's round-12
+    /// certificate P and validator 1's round-13 certificate X (they never arrived); consensus had committed the leader of round 10. With GC depth 5,
+    /// consensus resumes above round 5. The adversary is the certificate X of round 13 that references P,
+    /// arriving after the restart: a primary that measured its horizon from the highest stored round (15)
+    /// took P for garbage-collected and accepted X, which then waited in consensus's DAG for P forever. The
+    /// primary must resume at consensus's horizon, see P missing and fetch it.
+    #[test]
+    fn a_restarted_primary_resumes_at_the_horizon_of_the_last_committed_leader() {
+        let mut figure = HandDag::new(4);
+        for round in 1..=20 {
+            figure.add_round(round, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        }
+        let (p, x) = (figure.digest(12, 0), figure.get(13, 1).clone());
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut writes = store.write_set();
+        for certificate in figure.certificates.iter().filter(|c| c.digest() != p && c.digest() != x.digest()) {
+            writes.put_certificate(certificate);
+        }
+        writes.put_consensus_state(&ConsensusState { last_leader_round: 10, ..Default::default() });
+        writes.commit(Durability::Synced).unwrap();
+
+        let mut dag = recover_dag(&figure.committee, &store, 5).unwrap();
+        assert_eq!(dag.gc_round(), crate::dag::gc_round(10, 5), "the horizon of consensus");
+        assert!(dag.get_at(6, A(1)).is_some(), "stored certificates above the horizon are back");
+        assert_eq!(dag.insert(x).unwrap(), Insertion::Pending { missing: vec![p] });
+    }
 }
