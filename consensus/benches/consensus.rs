@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mako_consensus::consensus::{Consensus, ConsensusHandle};
-use mako_consensus::ScheduleKind;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage, WorkerToPrimary};
 use mako_mempool::primary::{Primary, PrimaryHandle, PrimarySetup};
@@ -119,16 +118,8 @@ async fn start_validator(
     });
     let (tx_committed_round, committed_round) = watch::channel(0);
     let (tx_certificates, rx_certificates) = mpsc::channel(10_000);
-    let consensus = Consensus::spawn(
-        committee.clone(),
-        ScheduleKind::RoundRobin,
-        parameters.gc_depth,
-        store.clone(),
-        rx_certificates,
-        tx_committed_round,
-        0,
-    )
-    .expect("start consensus");
+    let consensus = Consensus::spawn(committee.clone(), store.clone(), rx_certificates, tx_committed_round, 0)
+        .expect("start consensus");
     let mut primary = Primary::spawn(PrimarySetup {
         me: AuthorityIndex(node as u16),
         committee: committee.clone(),

@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error};
 
 use crate::bullshark::{Bullshark, CommitState};
-use crate::leader_schedule::{schedule, ScheduleKind};
+use crate::leader_schedule::schedule;
 use crate::sub_dag::CommittedSubDag;
 
 /// Committed sub-DAGs waiting for the consumer (execution).
@@ -47,17 +47,17 @@ pub struct Consensus {
 impl Consensus {
     /// Starts consensus. `applied_index` is the last sub-DAG index the consumer has applied (0 for none);
     /// `committed_round` is the mempool primary's GC input.
+    /// The leader schedule and the GC depth are the committee's protocol parameters.
     pub fn spawn(
         committee: Committee,
-        kind: ScheduleKind,
-        gc_depth: Round,
         store: Store,
         rx_certificates: mpsc::Receiver<Certificate>,
         committed_round: watch::Sender<Round>,
         applied_index: u64,
     ) -> Result<ConsensusHandle, StoreError> {
         let saved = store.state.consensus_state()?.unwrap_or_default();
-        let mut leader_schedule = schedule(kind, &committee);
+        let mut leader_schedule = schedule(&committee);
+        let gc_depth = committee.protocol().gc_depth;
         leader_schedule.restore(&saved.schedule);
         let state = CommitState {
             last_index: saved.last_sub_dag_index,

@@ -10,19 +10,10 @@
 //! the last committed leader. The state is saved with the consensus state so a restart resumes it exactly.
 
 use mako_mempool::dag::Dag;
+pub use mako_types::ScheduleKind;
 use mako_types::{AuthorityIndex, Committee, LeaderTable, Round, Stake};
-use serde::{Deserialize, Serialize};
 
 use crate::sub_dag::CommittedSubDag;
-
-/// Which schedule a validator runs (from its config; all validators must agree).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScheduleKind {
-    #[default]
-    RoundRobin,
-    Reputation,
-}
 
 pub trait LeaderSchedule: Send {
     /// The leader of even round `round`.
@@ -43,11 +34,12 @@ pub trait LeaderSchedule: Send {
     fn restore(&mut self, state: &[u64]);
 }
 
-/// Builds the schedule of `kind` for `committee`.
-pub fn schedule(kind: ScheduleKind, committee: &Committee) -> Box<dyn LeaderSchedule> {
-    match kind {
+/// Builds the schedule that `committee`'s protocol parameters name.
+pub fn schedule(committee: &Committee) -> Box<dyn LeaderSchedule> {
+    let protocol = committee.protocol();
+    match protocol.leader_schedule {
         ScheduleKind::RoundRobin => Box::new(RoundRobin::new(committee)),
-        ScheduleKind::Reputation => Box::new(ReputationSchedule::new(committee, ReputationSchedule::DEFAULT_WINDOW)),
+        ScheduleKind::Reputation => Box::new(ReputationSchedule::new(committee, protocol.reputation_window)),
     }
 }
 
@@ -87,9 +79,6 @@ pub struct ReputationSchedule {
 }
 
 impl ReputationSchedule {
-    /// Commits between two table updates.
-    pub const DEFAULT_WINDOW: u64 = 10;
-
     pub fn new(committee: &Committee, window: u64) -> Self {
         Self {
             table: LeaderTable::round_robin(committee),

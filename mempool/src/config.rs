@@ -1,4 +1,5 @@
-//! The mempool's parameters, with the defaults of DESIGN.md §8. They come from the validator's TOML config.
+//! The mempool's parameters, with the defaults of DESIGN.md §8. They come from the validator's TOML config;
+//! none of them changes what is committed (the GC depth is a protocol parameter, the committee's).
 
 use std::time::Duration;
 
@@ -22,8 +23,6 @@ pub struct MempoolParameters {
     /// Bullshark's bound on waiting for a leader's certificate or votes (DESIGN.md §4).
     #[serde(with = "humantime_serde")]
     pub leader_timeout: Duration,
-    /// Rounds kept in memory behind the last committed round.
-    pub gc_depth: u64,
     /// Certificate fetch retry period.
     #[serde(with = "humantime_serde")]
     pub sync_retry_delay: Duration,
@@ -40,7 +39,6 @@ impl Default for MempoolParameters {
             header_num_batches: 1,
             max_header_delay: Duration::from_millis(200),
             leader_timeout: Duration::from_secs(1),
-            gc_depth: 50,
             sync_retry_delay: Duration::from_secs(5),
             sync_retry_nodes: 3,
         }
@@ -56,7 +54,7 @@ mod tests {
         let parsed: MempoolParameters = toml::from_str("batch_size = 1000\nmax_batch_delay = \"10ms\"").unwrap();
         assert_eq!(parsed.batch_size, 1000);
         assert_eq!(parsed.max_batch_delay, Duration::from_millis(10));
-        assert_eq!(parsed.gc_depth, 50);
+        assert_eq!(parsed.sync_retry_nodes, 3);
         let err = toml::from_str::<MempoolParameters>("batch_sise = 1").unwrap_err().to_string();
         assert!(err.contains("batch_sise"), "{err}");
     }

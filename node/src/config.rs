@@ -1,11 +1,12 @@
-//! A validator's TOML configuration: the protocol parameters of DESIGN.md §8 with their defaults, and where
-//! the validator keeps its data. Every field may be left out; an unknown or ill-typed field is an error that
-//! names the field and the file.
+//! A validator's TOML configuration: its own parameters of DESIGN.md §8 with their defaults, and where the
+//! validator keeps its data. Every field may be left out; an unknown or ill-typed field is an error that names
+//! the field and the file. The parameters that change what is committed (GC depth, leader schedule) are not
+//! here: they are the committee's (`[protocol]` in the committee file), and a validator config that still
+//! sets one is refused with a message that says where it went.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use mako_consensus::ScheduleKind;
 use mako_mempool::config::MempoolParameters;
 use serde::{Deserialize, Serialize};
 
@@ -17,7 +18,6 @@ pub struct ValidatorConfig {
     /// Where to serve Prometheus metrics (`GET /metrics`); none serves nothing.
     pub metrics_address: Option<std::net::SocketAddr>,
     pub mempool: MempoolParameters,
-    pub consensus: ConsensusConfig,
     pub execution: ExecutionConfig,
     /// Workers that run in their own processes (`mako validator --worker <i>`, possibly on other machines):
     /// entry `i` is the link between the primary and worker `i`, one per worker of the committee entry. Empty
@@ -41,13 +41,6 @@ pub struct WorkerLinkConfig {
     pub metrics_address: Option<std::net::SocketAddr>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct ConsensusConfig {
-    /// `round_robin` or `reputation`; every validator of a committee must use the same.
-    pub leader_schedule: ScheduleKind,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ExecutionConfig {
@@ -65,7 +58,6 @@ impl Default for ValidatorConfig {
             storage: PathBuf::from("mako-db"),
             metrics_address: None,
             mempool: MempoolParameters::default(),
-            consensus: ConsensusConfig::default(),
             execution: ExecutionConfig::default(),
             worker_links: Vec::new(),
         }
@@ -78,8 +70,21 @@ impl Default for ExecutionConfig {
     }
 }
 
+/// Fields that validator configs had before they became the committee's protocol parameters (issue 15).
+const MOVED_TO_COMMITTEE: [(&str, &str); 2] = [("mempool", "gc_depth"), ("consensus", "leader_schedule")];
+
 impl ValidatorConfig {
     pub fn from_toml(text: &str) -> anyhow::Result<Self> {
+        let table: toml::Table = toml::from_str(text)?;
+        for (section, field) in MOVED_TO_COMMITTEE {
+            if table.get(section).and_then(|s| s.get(field)).is_some() {
+                anyhow::bail!(
+                    "{section}.{field} is a protocol parameter: every validator must run the same, so it is set \
+                     in the committee file's [protocol] section (mako committee --{}); remove it here",
+                    field.replace('_', "-")
+                );
+            }
+        }
         Ok(toml::from_str(text)?)
     }
 
@@ -113,8 +118,8 @@ mod tests {
     fn defaults_round_trip_and_partial_files_fill_in() {
         let config = ValidatorConfig::default();
         assert_eq!(ValidatorConfig::from_toml(&config.to_toml()).unwrap(), config);
-        let partial = ValidatorConfig::from_toml("[consensus]\nleader_schedule = \"reputation\"\n").unwrap();
-        assert_eq!(partial.consensus.leader_schedule, ScheduleKind::Reputation);
+        let partial = ValidatorConfig::from_toml("[execution]\nthreads = 3\n").unwrap();
+        assert_eq!(partial.execution.threads, 3);
         assert_eq!(partial.mempool, MempoolParameters::default());
     }
 
@@ -127,6 +132,14 @@ mod tests {
         assert_eq!(config.worker_storage(0), PathBuf::from("db/v0-worker-0"));
         let missing = ValidatorConfig::from_toml("[[worker_links]]\nprimary = \"10.0.0.1:7000\"\n").unwrap_err();
         assert!(format!("{missing:#}").contains("worker"), "{missing:#}");
+    }
+
+    #[test]
+    fn protocol_parameters_are_refused_with_where_they_went() {
+        for text in ["[mempool]\ngc_depth = 10\n", "[consensus]\nleader_schedule = \"reputation\"\n"] {
+            let error = format!("{:#}", ValidatorConfig::from_toml(text).unwrap_err());
+            assert!(error.contains("committee file's [protocol]"), "{error}");
+        }
     }
 
     #[test]

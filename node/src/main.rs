@@ -17,6 +17,7 @@ mod validator;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use mako_types::{ProtocolParameters, ScheduleKind};
 
 #[derive(Parser)]
 #[command(name = "mako", version, about = "A DAG-mempool consensus and parallel execution research core")]
@@ -57,6 +58,8 @@ enum Command {
         /// Workers per validator.
         #[arg(long, default_value_t = 1)]
         workers: usize,
+        #[command(flatten)]
+        protocol: ProtocolArgs,
     },
     /// Run a validator: its primary, workers, consensus and execution (logs: RUST_LOG, default info). With
     /// `[[worker_links]]` in its config the workers run apart: run each with `--worker <i>`.
@@ -175,6 +178,40 @@ struct TestnetArgs {
     /// Run each worker as its own process (`mako validator --worker <i>`), linked to its primary over QUIC.
     #[arg(long)]
     workers_apart: bool,
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+}
+
+/// The committee's protocol parameters (DESIGN.md §4), written into the committee file's `[protocol]`.
+#[derive(clap::Args, Clone)]
+struct ProtocolArgs {
+    /// Rounds kept below the last committed leader (the GC round trails it by this much).
+    #[arg(long, default_value_t = ProtocolParameters::default().gc_depth)]
+    gc_depth: u64,
+    /// Leader schedule: round-robin or reputation.
+    #[arg(long, default_value = "round-robin", value_parser = parse_schedule)]
+    leader_schedule: ScheduleKind,
+    /// Commits between two updates of the reputation schedule's table.
+    #[arg(long, default_value_t = ProtocolParameters::default().reputation_window)]
+    reputation_window: u64,
+}
+
+impl ProtocolArgs {
+    fn parameters(&self) -> ProtocolParameters {
+        ProtocolParameters {
+            gc_depth: self.gc_depth,
+            leader_schedule: self.leader_schedule,
+            reputation_window: self.reputation_window,
+        }
+    }
+}
+
+fn parse_schedule(text: &str) -> Result<ScheduleKind, String> {
+    match text {
+        "round-robin" | "round_robin" => Ok(ScheduleKind::RoundRobin),
+        "reputation" => Ok(ScheduleKind::Reputation),
+        other => Err(format!("unknown leader schedule {other:?}: round-robin or reputation")),
+    }
 }
 
 impl TestnetArgs {
@@ -193,6 +230,7 @@ impl TestnetArgs {
             metrics_port: self.metrics_port,
             execution_threads: self.execution_threads,
             workers_apart: self.workers_apart,
+            protocol: self.protocol.parameters(),
             live,
         }
     }
@@ -201,8 +239,8 @@ impl TestnetArgs {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Keys { out, nodes, seed } => setup::write_keys(&out, nodes, seed),
-        Command::Committee { keys, out, hosts, base_port, workers } => {
-            setup::write_committee(&keys, &out, &hosts, base_port, workers)
+        Command::Committee { keys, out, hosts, base_port, workers, protocol } => {
+            setup::write_committee(&keys, &out, &hosts, base_port, workers, protocol.parameters())
         }
         Command::Validator { committee, keys, config, worker } => {
             tracing_subscriber::fmt()

@@ -4,7 +4,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use mako_types::{Authority, Committee, ValidatorKeys};
+use mako_types::{Authority, Committee, ProtocolParameters, ValidatorKeys};
 
 pub fn key_file(folder: &Path, index: usize) -> PathBuf {
     folder.join(format!("validator-{index}.toml"))
@@ -76,9 +76,10 @@ pub fn write_committee(
     hosts: &[IpAddr],
     base_port: u16,
     workers: usize,
+    protocol: ProtocolParameters,
 ) -> anyhow::Result<()> {
     let keys = read_keys(keys_folder)?;
-    let committee = committee(&keys, hosts, base_port, workers)?;
+    let committee = committee(&keys, hosts, base_port, workers)?.with_protocol(protocol)?;
     committee.save(out)?;
     println!("wrote the committee of {} validators to {}", committee.size(), out.display());
     Ok(())
@@ -93,9 +94,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_keys(dir.path(), 4, Some(9)).unwrap();
         let path = dir.path().join("committee.toml");
-        write_committee(dir.path(), &path, &[], 7000, 1).unwrap();
+        let protocol = ProtocolParameters { gc_depth: 9, ..ProtocolParameters::default() };
+        write_committee(dir.path(), &path, &[], 7000, 1, protocol).unwrap();
         let committee = Committee::load(&path).unwrap();
         assert_eq!(committee.size(), 4);
+        assert_eq!(committee.protocol(), &protocol);
         let keys = read_keys(dir.path()).unwrap();
         assert_eq!(committee.authority(mako_types::AuthorityIndex(3)).unwrap().bls_key, keys[3].bls.public());
         assert_eq!(committee.authority(mako_types::AuthorityIndex(1)).unwrap().primary_address.port(), 7002);

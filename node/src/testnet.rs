@@ -45,6 +45,8 @@ pub struct TestnetOptions {
     pub execution_threads: usize,
     /// Run every worker as its own process, linked to its primary (`mako validator --worker <i>`).
     pub workers_apart: bool,
+    /// The committee's protocol parameters (GC depth, leader schedule).
+    pub protocol: mako_types::ProtocolParameters,
     /// Print the live line (the bench runs quietly).
     pub live: bool,
 }
@@ -160,7 +162,8 @@ fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<Prepared>> {
     std::fs::create_dir_all(dir.join("logs")).with_context(|| format!("cannot create {}", dir.display()))?;
     let keys = dir.join("keys");
     setup::write_keys(&keys, options.nodes, Some(0))?;
-    setup::write_committee(&keys, &dir.join("committee.toml"), &[], options.base_port, options.workers)?;
+    let committee_file = dir.join("committee.toml");
+    setup::write_committee(&keys, &committee_file, &[], options.base_port, options.workers, options.protocol)?;
     let link_ports = options.base_port as usize + options.nodes * (1 + options.workers);
     (0..options.nodes)
         .map(|i| {

@@ -230,8 +230,6 @@ async fn run_validator(identity: Identity) -> anyhow::Result<()> {
     let (tx_certificates, rx_certificates) = mpsc::channel(CHANNEL_CAPACITY);
     let mut consensus = Consensus::spawn(
         committee.clone(),
-        config.consensus.leader_schedule,
-        config.mempool.gc_depth,
         store.clone(),
         rx_certificates,
         tx_committed_round,

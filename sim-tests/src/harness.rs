@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mako_consensus::consensus::Consensus;
-use mako_consensus::ScheduleKind;
 use mako_execution::pipeline::Executor;
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::Genesis;
@@ -20,8 +19,8 @@ use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
 use mako_types::{
-    Authority, AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Committee, Digest, ExecutedState, Round,
-    ValidatorKeys,
+    Authority, AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Committee, Digest, ExecutedState,
+    ProtocolParameters, Round, ScheduleKind, ValidatorKeys,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -84,7 +83,6 @@ pub fn parameters() -> MempoolParameters {
         max_batch_delay: Duration::from_millis(50),
         max_header_delay: Duration::from_millis(100),
         leader_timeout: Duration::from_millis(500),
-        gc_depth: 50,
         sync_retry_delay: Duration::from_millis(1_000),
         ..MempoolParameters::default()
     }
@@ -148,22 +146,27 @@ pub struct Options {
     pub validators: usize,
     pub seed: u64,
     pub with_worker: bool,
-    pub schedule: ScheduleKind,
+    /// The committee's protocol parameters (GC depth, leader schedule and its window).
+    pub protocol: ProtocolParameters,
     /// A validator started from another genesis state (a deliberately diverging node).
     pub divergent: Option<usize>,
 }
 
 impl Options {
     pub fn new(validators: usize, seed: u64) -> Self {
-        Self { validators, seed, with_worker: false, schedule: ScheduleKind::RoundRobin, divergent: None }
+        Self { validators, seed, with_worker: false, protocol: ProtocolParameters::default(), divergent: None }
     }
 
     pub fn with_worker(self) -> Self {
         Self { with_worker: true, ..self }
     }
 
-    pub fn schedule(self, schedule: ScheduleKind) -> Self {
-        Self { schedule, ..self }
+    pub fn schedule(self, leader_schedule: ScheduleKind) -> Self {
+        Self { protocol: ProtocolParameters { leader_schedule, ..self.protocol }, ..self }
+    }
+
+    pub fn protocol(self, protocol: ProtocolParameters) -> Self {
+        Self { protocol, ..self }
     }
 
     pub fn divergent(self, node: usize) -> Self {
@@ -174,7 +177,7 @@ impl Options {
 /// Runs validator `node` until the simulation ends: opens its store, starts its worker, primary and consensus,
 /// and records what the primary delivers and what consensus commits.
 pub async fn run_validator(node: usize, options: Options, root: PathBuf, records: Records) -> turmoil::Result {
-    let committee = committee(options.validators);
+    let committee = committee(options.validators).with_protocol(options.protocol)?;
     let me = AuthorityIndex(node as u16);
     let store = Store::open(&store_dir(&root, node))?;
     let boot = {
@@ -242,15 +245,8 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
     // Consensus reads the certificates the primary delivers, through a tap that records them.
     let (tx_committed_round, rx_committed_round) = tokio::sync::watch::channel(0);
     let (tx_certificates, rx_certificates) = mpsc::channel(1_000);
-    let mut consensus = Consensus::spawn(
-        committee.clone(),
-        options.schedule,
-        parameters().gc_depth,
-        store.clone(),
-        rx_certificates,
-        tx_committed_round,
-        applied_index,
-    )?;
+    let mut consensus =
+        Consensus::spawn(committee.clone(), store.clone(), rx_certificates, tx_committed_round, applied_index)?;
     let (tx_sub_dags, rx_sub_dags) = mpsc::channel(100);
     let mut execution = executor.spawn(rx_sub_dags);
     let mut primary = Primary::spawn(PrimarySetup {

@@ -22,7 +22,7 @@ const SCHEDULES: [Schedule; 4] = [
     Schedule::RoundRobin,
     Schedule::Reputation { window: 1 },
     Schedule::Reputation { window: 2 },
-    Schedule::Reputation { window: ReputationSchedule::DEFAULT_WINDOW },
+    Schedule::Reputation { window: 10 }, // the default of ProtocolParameters
 ];
 const GC_DEPTHS: [Round; 4] = [2, 3, 4, 50];
 

@@ -2,7 +2,8 @@
 //!
 //! Loading a committee checks every proof of possession (so BLS aggregates over its keys are safe from rogue
 //! keys, DESIGN.md §2) and rejects duplicate keys or addresses and zero stake, naming the validator and the
-//! field. Validators are identified by their position in the file: [`AuthorityIndex`].
+//! field. Validators are identified by their position in the file: [`AuthorityIndex`]. The file also holds the
+//! committee's [`ProtocolParameters`] (its `[protocol]` section), which every validator must share.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{BlsPublicKey, BlsSignature};
 use crate::error::CommitteeError;
 use crate::network_key::NetworkPublicKey;
+use crate::protocol::ProtocolParameters;
 use crate::ValidatorKeys;
 
 /// Voting power.
@@ -83,6 +85,7 @@ pub struct Committee {
     authorities: Vec<Authority>,
     total_stake: Stake,
     by_network_key: BTreeMap<NetworkPublicKey, AuthorityIndex>,
+    protocol: ProtocolParameters,
 }
 
 impl Committee {
@@ -131,7 +134,19 @@ impl Committee {
                 .map_err(|_| CommitteeError::BadProofOfPossession { validator })?;
         }
         let by_network_key = network_keys.into_iter().map(|(key, i)| (key, AuthorityIndex(i as u16))).collect();
-        Ok(Self { authorities, total_stake, by_network_key })
+        Ok(Self { authorities, total_stake, by_network_key, protocol: ProtocolParameters::default() })
+    }
+
+    /// The same committee under other protocol parameters (checked).
+    pub fn with_protocol(mut self, protocol: ProtocolParameters) -> Result<Self, CommitteeError> {
+        protocol.validate()?;
+        self.protocol = protocol;
+        Ok(self)
+    }
+
+    /// The parameters every validator of the committee runs the protocol with.
+    pub fn protocol(&self) -> &ProtocolParameters {
+        &self.protocol
     }
 
     /// A committee on loopback for tests and local testnets: validator i's primary listens on
@@ -203,11 +218,14 @@ impl Committee {
             .enumerate()
             .map(|(validator, v)| v.into_authority(validator))
             .collect::<Result<Vec<_>, _>>()?;
-        Self::new(authorities)
+        Self::new(authorities)?.with_protocol(file.protocol)
     }
 
     pub fn to_toml(&self) -> String {
-        let file = CommitteeFile { validator: self.authorities.iter().map(ValidatorEntry::from).collect() };
+        let file = CommitteeFile {
+            protocol: self.protocol,
+            validator: self.authorities.iter().map(ValidatorEntry::from).collect(),
+        };
         toml::to_string_pretty(&file).expect("a committee always serializes to TOML")
     }
 
@@ -226,10 +244,13 @@ impl Committee {
     }
 }
 
-/// The TOML form of a committee: one `[[validator]]` table each.
+/// The TOML form of a committee: the `[protocol]` section (defaults when absent), then one `[[validator]]`
+/// table each.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CommitteeFile {
+    #[serde(default)]
+    protocol: ProtocolParameters,
     validator: Vec<ValidatorEntry>,
 }
 
@@ -331,6 +352,24 @@ mod tests {
         })
         .unwrap_err();
         assert_eq!(err, CommitteeError::BadProofOfPossession { validator: 3 });
+    }
+
+    #[test]
+    fn protocol_parameters_are_the_committee_files() {
+        use crate::protocol::ScheduleKind;
+        let protocol =
+            ProtocolParameters { gc_depth: 7, leader_schedule: ScheduleKind::Reputation, reputation_window: 3 };
+        let c = Committee::local(&keys(4), 9000, 1).unwrap().with_protocol(protocol).unwrap();
+        let text = c.to_toml();
+        assert!(text.starts_with("[protocol]"), "{text}");
+        assert_eq!(Committee::from_toml(&text).unwrap().protocol(), &protocol);
+        // A file without the section (written before it existed) runs the defaults.
+        let old = text[text.find("[[validator]]").unwrap()..].to_string();
+        assert_eq!(Committee::from_toml(&old).unwrap().protocol(), &ProtocolParameters::default());
+        let err = Committee::from_toml(&text.replace("gc_depth = 7", "gc_depth = 1")).unwrap_err().to_string();
+        assert!(err.contains("gc_depth"), "{err}");
+        let err = Committee::from_toml(&text.replace("gc_depth = 7", "gc_dept = 7")).unwrap_err().to_string();
+        assert!(err.contains("gc_dept"), "{err}");
     }
 
     #[test]

@@ -46,6 +46,8 @@ pub enum CommitteeError {
     StakeOverflow { validator: usize, field: &'static str },
     #[error("committee file {path}: {reason}")]
     File { path: String, reason: String },
+    #[error("protocol parameter {field} {reason}")]
+    Protocol { field: &'static str, reason: String },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

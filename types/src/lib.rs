@@ -17,6 +17,7 @@ pub mod histogram;
 pub mod keys;
 pub mod leader;
 pub mod network_key;
+pub mod protocol;
 pub mod vote;
 
 pub use batch::{Batch, Transaction};
@@ -30,6 +31,7 @@ pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use keys::ValidatorKeys;
 pub use leader::LeaderTable;
 pub use network_key::{NetworkKeyPair, NetworkPublicKey};
+pub use protocol::{ProtocolParameters, ScheduleKind};
 pub use vote::Vote;
 
 /// A DAG round. Round 0 holds the genesis certificates.

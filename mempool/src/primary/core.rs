@@ -25,7 +25,6 @@ use super::held_batches::HeldBatches;
 use super::metrics::PrimaryMetrics;
 use super::proposer::Parents;
 use super::synchronizer::SyncRequest;
-use crate::config::MempoolParameters;
 use crate::dag::{gc_round, Dag, Insertion};
 use crate::messages::{PrimaryMessage, PrimaryToWorker, WorkerToPrimary};
 use crate::vote_rules::{decide, VoteContext, VoteDecision};
@@ -54,7 +53,6 @@ pub struct Core {
     me: AuthorityIndex,
     committee: Committee,
     key: Arc<BlsKeyPair>,
-    parameters: MempoolParameters,
     store: Store,
     network: Endpoint<PrimaryMessage>,
     dag: Dag,
@@ -78,7 +76,6 @@ impl Core {
         me: AuthorityIndex,
         committee: Committee,
         key: Arc<BlsKeyPair>,
-        parameters: MempoolParameters,
         store: Store,
         network: Endpoint<PrimaryMessage>,
         dag: Dag,
@@ -90,7 +87,6 @@ impl Core {
             me,
             committee,
             key,
-            parameters,
             store,
             network,
             dag,
@@ -533,7 +529,7 @@ impl Core {
     }
 
     async fn garbage_collect(&mut self, committed_round: Round) {
-        let gc_round = gc_round(committed_round, self.parameters.gc_depth);
+        let gc_round = gc_round(committed_round, self.committee.protocol().gc_depth);
         if gc_round <= self.dag.gc_round() {
             return;
         }

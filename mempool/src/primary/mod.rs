@@ -35,7 +35,7 @@ const CHANNEL_CAPACITY: usize = 1_000;
 pub struct PrimaryHandle {
     /// Every accepted certificate, in causal order: the input of consensus.
     pub certificates: mpsc::Receiver<Certificate>,
-    /// Set the last committed round here; the primary garbage-collects `gc_depth` rounds behind it.
+    /// Set the last committed leader round here; the primary garbage-collects behind it (`dag::gc_round`).
     pub committed_round: watch::Sender<Round>,
     pub metrics: Arc<PrimaryMetrics>,
     tasks: Vec<JoinHandle<()>>,
@@ -97,7 +97,7 @@ impl Primary {
             executed,
             rng_seed,
         } = setup;
-        let dag = recover_dag(&committee, &store, parameters.gc_depth)?;
+        let dag = recover_dag(&committee, &store, committee.protocol().gc_depth)?;
         let last_header_round = store.state.last_header()?.map_or(0, |h| h.round());
         let key = Arc::new(key);
         let metrics = Arc::new(PrimaryMetrics::default());
@@ -137,7 +137,6 @@ impl Primary {
                 me,
                 committee,
                 key,
-                parameters,
                 store,
                 endpoint,
                 dag,

@@ -1,0 +1,51 @@
+//! The protocol parameters (DESIGN.md §4): the parameters that change what is committed, so every validator
+//! of a committee must run the same ones. They are the committee's, read from the committee file's
+//! `[protocol]` section, never from a validator's own configuration: two validators with different GC depths
+//! or leader schedules would commit different sequences without noticing.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CommitteeError;
+use crate::Round;
+
+/// Which leader schedule the committee runs (DESIGN.md §4).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScheduleKind {
+    #[default]
+    RoundRobin,
+    Reputation,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProtocolParameters {
+    /// Rounds kept below the last committed leader: the GC round is `last_committed_leader_round - gc_depth`.
+    pub gc_depth: Round,
+    /// `round_robin` or `reputation`.
+    pub leader_schedule: ScheduleKind,
+    /// Commits between two updates of the reputation schedule's table.
+    pub reputation_window: u64,
+}
+
+impl Default for ProtocolParameters {
+    fn default() -> Self {
+        Self { gc_depth: 50, leader_schedule: ScheduleKind::RoundRobin, reputation_window: 10 }
+    }
+}
+
+impl ProtocolParameters {
+    /// Rejects values the protocol cannot run with, naming the field.
+    pub fn validate(&self) -> Result<(), CommitteeError> {
+        if self.gc_depth < 2 {
+            return Err(CommitteeError::Protocol {
+                field: "gc_depth",
+                reason: format!("is {}; at least 2 rounds (a leader and its support) must stay", self.gc_depth),
+            });
+        }
+        if self.reputation_window == 0 {
+            return Err(CommitteeError::Protocol { field: "reputation_window", reason: "is 0; at least 1".into() });
+        }
+        Ok(())
+    }
+}
