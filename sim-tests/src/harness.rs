@@ -179,7 +179,8 @@ impl Options {
 pub async fn run_validator(node: usize, options: Options, root: PathBuf, records: Records) -> turmoil::Result {
     let committee = committee(options.validators).with_protocol(options.protocol)?;
     let me = AuthorityIndex(node as u16);
-    let store = Store::open(&store_dir(&root, node))?;
+    // Every simulated machine can lose power: a crash with `mako_storage::cut_power` loses the unsynced writes.
+    let store = Store::open_emulating_power_loss(&store_dir(&root, node))?;
     let boot = {
         let mut records = records.lock().unwrap();
         let record = records.entry(node).or_default();

@@ -1,6 +1,7 @@
 //! A test-only Byzantine author against honest primaries (DESIGN.md §3, §9.7):
-//! - it sends two different headers for one round to validator 0, one before and one after validator 0
-//!   restarts from its store: validator 0 votes for the first only, and rejoins the DAG;
+//! - it sends two different headers for one round to validator 0, one before and one after validator 0's
+//!   machine crashes (power lost: every write not synced is gone) and it restarts from its store: validator 0
+//!   votes for the first only, and rejoins the DAG;
 //! - it sends validator 1 a header with a bad signature, a certificate with less than quorum stake and a
 //!   header whose parents are from the wrong round: each is rejected with a counted reason, never a panic.
 
@@ -12,7 +13,7 @@ use mako_mempool::messages::PrimaryMessage;
 use mako_network::{Endpoint, Peers};
 use mako_sim_tests::harness::{
     add_validators, committee, expect_ok, highest, host_name, keys, network_config, records, run_until, seed,
-    simulation, Options, PRIMARY_PORT,
+    simulation, store_dir, Options, PRIMARY_PORT,
 };
 use mako_types::{AuthorityIndex, Certificate, CertificateDigest, Domain, Header, HeaderDigest, Vote};
 
@@ -108,6 +109,8 @@ fn restarted_validator_never_votes_twice_and_bad_input_is_counted() {
     expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| voted_for(|s| s.first) > 0), seed, "mempool_byzantine");
     expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| highest(&records, 0) >= 5), seed, "mempool_byzantine");
 
+    // A machine crash, not only a process crash: every write not synced to disk is lost (DESIGN.md §9.7).
+    mako_storage::cut_power(&store_dir(root.path(), 0));
     sim.bounce(host_name(0));
     let before = highest(&records, 0);
     expect_ok(

@@ -10,16 +10,19 @@
 mod batch_store;
 mod certificate_store;
 mod error;
+mod power_loss;
 mod state_store;
 mod write_set;
 
 use std::path::Path;
+use std::sync::Arc;
 
 use fjall::{Database, KeyspaceCreateOptions, KvSeparationOptions};
 
 pub use batch_store::BatchStore;
 pub use certificate_store::CertificateStore;
 pub use error::StoreError;
+pub use power_loss::cut_power;
 pub use state_store::{BlockRecord, ConsensusState, ExecutionProgress, LastVote, StateStore, SubDagRecord};
 pub use write_set::{Durability, WriteSet};
 
@@ -30,6 +33,8 @@ pub struct Store {
     pub batches: BatchStore,
     pub certificates: CertificateStore,
     pub state: StateStore,
+    /// Writes a power cut would lose (the simulation's machine crashes only).
+    unsynced: Option<Arc<power_loss::UnsyncedWrites>>,
 }
 
 impl Store {
@@ -52,6 +57,7 @@ impl Store {
             certificates: CertificateStore::new(certificates, certificate_index),
             state: StateStore::new(state),
             db,
+            unsynced: None,
         })
     }
 
@@ -60,9 +66,27 @@ impl Store {
         WriteSet::new(self)
     }
 
-    /// Flushes the journal to the operating system and syncs it to disk.
+    /// Flushes the journal to the operating system and syncs it to disk: every write committed so far survives
+    /// a power loss.
     pub fn sync(&self) -> Result<(), StoreError> {
-        self.db.persist(fjall::PersistMode::SyncAll).map_err(StoreError::fjall("sync"))
+        self.db.persist(fjall::PersistMode::SyncAll).map_err(StoreError::fjall("sync"))?;
+        if let Some(unsynced) = &self.unsynced {
+            unsynced.synced();
+        }
+        Ok(())
+    }
+
+    /// The keyspace called `name`.
+    fn keyspace_named(&self, name: &str) -> Result<&fjall::Keyspace, StoreError> {
+        let (certificates, index) = self.certificates.keyspaces();
+        [self.batches.keyspace(), certificates, index, self.state.keyspace()]
+            .into_iter()
+            .find(|k| &**k.name() == name)
+            .ok_or_else(|| StoreError::Corrupt {
+                store: "database",
+                key: name.as_bytes().to_vec(),
+                reason: "no such keyspace".into(),
+            })
     }
 }
 

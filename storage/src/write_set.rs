@@ -1,6 +1,6 @@
 //! A set of writes committed as one atomic fjall batch: after a crash either all of them are there or none.
 
-use fjall::{OwnedWriteBatch, PersistMode};
+use fjall::{Keyspace, OwnedWriteBatch, PersistMode};
 use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round};
 
 use crate::certificate_store::round_key;
@@ -19,27 +19,47 @@ pub enum Durability {
 pub struct WriteSet {
     store: Store,
     batch: OwnedWriteBatch,
+    /// The keys written, where the store emulates power loss (`power_loss.rs`).
+    touched: Vec<(Keyspace, Vec<u8>)>,
 }
 
 impl WriteSet {
     pub(crate) fn new(store: &Store) -> Self {
-        Self { batch: store.db.batch(), store: store.clone() }
+        Self { batch: store.db.batch(), store: store.clone(), touched: Vec::new() }
+    }
+
+    fn insert(&mut self, keyspace: &Keyspace, key: impl AsRef<[u8]>, value: &[u8]) {
+        self.touch(keyspace, key.as_ref());
+        self.batch.insert(keyspace, key.as_ref(), value);
+    }
+
+    fn remove(&mut self, keyspace: &Keyspace, key: impl AsRef<[u8]>) {
+        self.touch(keyspace, key.as_ref());
+        self.batch.remove(keyspace, key.as_ref());
+    }
+
+    fn touch(&mut self, keyspace: &Keyspace, key: &[u8]) {
+        if self.store.unsynced.is_some() {
+            self.touched.push((keyspace.clone(), key.to_vec()));
+        }
     }
 
     pub fn put_batch(&mut self, digest: &BatchDigest, encoded: &[u8]) {
-        self.batch.insert(self.store.batches.keyspace(), digest.as_bytes(), encoded);
+        let keyspace = self.store.batches.keyspace().clone();
+        self.insert(&keyspace, digest.as_bytes(), encoded);
     }
 
     pub fn remove_batch(&mut self, digest: &BatchDigest) {
-        self.batch.remove(self.store.batches.keyspace(), digest.as_bytes());
+        let keyspace = self.store.batches.keyspace().clone();
+        self.remove(&keyspace, digest.as_bytes());
     }
 
     /// Stores a certificate with its (round, author) index entry.
     pub fn put_certificate(&mut self, certificate: &Certificate) {
         let digest = certificate.digest();
-        let (by_digest, by_round) = self.store.certificates.keyspaces();
-        self.batch.insert(by_digest, digest.as_bytes(), mako_types::encode(certificate).as_slice());
-        self.batch.insert(by_round, round_key(certificate.round(), certificate.author()), digest.as_bytes());
+        let (by_digest, by_round) = self.certificate_keyspaces();
+        self.insert(&by_digest, digest.as_bytes(), mako_types::encode(certificate).as_slice());
+        self.insert(&by_round, round_key(certificate.round(), certificate.author()), digest.as_bytes());
     }
 
     /// Removes every certificate below `round` with its index entry (garbage collection).
@@ -47,40 +67,46 @@ impl WriteSet {
         if round == 0 {
             return Ok(());
         }
-        let (by_digest, by_round) = self.store.certificates.keyspaces();
+        let (by_digest, by_round) = self.certificate_keyspaces();
         for ((r, author), digest) in self.store.certificates.index_range(0, round - 1)? {
-            self.batch.remove(by_digest, digest.as_bytes());
-            self.batch.remove(by_round, round_key(r, author));
+            self.remove(&by_digest, digest.as_bytes());
+            self.remove(&by_round, round_key(r, author));
         }
         Ok(())
     }
 
     pub fn put_last_vote(&mut self, author: AuthorityIndex, vote: &LastVote) {
-        self.batch.insert(self.store.state.keyspace(), last_vote_key(author), mako_types::encode(vote).as_slice());
+        self.put_state(last_vote_key(author), mako_types::encode(vote).as_slice());
     }
 
     pub fn put_last_header(&mut self, header: &Header) {
-        self.batch.insert(self.store.state.keyspace(), LAST_HEADER_KEY, mako_types::encode(header).as_slice());
+        self.put_state(LAST_HEADER_KEY, mako_types::encode(header).as_slice());
     }
 
     pub fn put_consensus_state(&mut self, state: &ConsensusState) {
-        self.batch.insert(self.store.state.keyspace(), CONSENSUS_KEY, mako_types::encode(state).as_slice());
+        self.put_state(CONSENSUS_KEY, mako_types::encode(state).as_slice());
     }
 
     pub fn put_sub_dag(&mut self, record: &SubDagRecord) {
-        self.batch.insert(
-            self.store.state.keyspace(),
-            sub_dag_key(record.index),
-            mako_types::encode(record).as_slice(),
-        );
+        self.put_state(sub_dag_key(record.index), mako_types::encode(record).as_slice());
     }
 
     pub fn put_block(&mut self, block: &BlockRecord) {
-        self.batch.insert(self.store.state.keyspace(), block_key(block.index), mako_types::encode(block).as_slice());
+        self.put_state(block_key(block.index), mako_types::encode(block).as_slice());
     }
 
     pub fn put_execution_progress(&mut self, progress: &ExecutionProgress) {
-        self.batch.insert(self.store.state.keyspace(), EXECUTION_KEY, mako_types::encode(progress).as_slice());
+        self.put_state(EXECUTION_KEY, mako_types::encode(progress).as_slice());
+    }
+
+    fn put_state(&mut self, key: impl AsRef<[u8]>, value: &[u8]) {
+        let keyspace = self.store.state.keyspace().clone();
+        self.insert(&keyspace, key, value);
+    }
+
+    fn certificate_keyspaces(&self) -> (Keyspace, Keyspace) {
+        let (by_digest, by_round) = self.store.certificates.keyspaces();
+        (by_digest.clone(), by_round.clone())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -93,6 +119,13 @@ impl WriteSet {
             Durability::Buffered => PersistMode::Buffer,
             Durability::Synced => PersistMode::SyncData,
         };
-        self.batch.durability(Some(mode)).commit().map_err(StoreError::fjall("commit write set"))
+        if let Some(unsynced) = &self.store.unsynced {
+            unsynced.record(&self.touched)?;
+        }
+        self.batch.durability(Some(mode)).commit().map_err(StoreError::fjall("commit write set"))?;
+        if let (Durability::Synced, Some(unsynced)) = (durability, &self.store.unsynced) {
+            unsynced.synced();
+        }
+        Ok(())
     }
 }

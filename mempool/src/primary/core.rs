@@ -1,7 +1,11 @@
 //! The core: owner of the certified DAG. It votes on headers, aggregates votes for ours, accepts certificates
 //! once they are causally complete, and feeds the proposer (parents), consensus (certificates in causal order)
-//! and the synchronizer (what is missing). DESIGN.md §3; upholds §9.7 by persisting each vote before it
-//! leaves, and §9.5 by storing each certificate before consensus sees it.
+//! and the synchronizer (what is missing). DESIGN.md §3; upholds §9.7 by persisting each vote and header and
+//! syncing it to disk before it leaves, and §9.5 by storing each certificate before consensus sees it.
+//!
+//! Syncs are group commits: votes and headers wait in an outbox, and one sync releases all of them, once the
+//! core has no input ready (or after [`MAX_UNSYNCED_STEPS`] steps under a steady stream), so a burst of
+//! headers costs one disk flush, not one per vote.
 //!
 //! Headers that wait for parents or batches are parked (one per author, the latest) and decided again when a
 //! certificate is accepted or a batch arrives. Every reliable send is kept under its round and cancelled by
@@ -32,6 +36,15 @@ use crate::vote_rules::{decide, VoteContext, VoteDecision};
 /// Most certificates in one answer to a sync request (≈0.5 KB each: well inside a 1 MB frame).
 pub(crate) const MAX_CERTIFICATES_PER_REPLY: usize = 500;
 
+/// Most loop steps a written vote or header waits for its sync while input keeps arriving.
+const MAX_UNSYNCED_STEPS: usize = 16;
+
+/// A message that may leave only once a sync has made its record durable.
+enum Outgoing {
+    Vote(Vote),
+    Header(Header),
+}
+
 /// The core's channels.
 pub struct CoreChannels {
     pub rx_network: mpsc::Receiver<Inbound<PrimaryMessage>>,
@@ -58,6 +71,9 @@ pub struct Core {
     dag: Dag,
     aggregator: Option<VotesAggregator>,
     parked: BTreeMap<AuthorityIndex, Header>,
+    /// Votes and headers persisted but not synced yet, and the loop steps they have waited.
+    outbox: Vec<Outgoing>,
+    unsynced_steps: usize,
     deliveries: BTreeMap<Round, Vec<Delivery<PrimaryMessage>>>,
     /// The round and certificate count of the last parents sent to the proposer.
     parents_sent: (Round, usize),
@@ -92,6 +108,8 @@ impl Core {
             dag,
             aggregator: None,
             parked: BTreeMap::new(),
+            outbox: Vec::new(),
+            unsynced_steps: 0,
             deliveries: BTreeMap::new(),
             parents_sent: (0, 0),
             batch_sealed: BTreeMap::new(),
@@ -113,6 +131,12 @@ impl Core {
             }
         }
         loop {
+            if !self.outbox.is_empty() {
+                self.unsynced_steps += 1;
+                if self.unsynced_steps >= MAX_UNSYNCED_STEPS {
+                    self.flush_outbox().await;
+                }
+            }
             tokio::select! {
                 biased;
                 changed = self.channels.rx_committed_round.changed() => {
@@ -133,6 +157,8 @@ impl Core {
                     let Some(inbound) = inbound else { return };
                     self.on_message(inbound).await;
                 }
+                // Last: only when no input is ready, so that one sync covers a whole burst.
+                () = std::future::ready(()), if !self.outbox.is_empty() => self.flush_outbox().await,
             }
         }
     }
@@ -148,8 +174,7 @@ impl Core {
             debug!(round = header.round(), "re-sending our last header after restart");
             self.aggregator = Some(VotesAggregator::new(header.clone()));
             self.vote_for_own(&header).await;
-            let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Header(header.clone())).await;
-            self.keep(header.round(), deliveries);
+            self.outbox.push(Outgoing::Header(header));
         }
     }
 
@@ -165,8 +190,27 @@ impl Core {
             self.requeue_payload(abandoned.header()).await;
         }
         self.vote_for_own(&header).await;
-        let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Header(header.clone())).await;
-        self.keep(header.round(), deliveries);
+        self.outbox.push(Outgoing::Header(header));
+    }
+
+    /// Syncs the store once for every vote and header in the outbox, then sends them: nothing leaves that a
+    /// power loss could make us forget, so a restarted validator never votes or proposes twice (§9.7).
+    async fn flush_outbox(&mut self) {
+        self.unsynced_steps = 0;
+        if let Err(error) = self.store.sync() {
+            return self.storage_error(&error); // they stay, and the next step tries again
+        }
+        PrimaryMetrics::bump(&self.metrics.syncs);
+        for outgoing in std::mem::take(&mut self.outbox) {
+            match outgoing {
+                Outgoing::Vote(vote) => self.send_vote(vote).await,
+                Outgoing::Header(header) => {
+                    let round = header.round();
+                    let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Header(header)).await;
+                    self.keep(round, deliveries);
+                }
+            }
+        }
     }
 
     /// The batches of our header `header` will never be committed through it: it will never be certified (we
@@ -274,12 +318,13 @@ impl Core {
             Ok(VoteDecision::Vote) => {
                 self.unpark(&header);
                 if let Some(vote) = self.persist_vote(&header) {
-                    self.send_vote(vote).await;
+                    self.outbox.push(Outgoing::Vote(vote));
                 }
             }
             Ok(VoteDecision::Revote) => {
+                // Through the outbox too: the first vote's record may not be synced yet.
                 self.unpark(&header);
-                self.send_vote(Vote::new(&header, self.me, &self.key)).await;
+                self.outbox.push(Outgoing::Vote(Vote::new(&header, self.me, &self.key)));
             }
             Ok(VoteDecision::FetchParents(missing)) => {
                 let _ = self
@@ -321,7 +366,7 @@ impl Core {
         }
     }
 
-    /// Records our vote for (author, round) durably; only then may it leave (DESIGN.md §9.7).
+    /// Records our vote for (author, round); it leaves once a sync covers the record (DESIGN.md §9.7).
     fn persist_vote(&mut self, header: &Header) -> Option<Vote> {
         let mut writes = self.store.write_set();
         writes.put_last_vote(header.author(), &LastVote { round: header.round(), header_digest: header.digest() });
