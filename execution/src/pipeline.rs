@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mako_consensus::CommittedSubDag;
+use mako_mempool::messages::PrimaryToWorker;
 use mako_mempool::worker_link::PrimaryLink;
 use mako_storage::{BlockRecord, Durability, ExecutionProgress, Store, StoreError};
-use mako_types::{Batch, BatchDigest, Committee, ExecutedState, LatencyHistogram, WorkerId};
+use mako_types::{AuthorityIndex, Batch, BatchDigest, Committee, ExecutedState, LatencyHistogram, WorkerId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
@@ -27,6 +28,9 @@ use crate::{decode_block, state_root, BlockStm, Genesis, InMemoryState, StateKey
 
 /// How often a block waits for a batch that its worker is still fetching.
 const BATCH_POLL: Duration = Duration::from_millis(20);
+/// A block waiting for a batch asks its worker to fetch it at once, and again every this many polls (2 s):
+/// a fetch lost in a crash or dropped under load is asked again for as long as the batch is needed.
+const POLLS_PER_FETCH_REQUEST: u32 = 100;
 
 /// Why the pipeline stopped.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +79,8 @@ pub struct Executor {
     committee: Committee,
     store: Store,
     batches: BatchSource,
+    /// Our workers' fetch requests, by worker id: a committed batch we lack is fetched until stored (§9.8).
+    fetch_requests: Vec<mpsc::Sender<PrimaryToWorker>>,
     executor: BlockStm,
     state: InMemoryState,
     progress: ExecutedState,
@@ -118,6 +124,7 @@ impl Executor {
             committee,
             store,
             batches: BatchSource::Store,
+            fetch_requests: Vec::new(),
             executor: BlockStm::new(threads.max(1)),
             state,
             progress: ExecutedState { index: progress.last_executed_index, root: root.0 },
@@ -128,6 +135,12 @@ impl Executor {
     /// Reads committed batches from `batches` instead of the store.
     pub fn with_batch_source(self, batches: BatchSource) -> Self {
         Self { batches, ..self }
+    }
+
+    /// Asks worker `i` through `fetch_requests[i]` to fetch a committed batch the block waits for (the same
+    /// channels the primary uses, so a worker apart is asked over its link).
+    pub fn with_fetch_requests(self, fetch_requests: Vec<mpsc::Sender<PrimaryToWorker>>) -> Self {
+        Self { fetch_requests, ..self }
     }
 
     /// The last executed sub-DAG index (0 for none): consensus re-emits from the next one.
@@ -213,25 +226,32 @@ impl Executor {
     }
 
     /// The block's transactions, in delivery order. A batch not stored yet is being fetched by our worker (the
-    /// primary asks for every batch of an accepted certificate): wait for it, never skip it.
+    /// primary asks for every batch of an accepted certificate): wait for it, never skip it, and ask the
+    /// worker again while waiting (the first fetch may have been lost in a crash, or dropped).
     async fn load_transactions(&self, sub_dag: &CommittedSubDag) -> Result<Vec<mako_types::Transaction>, StoreError> {
         let index = sub_dag.index;
-        let payload = sub_dag.certificates.iter().flat_map(|certificate| certificate.header.payload().iter().copied());
+        let payload: Vec<(BatchDigest, WorkerId, AuthorityIndex)> = sub_dag
+            .certificates
+            .iter()
+            .flat_map(|certificate| certificate.header.payload().iter().map(|(d, w)| (*d, *w, certificate.author())))
+            .collect();
         let mut transactions = Vec::new();
         match &self.batches {
             BatchSource::Store => {
-                for (digest, _) in payload {
-                    let batch = wait_for_batch(index, digest, || async { self.store.batches.get(&digest) }).await?;
+                for (digest, worker, author) in payload {
+                    let fetch = FetchRequest::new(&self.fetch_requests, digest, worker, author);
+                    let batch = wait_for_batch(index, &fetch, || async { self.store.batches.get(&digest) }).await?;
                     transactions.extend(batch.transactions);
                 }
             }
             BatchSource::Links(links) => {
                 // All asked at once: each answer is a round trip and a batch's bytes over the link.
                 let mut fetches = tokio::task::JoinSet::new();
-                for (position, (digest, worker)) in payload.enumerate() {
+                for (position, (digest, worker, author)) in payload.into_iter().enumerate() {
                     let link = links.get(worker as usize).cloned();
+                    let fetch = FetchRequest::new(&self.fetch_requests, digest, worker, author);
                     fetches.spawn(async move {
-                        let batch = wait_for_batch(index, digest, || fetch_from(link.as_ref(), digest, worker)).await;
+                        let batch = wait_for_batch(index, &fetch, || fetch_from(link.as_ref(), digest, worker)).await;
                         (position, batch)
                     });
                 }
@@ -252,8 +272,39 @@ impl Executor {
     }
 }
 
-/// Reads batch `digest` of block `index` until our worker holds it.
-async fn wait_for_batch<F, R>(index: u64, digest: BatchDigest, mut read: F) -> Result<Batch, StoreError>
+/// "Fetch batch `digest` of `author`'s certificate", for our worker `worker`.
+struct FetchRequest {
+    digest: BatchDigest,
+    author: AuthorityIndex,
+    worker: WorkerId,
+    to_worker: Option<mpsc::Sender<PrimaryToWorker>>,
+}
+
+impl FetchRequest {
+    fn new(
+        to_workers: &[mpsc::Sender<PrimaryToWorker>],
+        digest: BatchDigest,
+        worker: WorkerId,
+        author: AuthorityIndex,
+    ) -> Self {
+        Self { digest, author, worker, to_worker: to_workers.get(worker as usize).cloned() }
+    }
+
+    /// Asks the worker, without waiting: a full channel is a busy worker, asked again at the next request.
+    fn send(&self) {
+        let Some(to_worker) = &self.to_worker else {
+            return debug!(digest = %self.digest, worker = self.worker, "no worker to ask for a committed batch");
+        };
+        let request = PrimaryToWorker::Synchronize { digests: vec![self.digest], target: self.author };
+        if to_worker.try_send(request).is_err() {
+            debug!(digest = %self.digest, worker = self.worker, "worker busy; the fetch is asked again later");
+        }
+    }
+}
+
+/// Reads the batch of `fetch` for block `index` until our worker holds it, asking the worker to fetch it at
+/// once and again every [`POLLS_PER_FETCH_REQUEST`] polls.
+async fn wait_for_batch<F, R>(index: u64, fetch: &FetchRequest, mut read: F) -> Result<Batch, StoreError>
 where
     F: FnMut() -> R,
     R: std::future::Future<Output = Result<Option<Batch>, StoreError>>,
@@ -263,9 +314,12 @@ where
         if let Some(batch) = read().await? {
             return Ok(batch);
         }
+        if waited.is_multiple_of(POLLS_PER_FETCH_REQUEST) {
+            fetch.send();
+        }
         waited += 1;
         if waited.is_multiple_of(250) {
-            warn!(index, %digest, "still waiting for a batch");
+            warn!(index, digest = %fetch.digest, "still waiting for a batch");
         }
         tokio::time::sleep(BATCH_POLL).await;
     }
@@ -294,5 +348,45 @@ fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
     match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(work),
         _ => work(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mako_mempool::test_dag::{certificate, committee, genesis_digests};
+    use mako_types::Certificate;
+
+    use super::*;
+
+    /// Issue 15, finding 5. The adversary is a lost fetch: the primary asked its worker for a certificate's
+    /// batches once, and that request died with a crash (or was dropped under load). The committed block
+    /// must not wait forever: the executor asks the worker itself, and again while it waits, and executes
+    /// once the batch is stored.
+    #[tokio::test(start_paused = true)]
+    async fn a_block_asks_its_worker_for_a_missing_batch_until_it_is_stored() {
+        let committee = committee(4);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let executor = Executor::recover(committee.clone(), store.clone(), &Genesis::generate(10), 1).unwrap();
+        let batch = Batch::new(Vec::new());
+        let digest = batch.digest();
+        let mut certificate: Certificate = certificate(&committee, AuthorityIndex(2), 1, genesis_digests(&committee));
+        certificate.header.content.payload = vec![(digest, 0)];
+        let sub_dag = CommittedSubDag { index: 1, leader: certificate.clone(), certificates: vec![certificate] };
+
+        let (to_worker, mut worker) = mpsc::channel(10);
+        let (tx_sub_dags, sub_dags) = mpsc::channel(1);
+        let mut handle = executor.with_fetch_requests(vec![to_worker]).spawn(sub_dags);
+        tx_sub_dags.send(sub_dag).await.unwrap();
+        let request = PrimaryToWorker::Synchronize { digests: vec![digest], target: AuthorityIndex(2) };
+        for _ in 0..3 {
+            let asked = tokio::time::timeout(Duration::from_secs(10), worker.recv()).await;
+            assert_eq!(asked, Ok(Some(request.clone())), "the waiting block asks the worker, and again");
+        }
+        let mut writes = store.write_set();
+        writes.put_batch(&digest, &mako_types::encode(&batch));
+        writes.commit(Durability::Buffered).unwrap();
+        let executed = tokio::time::timeout(Duration::from_secs(10), handle.executed.wait_for(|e| e.index == 1));
+        assert!(executed.await.is_ok(), "the block executes once its batch is stored");
     }
 }

@@ -218,6 +218,7 @@ async fn run_validator(identity: Identity) -> anyhow::Result<()> {
         }
     }
     let executor = if links.is_empty() { executor } else { executor.with_batch_source(BatchSource::Links(links)) };
+    let executor = executor.with_fetch_requests(to_workers.clone());
     let network = Endpoint::<PrimaryMessage>::bind(
         NetworkConfig::default(),
         &keys.network,

@@ -249,7 +249,7 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
     let mut consensus =
         Consensus::spawn(committee.clone(), store.clone(), rx_certificates, tx_committed_round, applied_index)?;
     let (tx_sub_dags, rx_sub_dags) = mpsc::channel(100);
-    let mut execution = executor.spawn(rx_sub_dags);
+    let mut execution = executor.with_fetch_requests(vec![tx_to_worker.clone()]).spawn(rx_sub_dags);
     let mut primary = Primary::spawn(PrimarySetup {
         me,
         committee: committee.clone(),

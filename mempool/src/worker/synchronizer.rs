@@ -4,10 +4,12 @@
 //! On [`PrimaryToWorker::Synchronize`] each missing digest is asked first of `target` (the header's author,
 //! who certainly has it), then of the other peers in turn on failure, timeout or an answer without it; once
 //! every peer has been tried, the digest waits `retry_delay` and the rounds start again, until the batch
-//! arrives or a newer request for the same digest replaces this one. Peer input is hostile: a received
+//! arrives or a request naming another target replaces this one. Peer input is hostile: a received
 //! batch is kept only if its digest is one we asked that peer for. Fetched batches are stored, then
 //! reported as [`WorkerToPrimary::OthersBatch`]. Bounded: at most [`MAX_PENDING_FETCHES`] digests wait
-//! (the oldest is dropped beyond that) and at most [`MAX_REQUESTS_IN_FLIGHT`] requests run at once.
+//! (the oldest is dropped beyond that) and at most [`MAX_REQUESTS_IN_FLIGHT`] requests run at once. A
+//! committed batch is never lost to that bound or to a crash: the executor asks again while it waits for
+//! one (DESIGN.md §9.8).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -135,10 +137,13 @@ impl Synchronizer {
                 continue;
             }
             if let Some(fetch) = self.pending.get_mut(&digest) {
-                // A newer request supersedes the old one: start over from its target.
-                fetch.target = target;
-                fetch.attempts = 0;
-                fetch.retry_at = None;
+                // A request naming another target supersedes the old one: start over from it. The same request
+                // again (the executor asks while it waits) keeps the rotation over the peers going.
+                if fetch.target != target {
+                    fetch.target = target;
+                    fetch.attempts = 0;
+                    fetch.retry_at = None;
+                }
                 continue;
             }
             let age = self.next_age;
