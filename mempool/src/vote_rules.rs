@@ -1,8 +1,9 @@
 //! When a primary votes for a header (DESIGN.md §3), as one pure decision.
 //!
 //! Vote for header H of author A at round r only if: A is in the committee; r is above the GC round; we have
-//! not voted for a *different* header of (A, r), nor for any header of A at a later round; every payload entry
-//! names an existing worker; the signature is valid; the strong parents are all known, from round r-1, from
+//! not voted for a *different* header of (A, r), nor for any header of A at a later round; its lists are
+//! within bounds and no batch appears twice ([`Header::check_bounds`]); every payload entry names an existing
+//! worker; the signature is valid; the strong parents are all known, from round r-1, from
 //! distinct authors holding a quorum of stake; the weak parents (at most one per validator) are known, distinct,
 //! and of the older round they claim; and every batch of the payload is stored locally. Unknown parents or
 //! missing batches are not a rejection: the caller fetches them and asks again. Cheap checks run before the
@@ -67,6 +68,7 @@ pub fn decide(header: &Header, context: &VoteContext<'_>) -> Result<VoteDecision
             });
         }
     }
+    header.check_bounds(context.committee)?;
     if let Some(&(_, worker)) = header.payload().iter().find(|(_, w)| *w as usize >= authority.worker_addresses.len()) {
         return Err(DagError::UnknownWorker { author, round, worker });
     }
@@ -217,6 +219,30 @@ mod tests {
         assert_eq!(f.decide(&f.header(1, 2, f.round1[..3].to_vec()), None), Ok(VoteDecision::Vote));
     }
 
+    /// Issue 15, findings 7 and 8. A Byzantine author's header that names one batch twice (a batch committed
+    /// twice) is refused, and one whose lists are oversized is refused before its signature is checked (the
+    /// signature here is bad too: the bound must come first, so the flood costs no pairing).
+    #[test]
+    fn a_repeated_batch_or_an_oversized_list_is_refused_before_the_signature() {
+        let f = Fixture::new();
+        let header = f.header(1, 2, f.round1[..3].to_vec());
+        let mut content = header.content.clone();
+        content.payload.push(content.payload[0]);
+        let repeated = Header::sign(content, &f.keys[1].bls);
+        assert_eq!(f.decide(&repeated, None).unwrap_err().reason(), "duplicate_batch");
+
+        let mut content = header.content.clone();
+        content.payload = (0..=mako_types::header::MAX_HEADER_PAYLOAD as u32)
+            .map(|i| (mako_types::BatchDigest(Digest::of("test", &[&i.to_le_bytes()])), 0))
+            .collect();
+        let oversized = Header { content, signature: header.signature };
+        assert_eq!(f.decide(&oversized, None).unwrap_err().reason(), "oversized_header");
+        let mut content = header.content.clone();
+        content.parents = (0..5u8).map(|i| CertificateDigest(Digest([i; 32]))).collect();
+        let too_many_parents = Header { content, signature: header.signature };
+        assert_eq!(f.decide(&too_many_parents, None).unwrap_err().reason(), "oversized_header");
+    }
+
     #[test]
     fn bad_signature_is_rejected_before_anything_is_fetched() {
         let f = Fixture::new();
@@ -254,7 +280,8 @@ mod tests {
         assert_eq!(reason(vec![(2, round2[0])]), "bad_weak_parent", "round r-1 is for strong parents");
         assert_eq!(reason(vec![(1, f.round1[0]), (1, f.round1[0])]), "bad_weak_parent", "twice");
         assert_eq!(reason(vec![(0, f.round1[0])]), "bad_weak_parent", "a lie about its round");
-        assert_eq!(reason(vec![(1, f.round1[0]); 5]), "bad_weak_parent", "more than one per validator");
+        // Five weak parents in a committee of four: refused by the bound, before the signature is checked.
+        assert_eq!(reason(vec![(1, f.round1[0]); 5]), "oversized_header", "more than one per validator");
         let unknown = CertificateDigest(Digest([7; 32]));
         assert_eq!(f.decide(&with_weak(&f, vec![(1, unknown)]), None), Ok(VoteDecision::FetchParents(vec![unknown])));
     }

@@ -85,19 +85,37 @@ impl CertificateStore {
     /// Up to `limit` certificates above `rounds[author]` for each author, in (round, author) order: what a
     /// validator that fell behind asks for (its last round per author), served from disk when it is older than
     /// what the DAG keeps in memory.
+    ///
+    /// The request is hostile (DESIGN.md §9.9): the scan starts at most [`MAX_ROUNDS_BEHIND`] rounds below the
+    /// requester's most advanced author (an author it has nothing of, such as a crashed one, reads as round 0
+    /// and must not make us read from genesis), reads index entries lazily and stops after
+    /// `limit × authors × 4` of them, whatever the rounds claim.
     pub fn above(&self, rounds: &[Round], limit: usize) -> Result<Vec<Certificate>, StoreError> {
-        let from = rounds.iter().min().map_or(0, |r| r + 1);
+        Ok(self.scan_above(rounds, limit)?.0)
+    }
+
+    /// [`Self::above`], with the number of index entries it read.
+    fn scan_above(&self, rounds: &[Round], limit: usize) -> Result<(Vec<Certificate>, usize), StoreError> {
+        let lowest = rounds.iter().min().copied().unwrap_or(0);
+        let highest = rounds.iter().max().copied().unwrap_or(0);
+        let from = (lowest + 1).max(highest.saturating_sub(MAX_ROUNDS_BEHIND) + 1);
+        let max_read = limit.saturating_mul(rounds.len().max(1)).saturating_mul(4);
+        let range = round_key(from, AuthorityIndex(0))..=round_key(Round::MAX, AuthorityIndex(u16::MAX));
         let mut certificates = Vec::new();
-        for ((round, author), digest) in self.index_range(from, Round::MAX)? {
-            if certificates.len() >= limit {
+        let mut read = 0;
+        for guard in self.by_round.range(range) {
+            if certificates.len() >= limit || read >= max_read {
                 break;
             }
+            read += 1;
+            let (key, value) = guard.into_inner().map_err(StoreError::fjall("scan certificate index"))?;
+            let ((round, author), digest) = decode_index_entry(&key, &value)?;
             if rounds.get(author.as_usize()).is_some_and(|last| round <= *last) {
                 continue;
             }
             certificates.extend(self.get(&digest)?);
         }
-        Ok(certificates)
+        Ok((certificates, read))
     }
 
     /// (round, author) index entries with `from <= round <= to`, in order.
@@ -106,19 +124,21 @@ impl CertificateStore {
         let mut entries = Vec::new();
         for guard in self.by_round.range(range) {
             let (key, value) = guard.into_inner().map_err(StoreError::fjall("scan certificate index"))?;
-            let bad = |reason: &str| StoreError::Corrupt {
-                store: "certificate_index",
-                key: key.to_vec(),
-                reason: reason.into(),
-            };
-            let round =
-                Round::from_be_bytes(key.get(..8).and_then(|k| k.try_into().ok()).ok_or_else(|| bad("short key"))?);
-            let author =
-                u16::from_be_bytes(key.get(8..10).and_then(|k| k.try_into().ok()).ok_or_else(|| bad("short key"))?);
-            entries.push(((round, AuthorityIndex(author)), decode_digest(&key, &value)?));
+            entries.push(decode_index_entry(&key, &value)?);
         }
         Ok(entries)
     }
+}
+
+/// How far below the requester's most advanced author a catch-up scan starts, at most.
+pub const MAX_ROUNDS_BEHIND: Round = 1_000;
+
+fn decode_index_entry(key: &[u8], value: &[u8]) -> Result<IndexEntry, StoreError> {
+    let bad =
+        |reason: &str| StoreError::Corrupt { store: "certificate_index", key: key.to_vec(), reason: reason.into() };
+    let round = Round::from_be_bytes(key.get(..8).and_then(|k| k.try_into().ok()).ok_or_else(|| bad("short key"))?);
+    let author = u16::from_be_bytes(key.get(8..10).and_then(|k| k.try_into().ok()).ok_or_else(|| bad("short key"))?);
+    Ok(((round, AuthorityIndex(author)), decode_digest(key, value)?))
 }
 
 fn decode_digest(key: &[u8], bytes: &[u8]) -> Result<CertificateDigest, StoreError> {
@@ -180,5 +200,36 @@ mod tests {
         assert!(matches!(store.certificates.get(&cert.digest()), Err(StoreError::Corrupt { .. })));
         assert!(matches!(store.certificates.digest_at(1, AuthorityIndex(0)), Err(StoreError::Corrupt { .. })));
         assert!(store.certificates.from_round(0).is_err());
+    }
+
+    /// Issue 15, finding 7. The adversary asks, in a loop, for everything above round 0 of one author and
+    /// nothing of the others, against a store of 3,000 rounds: each answer must read a bounded number of
+    /// index entries, not the whole store (it read all 12,000 before). An honest laggard whose crashed author
+    /// stays at 0 is still served.
+    #[test]
+    fn a_catch_up_scan_is_bounded_whatever_the_rounds_claim() {
+        let (committee, keys) = committee();
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let cert = certificate(&committee, &keys, 0, 1, vec![]);
+        let mut set = store.write_set();
+        set.put_certificate(&cert);
+        set.commit(Durability::Buffered).unwrap();
+        let (_, by_round) = store.certificates.keyspaces();
+        for round in 1..=3_000 {
+            for author in 0..4 {
+                by_round.insert(round_key(round, AuthorityIndex(author)), cert.digest().as_bytes()).unwrap();
+            }
+        }
+        for claim in [[0, Round::MAX, Round::MAX, Round::MAX], [0, 3_000, 3_000, 3_000], [0, 0, 0, 2_999]] {
+            let (_, read) = store.certificates.scan_above(&claim, 10).unwrap();
+            assert!(read <= 10 * 4 * 4, "{claim:?}: read {read} index entries");
+        }
+        let (found, read) = store.certificates.scan_above(&[0, 0, 0, 0], 10).unwrap();
+        assert_eq!((found.len(), read), (10, 10), "a validator with nothing is served from round 1");
+        // An honest laggard at round 2,500 whose validator 3 never proposed: served from round 2,501.
+        let (found, read) = store.certificates.scan_above(&[2_500, 2_500, 2_500, 0], 10).unwrap();
+        assert_eq!(found.len(), 10);
+        assert!(read <= 160, "read {read}");
     }
 }

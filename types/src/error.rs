@@ -87,6 +87,10 @@ pub enum DagError {
     UnknownWorker { author: AuthorityIndex, round: Round, worker: u32 },
     #[error("header from {author} round {round}: round 0 is genesis, never proposed")]
     GenesisRound { author: AuthorityIndex, round: Round },
+    #[error("header from {author} round {round}: {len} {field}, at most {max}")]
+    OversizedHeader { author: AuthorityIndex, round: Round, field: &'static str, len: usize, max: usize },
+    #[error("header from {author} round {round}: batch {digest} twice in its payload")]
+    DuplicateBatch { author: AuthorityIndex, round: Round, digest: String },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
 }
@@ -109,6 +113,8 @@ impl DagError {
             DagError::AlreadyVoted { .. } => "already_voted",
             DagError::UnknownWorker { .. } => "unknown_worker",
             DagError::GenesisRound { .. } => "genesis_round",
+            DagError::OversizedHeader { .. } => "oversized_header",
+            DagError::DuplicateBatch { .. } => "duplicate_batch",
             DagError::Crypto(_) => "crypto",
         }
     }

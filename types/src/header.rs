@@ -9,6 +9,10 @@ use crate::digest::{context, BatchDigest, CertificateDigest, Digest, HeaderDiges
 use crate::error::DagError;
 use crate::Round;
 
+/// Most batch digests one header carries: the proposer's bound, and the voters' (a longer payload is refused
+/// before any cryptography).
+pub const MAX_HEADER_PAYLOAD: usize = 1_000;
+
 /// The author's latest executed sub-DAG and the state root after it (DESIGN.md §5): published in headers so
 /// that a node whose root disagrees with a quorum's finds out.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -102,6 +106,30 @@ impl Header {
     }
 
     /// Checks the author's signature against its committee key.
+    /// The header's lists within their bounds, checked before any cryptography (DESIGN.md §9.9): at most
+    /// [`MAX_HEADER_PAYLOAD`] batches and none twice (a batch is committed once, §9.2); at most one strong and
+    /// one weak parent per validator.
+    pub fn check_bounds(&self, committee: &Committee) -> Result<(), DagError> {
+        let (author, round) = (self.author(), self.round());
+        let oversized = |field, len, max| DagError::OversizedHeader { author, round, field, len, max };
+        let content = &self.content;
+        if content.payload.len() > MAX_HEADER_PAYLOAD {
+            return Err(oversized("batches", content.payload.len(), MAX_HEADER_PAYLOAD));
+        }
+        if content.parents.len() > committee.size() {
+            return Err(oversized("parents", content.parents.len(), committee.size()));
+        }
+        if content.weak_parents.len() > committee.size() {
+            return Err(oversized("weak parents", content.weak_parents.len(), committee.size()));
+        }
+        let mut digests: Vec<&BatchDigest> = content.payload.iter().map(|(digest, _)| digest).collect();
+        digests.sort_unstable();
+        if let Some(pair) = digests.windows(2).find(|pair| pair[0] == pair[1]) {
+            return Err(DagError::DuplicateBatch { author, round, digest: pair[0].to_string() });
+        }
+        Ok(())
+    }
+
     pub fn verify_signature(&self, committee: &Committee) -> Result<(), DagError> {
         let author = committee.authority(self.author()).ok_or(DagError::UnknownAuthority(self.author()))?;
         let digest = self.digest();

@@ -20,9 +20,6 @@ use tracing::debug;
 
 use crate::config::MempoolParameters;
 
-/// Most digests one header carries; the rest wait for the next round.
-const MAX_HEADER_PAYLOAD: usize = 1_000;
-
 /// A quorum (or more) of one round's certificates, from the core: the parents of the next header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Parents {
@@ -138,7 +135,7 @@ impl Proposer {
     }
 
     async fn propose(&mut self) -> Result<(), mpsc::error::SendError<Header>> {
-        let take = self.digests.len().min(MAX_HEADER_PAYLOAD);
+        let take = self.digests.len().min(mako_types::header::MAX_HEADER_PAYLOAD);
         let payload: Vec<_> = self.digests.drain(..take).collect();
         let (parents, weak_parents) = self.parents.take().map(|p| (p.digests, p.weak)).unwrap_or_default();
         let executed = self.executed.as_ref().map(|e| *e.borrow()).unwrap_or_default();
