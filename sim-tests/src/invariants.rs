@@ -157,6 +157,9 @@ pub fn check_records(records_handle: &Records, checks: &Checks) -> Result<Summar
     })
 }
 
+/// Sub-DAGs a validator may have committed and not executed yet when a run ends.
+const MAX_EXECUTION_LAG: u64 = 20;
+
 /// Checks execution agreement (§9.4) and the durability of executed state (§9.5) from the stores: every
 /// (index, root) a validator ever published, before or after a restart, is what its block log holds now.
 /// Call after the simulation is dropped (the stores are closed).
@@ -168,6 +171,20 @@ pub fn check_stores(root: &Path, records: &Records, checks: &Checks) -> Result<u
         let Some(record) = records.get(node) else { continue };
         let store =
             Store::open(&store_dir(root, *node)).map_err(|e| Violation::new("durability (§9.5)", e.to_string()))?;
+        // §9.8: every running validator executes every committed sub-DAG (it fetches the batches it lacks).
+        // Commits go on to the end (empty rounds), so the last few may still be in the executor's queue.
+        let committed = record.commits.last().map_or(0, |c| c.index);
+        let executed = store
+            .state
+            .execution_progress()
+            .map_err(|e| Violation::new("durability (§9.5)", e.to_string()))?
+            .map_or(0, |p| p.last_executed_index);
+        if committed > executed + MAX_EXECUTION_LAG {
+            return Err(Violation::new(
+                "execution liveness (§9.8)",
+                format!("node {node} committed {committed} sub-DAGs and executed {executed}"),
+            ));
+        }
         for published in &record.executed {
             if published.index == 0 {
                 continue;

@@ -10,6 +10,9 @@
 //! 4. **quiet**: the load stops, and every batch a quorum acknowledged must be committed within
 //!    [`QUIET_LIMIT`] (§9.3).
 //!
+//! Every scenario runs under both leader schedules: the seed picks round-robin, or the reputation schedule
+//! with a window of 1, 2 or 10 commits ([`protocol`]), so a sweep covers every pairing of fault and schedule.
+//!
 //! Then the [`invariants`](crate::invariants) checker judges every item of DESIGN.md §9 over the honest
 //! validators. An [`Outcome`] holds the verdict, a hash of the trace (two runs of one seed must give the same),
 //! and the command that replays the run.
@@ -20,9 +23,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use mako_types::{ProtocolParameters, ScheduleKind};
+
 use crate::harness::{
-    add_crashed, add_validators, commits, highest, host_name, load_client, records, run_until, simulation, Options,
-    Records,
+    add_crashed, add_validators, commits, highest, host_name, load_client, records, run_until, simulation, store_dir,
+    Options, Records,
 };
 use crate::invariants::{check_records, check_stores, trace_hash, Checks, Summary, Violation};
 
@@ -55,7 +60,8 @@ pub enum Scenario {
     NoQuorumSplit,
     /// f validators crashed from the start.
     CrashedF,
-    /// One validator crashed and restarted from its store, three times.
+    /// One validator crashed and restarted from its store, three times; the second crash is a machine crash
+    /// (power lost: every write not synced is gone).
     CrashRestart,
     /// The author of the latest committed anchor cut off from the others.
     LeaderIsolation,
@@ -158,11 +164,27 @@ pub fn run(scenario: Scenario, seed: u64) -> Outcome {
     Outcome { scenario, seed, result, trace: trace_hash(&records), simulated }
 }
 
+/// The protocol parameters of a run: the seed picks the leader schedule (CI's seeds 1 and 2 run round-robin
+/// and the default reputation schedule), the GC depth stays the default.
+pub fn protocol(seed: u64) -> ProtocolParameters {
+    let reputation = |reputation_window| ProtocolParameters {
+        leader_schedule: ScheduleKind::Reputation,
+        reputation_window,
+        ..ProtocolParameters::default()
+    };
+    match seed % 4 {
+        0 => reputation(1),
+        1 => ProtocolParameters::default(),
+        2 => reputation(ProtocolParameters::default().reputation_window),
+        _ => reputation(2),
+    }
+}
+
 /// Phases 1 to 4 (the stores are closed when it returns).
 fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (Result<Summary, Violation>, Duration) {
     let budget = WARMUP_LIMIT + FAULT + LIVENESS_LIMIT + QUIET_LIMIT;
     let mut sim = simulation(seed, budget);
-    let options = Options::new(VALIDATORS, seed).with_worker();
+    let options = Options::new(VALIDATORS, seed).with_worker().protocol(protocol(seed));
     let honest = scenario.honest();
     match scenario {
         Scenario::Byzantine => {
@@ -179,7 +201,7 @@ fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (R
     let done = Arc::new(AtomicBool::new(false));
     sim.client("client", load_client(honest.clone(), LOAD, Arc::clone(&done)));
     let checks = Checks { honest: honest.clone(), validity: false };
-    let mut result = phases(scenario, &mut sim, records, &honest, &checks, &done);
+    let mut result = phases(scenario, &mut sim, root, records, &honest, &checks, &done);
     let simulated = sim.elapsed();
     done.store(true, Ordering::SeqCst);
     drop(sim);
@@ -192,6 +214,7 @@ fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (R
 fn phases(
     scenario: Scenario,
     sim: &mut turmoil::Sim<'_>,
+    root: &Path,
     records: &Records,
     honest: &[usize],
     checks: &Checks,
@@ -277,8 +300,12 @@ fn phases(
             }
         }
         Scenario::CrashRestart => {
-            for _ in 0..3 {
+            for crash in 0..3 {
                 sim.crash(host_name(1).as_str());
+                if crash == 1 {
+                    // A machine crash: the power goes, and every write not synced to disk with it.
+                    mako_storage::cut_power(&store_dir(root, 1));
+                }
                 advance(sim, Duration::from_millis(1_500))?;
                 sim.bounce(host_name(1).as_str());
                 advance(sim, FAULT / 3 - Duration::from_millis(1_500))?;
