@@ -40,10 +40,6 @@ pub struct ValidatorCollector {
 pub struct PrimaryHalf {
     pub primary: Arc<PrimaryMetrics>,
     pub execution: Arc<ExecutionMetrics>,
-    /// The last round consensus committed a leader of.
-    pub committed_round: Arc<AtomicU64>,
-    /// Certificates waiting between the primary and consensus.
-    pub consensus_queue: Arc<AtomicU64>,
 }
 
 fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Result<(), std::fmt::Error> {
@@ -88,8 +84,8 @@ impl PrimaryHalf {
         let rejected: u64 = p.rejected().values().sum();
         counter(e, "mako_primary_messages_rejected", "Headers, votes and certificates refused", rejected)?;
 
-        gauge(e, "mako_consensus_committed_round", "Round of the last committed leader", get(&self.committed_round))?;
-        gauge(e, "mako_consensus_queue", "Certificates waiting for consensus", get(&self.consensus_queue))?;
+        gauge(e, "mako_consensus_committed_round", "Round of the last committed leader", get(&p.committed_round))?;
+        gauge(e, "mako_consensus_queue", "Certificates waiting for consensus", get(&p.consensus_queue))?;
 
         let x = &self.execution;
         counter(e, "mako_executed_blocks", "Sub-DAGs executed", get(&x.blocks))?;
@@ -231,13 +227,10 @@ mod tests {
         let mut registry = Registry::default();
         let worker = Arc::new(WorkerMetrics::default());
         worker.batches_sealed.store(5, Relaxed);
+        let primary = Arc::new(PrimaryMetrics::default());
+        primary.committed_round.store(17, Relaxed);
         registry.register_collector(Box::new(ValidatorCollector {
-            primary: Some(PrimaryHalf {
-                primary: Arc::default(),
-                execution: Arc::clone(&execution),
-                committed_round: Arc::new(AtomicU64::new(17)),
-                consensus_queue: Arc::default(),
-            }),
+            primary: Some(PrimaryHalf { primary, execution: Arc::clone(&execution) }),
             workers: vec![Arc::clone(&worker)],
             networks: vec![Arc::default(), Arc::default()],
         }));

@@ -4,29 +4,25 @@
 //! execution, and `mako validator --worker <i>` runs worker `i` alone, each end of the link bridging the
 //! channels that join them in one process ([`mako_mempool::worker_link`]).
 //!
-//! The wiring: workers report batches to the primary; the primary's certificates feed consensus; consensus's
-//! committed round drives the primary's garbage collection and its leader table the proposer's waits; its
-//! sub-DAGs feed execution, whose (index, root) the proposer publishes in our headers. Execution recovers first,
-//! so that consensus resumes right after the last block it executed.
+//! The wiring is [`mako_validator::Validator::spawn`]'s, the one the simulation and the benchmarks run too: this
+//! file binds the real sockets, loads the configuration and serves the metrics.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context};
-use mako_consensus::consensus::Consensus;
-use mako_execution::pipeline::{BatchSource, Executor};
+use mako_execution::pipeline::Executor;
 use mako_execution::Genesis;
-use mako_mempool::messages::{PrimaryMessage, PrimaryToWorker, WorkerMessage, WorkerToPrimary};
-use mako_mempool::primary::{Primary, PrimarySetup};
+use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
 use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
-use mako_mempool::worker_link::{link_peers, LinkMessage, PrimaryLink, WorkerLink};
-use mako_network::{Endpoint, NetworkConfig, Peers};
+use mako_mempool::worker_link::{link_peers, LinkMessage, WorkerLink};
+use mako_network::{Endpoint, Inbound, NetworkConfig, Peers};
 use mako_storage::Store;
 use mako_types::{Authority, AuthorityIndex, Committee, ValidatorKeys, WorkerId};
+use mako_validator::{Validator, ValidatorSetup, WorkerPlace};
 use prometheus_client::registry::Registry;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tracing::info;
 
 use crate::config::ValidatorConfig;
@@ -90,14 +86,11 @@ impl Identity {
         Ok(Self { committee, keys, config, config_name, me, authority })
     }
 
-    /// Binds worker `id`'s peer endpoint and client port and starts it over `store`.
-    async fn spawn_worker(
+    /// Binds worker `id`'s peer endpoint and client port.
+    async fn bind_worker(
         &self,
         id: WorkerId,
-        store: Store,
-        to_primary: mpsc::Sender<WorkerToPrimary>,
-        from_primary: mpsc::Receiver<PrimaryToWorker>,
-    ) -> anyhow::Result<(Worker, Arc<mako_network::NetworkMetrics>)> {
+    ) -> anyhow::Result<(Endpoint<WorkerMessage>, mpsc::Receiver<Inbound<WorkerMessage>>, ClientListener)> {
         let address = self.authority.worker_addresses[id as usize];
         let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind(
             NetworkConfig::default(),
@@ -106,19 +99,7 @@ impl Identity {
             listen(address),
         )?;
         let clients = ClientListener::bind(listen(address)).await?;
-        let network = Arc::clone(endpoint.metrics());
-        let worker = Worker::spawn(WorkerSetup {
-            id,
-            committee: self.committee.clone(),
-            parameters: self.config.mempool.clone(),
-            store,
-            endpoint,
-            inbound,
-            clients,
-            to_primary,
-            from_primary,
-        });
-        Ok((worker, network))
+        Ok((endpoint, inbound, clients))
     }
 
     /// Binds our end of the link to worker `id`: at `ours`, its only peer the other end at `theirs`.
@@ -149,7 +130,19 @@ async fn run_worker(identity: Identity, id: WorkerId) -> anyhow::Result<()> {
     let store = Store::open(&storage).with_context(|| format!("cannot open {}", storage.display()))?;
     let (to_primary, from_worker) = mpsc::channel(CHANNEL_CAPACITY);
     let (to_worker, from_primary) = mpsc::channel(CHANNEL_CAPACITY);
-    let (worker, worker_network) = identity.spawn_worker(id, store.clone(), to_primary, from_primary).await?;
+    let (endpoint, inbound, clients) = identity.bind_worker(id).await?;
+    let worker_network = Arc::clone(endpoint.metrics());
+    let worker = Worker::spawn(WorkerSetup {
+        id,
+        committee: identity.committee.clone(),
+        parameters: identity.config.mempool.clone(),
+        store: store.clone(),
+        endpoint,
+        inbound,
+        clients,
+        to_primary,
+        from_primary,
+    });
     let (endpoint, inbound) = identity.bind_link(link.worker, link.primary)?;
     let link_network = Arc::clone(endpoint.metrics());
     let mut link_task = AbortOnDrop(WorkerLink::spawn(endpoint, inbound, store, from_worker, to_worker));
@@ -190,110 +183,67 @@ async fn run_validator(identity: Identity) -> anyhow::Result<()> {
     };
     let executor = Executor::recover(committee.clone(), store.clone(), &genesis, threads)?;
 
-    // Workers in this process share our store and channels; workers apart are reached over their links,
-    // whose ends forward the same channels, and the executor reads committed batches from them.
-    let (tx_reports, rx_reports) = mpsc::channel(CHANNEL_CAPACITY);
-    let mut to_workers = Vec::new();
+    // Workers in this process share our store; workers apart are reached over their links.
     let mut workers = Vec::new();
-    let mut links = Vec::new();
-    let mut link_tasks = Vec::new();
     let mut networks = Vec::new();
     for id in 0..authority.worker_addresses.len() as WorkerId {
-        let (to_worker, from_primary) = mpsc::channel(CHANNEL_CAPACITY);
-        to_workers.push(to_worker);
         match config.worker_links.get(id as usize) {
             None => {
-                let (worker, network) =
-                    identity.spawn_worker(id, store.clone(), tx_reports.clone(), from_primary).await?;
-                workers.push(worker);
-                networks.push(network);
+                let (endpoint, inbound, clients) = identity.bind_worker(id).await?;
+                networks.push(Arc::clone(endpoint.metrics()));
+                workers.push(WorkerPlace::Local { endpoint, inbound, clients });
             }
             Some(link) => {
                 let (endpoint, inbound) = identity.bind_link(link.primary, link.worker)?;
                 networks.push(Arc::clone(endpoint.metrics()));
-                let (link, task) = PrimaryLink::spawn(endpoint, inbound, from_primary, tx_reports.clone());
-                links.push(link);
-                link_tasks.push(AbortOnDrop(task));
+                workers.push(WorkerPlace::Apart { endpoint, inbound });
             }
         }
     }
-    let executor = if links.is_empty() { executor } else { executor.with_batch_source(BatchSource::Links(links)) };
-    let executor = executor.with_fetch_requests(to_workers.clone());
-    let network = Endpoint::<PrimaryMessage>::bind(
+    let primary_network = Endpoint::<PrimaryMessage>::bind(
         NetworkConfig::default(),
         &keys.network,
         Peers::primaries(committee)?,
         listen(authority.primary_address),
     )?;
-
-    networks.push(Arc::clone(network.0.metrics()));
-    let (tx_committed_round, mut committed_round) = watch::channel(0);
-    let (tx_certificates, rx_certificates) = mpsc::channel(CHANNEL_CAPACITY);
-    let mut consensus = Consensus::spawn(
-        committee.clone(),
-        store.clone(),
-        rx_certificates,
-        tx_committed_round,
-        executor.last_executed_index(),
-    )?;
-    let sub_dags = std::mem::replace(&mut consensus.sub_dags, mpsc::channel(1).1);
-    let mut execution = executor.spawn(sub_dags);
-    let mut primary = Primary::spawn(PrimarySetup {
+    networks.push(Arc::clone(primary_network.0.metrics()));
+    let linked_workers = config.worker_links.len();
+    let mut validator = Validator::spawn(ValidatorSetup {
         me: *me,
         committee: committee.clone(),
         key: keys.bls.clone(),
         parameters: config.mempool.clone(),
         store,
-        network,
-        from_workers: rx_reports,
-        to_workers,
-        leader_table: Some(consensus.leader_table.clone()),
-        executed: Some(execution.executed.clone()),
+        primary_network,
+        workers,
+        executor: Some(executor),
         rng_seed: rand::random(),
+        observer: None,
     })?;
-    let gauges = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let _metrics_server = match config.metrics_address {
         Some(address) => {
+            let execution = validator.execution.as_ref().expect("this validator executes");
             let mut registry = Registry::default();
             registry.register_collector(Box::new(ValidatorCollector {
                 primary: Some(PrimaryHalf {
-                    primary: Arc::clone(&primary.metrics),
+                    primary: Arc::clone(&validator.primary.metrics),
                     execution: Arc::clone(&execution.metrics),
-                    committed_round: Arc::clone(&gauges.0),
-                    consensus_queue: Arc::clone(&gauges.1),
                 }),
-                workers: workers.iter().map(|worker| Arc::clone(worker.metrics())).collect(),
+                workers: validator.workers.iter().map(|worker| Arc::clone(worker.metrics())).collect(),
                 networks,
             }));
             Some(AbortOnDrop(metrics::serve(address, registry).await?))
         }
         None => None,
     };
-    info!(%me, primary = %authority.primary_address, workers = workers.len(), linked_workers = link_tasks.len(), metrics = ?config.metrics_address, "validator running");
+    info!(%me, primary = %authority.primary_address, workers = validator.workers.len(), linked_workers, metrics = ?config.metrics_address, "validator running");
 
-    loop {
-        tokio::select! {
-            biased;
-            _ = tokio::signal::ctrl_c() => {
-                info!("shutting down");
-                return Ok(());
-            }
-            outcome = &mut execution.task => {
-                let reason = outcome.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
-                bail!("execution halted: {reason}");
-            }
-            Ok(()) = committed_round.changed() => {
-                let round = *committed_round.borrow_and_update();
-                primary.committed_round.send_replace(round);
-                gauges.0.store(round, Ordering::Relaxed);
-            }
-            Some(certificate) = primary.certificates.recv() => {
-                if tx_certificates.send(certificate).await.is_err() {
-                    bail!("consensus stopped");
-                }
-                let queued = tx_certificates.max_capacity() - tx_certificates.capacity();
-                gauges.1.store(queued as u64, Ordering::Relaxed);
-            }
+    tokio::select! {
+        biased;
+        _ = tokio::signal::ctrl_c() => {
+            info!("shutting down");
+            Ok(())
         }
+        reason = validator.stopped() => bail!("{reason}"),
     }
 }

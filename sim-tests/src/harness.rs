@@ -7,23 +7,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use mako_consensus::consensus::Consensus;
+use mako_consensus::CommittedSubDag;
 use mako_execution::pipeline::Executor;
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::Genesis;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::WorkerToPrimary;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
-use mako_mempool::primary::{Primary, PrimaryMetrics, PrimarySetup};
-use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
+use mako_mempool::primary::PrimaryMetrics;
+use mako_mempool::worker::ClientListener;
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
 use mako_types::{
     Authority, AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Committee, Digest, ExecutedState,
     ProtocolParameters, Round, ScheduleKind, ValidatorKeys,
 };
+use mako_validator::{Observer, Validator, ValidatorSetup, WorkerPlace};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
 
 /// Funded accounts in the simulated validators' genesis (the load client's senders and receivers).
 pub const ACCOUNTS: u64 = 1_000;
@@ -174,8 +174,10 @@ impl Options {
     }
 }
 
-/// Runs validator `node` until the simulation ends: opens its store, starts its worker, primary and consensus,
-/// and records what the primary delivers and what consensus commits.
+/// Runs validator `node` until the simulation ends: opens its store, binds its endpoints on turmoil, and runs
+/// the one validator assembly the binary runs ([`Validator::spawn`]), recording through a [`SimObserver`] what
+/// its worker acknowledged, what its primary delivered and what consensus committed, and every (index, root)
+/// its executor published.
 pub async fn run_validator(node: usize, options: Options, root: PathBuf, records: Records) -> turmoil::Result {
     let committee = committee(options.validators).with_protocol(options.protocol)?;
     let me = AuthorityIndex(node as u16);
@@ -187,12 +189,10 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
         record.boots += 1;
         record.boots
     };
-    // Execution recovers first: its last executed index is where consensus resumes.
     let genesis = if options.divergent == Some(node) { Genesis::generate(ACCOUNTS + 1) } else { genesis() };
     // Two threads: the pipeline runs Block-STM (one thread would run the sequential executor); its result is
     // the same for any thread count, so the run still replays from its seed.
     let executor = Executor::recover(committee.clone(), store.clone(), &genesis, EXECUTION_THREADS)?;
-    let applied_index = executor.last_executed_index();
     let key = keys(node);
     let listen = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
     let primary_network = Endpoint::<PrimaryMessage>::bind_turmoil(
@@ -202,24 +202,8 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
         listen(PRIMARY_PORT),
     )
     .await?;
-    let (tx_reports, rx_reports) = mpsc::channel(1_000);
-    let (tx_to_worker, rx_to_worker) = mpsc::channel(1_000);
-    // The worker reports to the primary through a tap that records the batches a quorum acknowledged.
-    let (tx_worker_reports, mut rx_worker_reports) = mpsc::channel::<WorkerToPrimary>(1_000);
-    {
-        let (records, tx_reports) = (Arc::clone(&records), tx_reports.clone());
-        tokio::spawn(async move {
-            while let Some(report) = rx_worker_reports.recv().await {
-                if let WorkerToPrimary::OurBatch { digest, .. } = &report {
-                    records.lock().unwrap().get_mut(&node).expect("inserted above").acked_batches.push(*digest);
-                }
-                if tx_reports.send(report).await.is_err() {
-                    return;
-                }
-            }
-        });
-    }
-    let _worker = if options.with_worker {
+    let mut workers = Vec::new();
+    if options.with_worker {
         let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind_turmoil(
             network_config(options.seed, node, boot, 1),
             &key.network,
@@ -228,46 +212,24 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
         )
         .await?;
         let clients = ClientListener::bind_turmoil(listen(WORKER_PORT)).await?;
-        Some(Worker::spawn(WorkerSetup {
-            id: 0,
-            committee: committee.clone(),
-            parameters: parameters(),
-            store: store.clone(),
-            endpoint,
-            inbound,
-            clients,
-            to_primary: tx_worker_reports,
-            from_primary: rx_to_worker,
-        }))
-    } else {
-        None
-    };
-
-    // Consensus reads the certificates the primary delivers, through a tap that records them.
-    let (tx_committed_round, rx_committed_round) = tokio::sync::watch::channel(0);
-    let (tx_certificates, rx_certificates) = mpsc::channel(1_000);
-    let mut consensus =
-        Consensus::spawn(committee.clone(), store.clone(), rx_certificates, tx_committed_round, applied_index)?;
-    let (tx_sub_dags, rx_sub_dags) = mpsc::channel(100);
-    let mut execution = executor.with_fetch_requests(vec![tx_to_worker.clone()]).spawn(rx_sub_dags);
-    let mut primary = Primary::spawn(PrimarySetup {
+        workers.push(WorkerPlace::Local { endpoint, inbound, clients });
+    }
+    let mut validator = Validator::spawn(ValidatorSetup {
         me,
-        committee: committee.clone(),
+        committee,
         key: key.bls.clone(),
         parameters: parameters(),
         store,
-        network: primary_network,
-        from_workers: rx_reports,
-        to_workers: vec![tx_to_worker],
-        leader_table: Some(consensus.leader_table.clone()),
-        executed: Some(execution.executed.clone()),
+        primary_network,
+        workers,
+        executor: Some(executor),
         rng_seed: options.seed ^ node as u64,
+        observer: Some(Arc::new(SimObserver { node, records: Arc::clone(&records) })),
     })?;
-    let _keep_reports_open = tx_reports;
-    records.lock().unwrap().get_mut(&node).expect("inserted above").metrics = Some(Arc::clone(&primary.metrics));
+    records.lock().unwrap().get_mut(&node).expect("inserted above").metrics =
+        Some(Arc::clone(&validator.primary.metrics));
 
-    let mut rx_committed_round = rx_committed_round;
-    let mut executed = execution.executed.clone();
+    let mut executed = validator.execution.as_ref().expect("simulated validators execute").executed.clone();
     loop {
         tokio::select! {
             biased;
@@ -275,40 +237,49 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
                 let state = *executed.borrow_and_update();
                 records.lock().unwrap().get_mut(&node).expect("inserted above").executed.push(state);
             }
-            Ok(()) = rx_committed_round.changed() => {
-                let round = *rx_committed_round.borrow_and_update();
-                primary.committed_round.send_replace(round);
+            reason = validator.stopped() => {
+                let reason = reason.to_string();
+                records.lock().unwrap().get_mut(&node).expect("inserted above").violations.push(reason.clone());
+                return Err(reason.into());
             }
-            Some(sub_dag) = consensus.sub_dags.recv() => {
-                let commit = Commit {
-                    index: sub_dag.index,
-                    leader_round: sub_dag.leader_round(),
-                    leader_author: sub_dag.leader.author(),
-                    certificates: sub_dag.digests(),
-                };
-                record_commit(&records, node, commit);
-                if tx_sub_dags.send(sub_dag).await.is_err() {
-                    return Err("execution stopped".into());
-                }
-            }
-            error = &mut execution.task => {
-                let error = error.map(|e| e.to_string()).unwrap_or_else(|e| e.to_string());
-                records.lock().unwrap().get_mut(&node).expect("inserted above").violations.push(error.clone());
-                return Err(error.into());
-            }
-            Some(certificate) = primary.certificates.recv() => {
-                {
-                    let mut records = records.lock().unwrap();
-                    let record = records.get_mut(&node).expect("inserted above");
-                    record.highest_round = record.highest_round.max(certificate.round());
-                    record.delivered.push(certificate.clone());
-                }
-                if tx_certificates.send(certificate).await.is_err() {
-                    return Err("consensus stopped".into());
-                }
-            }
-            else => return Ok(()),
         }
+    }
+}
+
+/// What the simulation records of one validator, seen on the assembly's channels.
+struct SimObserver {
+    node: usize,
+    records: Records,
+}
+
+impl SimObserver {
+    fn record(&self, update: impl FnOnce(&mut NodeRecord)) {
+        update(self.records.lock().unwrap().get_mut(&self.node).expect("inserted before the validator starts"));
+    }
+}
+
+impl Observer for SimObserver {
+    fn worker_report(&self, report: &WorkerToPrimary) {
+        if let WorkerToPrimary::OurBatch { digest, .. } = report {
+            self.record(|record| record.acked_batches.push(*digest));
+        }
+    }
+
+    fn certificate_delivered(&self, certificate: &Certificate) {
+        self.record(|record| {
+            record.highest_round = record.highest_round.max(certificate.round());
+            record.delivered.push(certificate.clone());
+        });
+    }
+
+    fn committed(&self, sub_dag: &CommittedSubDag) {
+        let commit = Commit {
+            index: sub_dag.index,
+            leader_round: sub_dag.leader_round(),
+            leader_author: sub_dag.leader.author(),
+            certificates: sub_dag.digests(),
+        };
+        record_commit(&self.records, self.node, commit);
     }
 }
 

@@ -143,6 +143,7 @@ impl Core {
                 changed = self.channels.rx_committed_round.changed() => {
                     if changed.is_err() { return }
                     let committed = *self.channels.rx_committed_round.borrow_and_update();
+                    self.metrics.committed_round.store(committed, std::sync::atomic::Ordering::Relaxed);
                     self.garbage_collect(committed).await;
                 }
                 header = self.channels.rx_own_headers.recv() => {
@@ -498,6 +499,8 @@ impl Core {
             if self.channels.tx_consensus.send(certificate).await.is_err() {
                 debug!("consensus is gone");
             }
+            let queued = self.channels.tx_consensus.max_capacity() - self.channels.tx_consensus.capacity();
+            self.metrics.consensus_queue.store(queued as u64, std::sync::atomic::Ordering::Relaxed);
         }
         rounds.sort();
         rounds.dedup();

@@ -19,6 +19,10 @@ pub struct PrimaryMetrics {
     /// Certificates held in memory (accepted and pending): what garbage collection keeps flat.
     pub dag_certificates: AtomicU64,
     pub gc_round: AtomicU64,
+    /// The last committed leader round, as consensus reported it.
+    pub committed_round: AtomicU64,
+    /// Certificates handed to consensus and not taken yet.
+    pub consensus_queue: AtomicU64,
     /// Batches of our uncertified headers handed back to the proposer.
     pub batches_requeued: AtomicU64,
     pub storage_errors: AtomicU64,

@@ -1,7 +1,7 @@
 //! The primary (DESIGN.md §3): the [`core::Core`] owns the DAG and votes, the [`proposer::Proposer`] makes our
-//! headers, the [`synchronizer::Synchronizer`] fetches what is missing. [`Primary::spawn`] wires them and
-//! returns the causally ordered stream of certificates for consensus and the committed-round input that drives
-//! garbage collection.
+//! headers, the [`synchronizer::Synchronizer`] fetches what is missing. [`Primary::spawn`] wires them; the
+//! caller owns the channels to the rest of the validator: the causally ordered certificates go to consensus,
+//! the committed leader round comes back and drives garbage collection.
 //!
 //! A restarted primary rebuilds its DAG from the store (above the GC round of the last committed leader), and
 //! re-sends its last header if that has no certificate yet, so it never proposes two headers for one round.
@@ -33,10 +33,6 @@ const CHANNEL_CAPACITY: usize = 1_000;
 
 /// What a running primary gives its owner.
 pub struct PrimaryHandle {
-    /// Every accepted certificate, in causal order: the input of consensus.
-    pub certificates: mpsc::Receiver<Certificate>,
-    /// Set the last committed leader round here; the primary garbage-collects behind it (`dag::gc_round`).
-    pub committed_round: watch::Sender<Round>,
     pub metrics: Arc<PrimaryMetrics>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -71,6 +67,11 @@ pub struct PrimarySetup {
     pub from_workers: mpsc::Receiver<WorkerToPrimary>,
     /// One channel to each of our workers, by worker id.
     pub to_workers: Vec<mpsc::Sender<PrimaryToWorker>>,
+    /// Every accepted certificate, in causal order: the input of consensus.
+    pub to_consensus: mpsc::Sender<Certificate>,
+    /// The last committed leader round (from consensus); the primary garbage-collects behind it
+    /// (`dag::gc_round`).
+    pub committed_round: watch::Receiver<Round>,
     /// Who leads each even round (from consensus): turns on Bullshark's leader waits; `None` runs plain Narwhal.
     pub leader_table: Option<watch::Receiver<LeaderTable>>,
     /// Our latest executed sub-DAG and state root (from execution), published in our headers.
@@ -93,6 +94,8 @@ impl Primary {
             network,
             from_workers: rx_workers,
             to_workers: tx_workers,
+            to_consensus: tx_consensus,
+            committed_round: rx_committed_round,
             leader_table,
             executed,
             rng_seed,
@@ -108,9 +111,7 @@ impl Primary {
         let (tx_own_headers, rx_own_headers) = mpsc::channel(CHANNEL_CAPACITY);
         let (tx_sync, rx_sync) = mpsc::channel(CHANNEL_CAPACITY);
         let (tx_synced, rx_synced) = mpsc::channel(CHANNEL_CAPACITY);
-        let (tx_consensus, rx_consensus) = mpsc::channel(CHANNEL_CAPACITY);
         let (tx_last_rounds, rx_last_rounds) = watch::channel(dag.last_round_per_author(committee.size()));
-        let (committed_round, rx_committed_round) = watch::channel(0);
 
         let tasks = vec![
             Proposer::spawn(
@@ -158,7 +159,7 @@ impl Primary {
                 },
             ),
         ];
-        Ok(PrimaryHandle { certificates: rx_consensus, committed_round, metrics, tasks })
+        Ok(PrimaryHandle { metrics, tasks })
     }
 }
 

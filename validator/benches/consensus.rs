@@ -1,12 +1,12 @@
-//! The mempool + consensus benchmark: four validators — a worker, a primary and Bullshark each — in one
-//! process over loopback QUIC, under a client load of 512-byte transactions. It reports, as seen by validator 0
+//! The mempool + consensus benchmark: four validators — a worker, a primary and Bullshark each, assembled by
+//! [`Validator::spawn`] without execution — in one process over loopback QUIC, under a client load of 512-byte transactions. It reports, as seen by validator 0
 //! after a warm-up:
 //! - **consensus tx/s**: transactions in batches of committed sub-DAGs (DESIGN.md §7: bytes committed / tx size
 //!   / time);
 //! - **batch-to-certificate latency**: a batch sealed → its author's certificate formed (validator 0's batches);
 //! - **consensus latency**: a batch sealed (by any validator) → committed at validator 0.
 //!
-//! `cargo bench -p mako-consensus --bench consensus -- --rate 40000 --duration 20`
+//! `cargo bench -p mako-validator --bench consensus -- --rate 40000 --duration 20`
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,16 +14,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mako_consensus::consensus::{Consensus, ConsensusHandle};
+use mako_consensus::CommittedSubDag;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage, WorkerToPrimary};
-use mako_mempool::primary::{Primary, PrimaryHandle, PrimarySetup};
-use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
+use mako_mempool::worker::ClientListener;
 use mako_network::{Endpoint, NetworkConfig, Peers};
 use mako_storage::Store;
 use mako_types::{AuthorityIndex, BatchDigest, Committee, Round, ValidatorKeys};
+use mako_validator::{Observer, Validator, ValidatorSetup, WorkerPlace};
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{mpsc, watch};
 
 const NODES: usize = 4;
 const TX_SIZE: usize = 512;
@@ -56,22 +55,39 @@ fn options() -> Options {
 /// When each batch was sealed, by any validator (one process, one clock).
 type SealTimes = Arc<Mutex<BTreeMap<BatchDigest, tokio::time::Instant>>>;
 
-struct Validator {
-    primary: PrimaryHandle,
-    consensus: ConsensusHandle,
-    committed_round: watch::Receiver<Round>,
-    _worker: Worker,
-    store: Store,
-    client_address: SocketAddr,
+/// Validator 0's commits: when each was seen, and its batches.
+type Commits = Arc<Mutex<Vec<(tokio::time::Instant, Round, Vec<BatchDigest>)>>>;
+
+/// Notes when each batch is sealed (every validator) and what validator 0 commits.
+struct BenchObserver {
+    sealed: SealTimes,
+    commits: Option<Commits>,
 }
 
+impl Observer for BenchObserver {
+    fn worker_report(&self, report: &WorkerToPrimary) {
+        if let WorkerToPrimary::OurBatch { digest, created, .. } = report {
+            self.sealed.lock().unwrap().insert(*digest, *created);
+        }
+    }
+
+    fn committed(&self, sub_dag: &CommittedSubDag) {
+        if let Some(commits) = &self.commits {
+            let batches =
+                sub_dag.certificates.iter().flat_map(|c| c.header.payload().iter().map(|(d, _)| *d)).collect();
+            commits.lock().unwrap().push((tokio::time::Instant::now(), sub_dag.leader_round(), batches));
+        }
+    }
+}
+
+/// Validator `node` (mempool and consensus, no execution) through the one validator assembly.
 async fn start_validator(
     node: usize,
     committee: &Committee,
     keys: &ValidatorKeys,
     dir: &std::path::Path,
-    sealed: SealTimes,
-) -> Validator {
+    observer: BenchObserver,
+) -> (Validator, Store, SocketAddr) {
     let authority = committee.authority(AuthorityIndex(node as u16)).expect("node is in the committee");
     let store = Store::open(&dir.join(format!("validator{node}"))).expect("open store");
     let primary_network = Endpoint::<PrimaryMessage>::bind(
@@ -90,60 +106,20 @@ async fn start_validator(
     )
     .expect("bind worker");
     let clients = ClientListener::bind(worker_address).await.expect("bind client port");
-    let (to_tap, mut from_worker) = mpsc::channel(10_000);
-    let (tap_to_primary, rx_reports) = mpsc::channel(10_000);
-    let (tx_to_worker, from_primary) = mpsc::channel(10_000);
-    let parameters = MempoolParameters::default();
-    let worker = Worker::spawn(WorkerSetup {
-        id: 0,
-        committee: committee.clone(),
-        parameters: parameters.clone(),
-        store: store.clone(),
-        endpoint,
-        inbound,
-        clients,
-        to_primary: to_tap,
-        from_primary,
-    });
-    // Note when each of our batches was sealed, on its way to the primary.
-    tokio::spawn(async move {
-        while let Some(report) = from_worker.recv().await {
-            if let WorkerToPrimary::OurBatch { digest, created, .. } = &report {
-                sealed.lock().unwrap().insert(*digest, *created);
-            }
-            if tap_to_primary.send(report).await.is_err() {
-                return;
-            }
-        }
-    });
-    let (tx_committed_round, committed_round) = watch::channel(0);
-    let (tx_certificates, rx_certificates) = mpsc::channel(10_000);
-    let consensus = Consensus::spawn(committee.clone(), store.clone(), rx_certificates, tx_committed_round, 0)
-        .expect("start consensus");
-    let mut primary = Primary::spawn(PrimarySetup {
+    let validator = Validator::spawn(ValidatorSetup {
         me: AuthorityIndex(node as u16),
         committee: committee.clone(),
         key: keys.bls.clone(),
-        parameters,
+        parameters: MempoolParameters::default(),
         store: store.clone(),
-        network: primary_network,
-        from_workers: rx_reports,
-        to_workers: vec![tx_to_worker],
-        leader_table: Some(consensus.leader_table.clone()),
-        executed: None,
+        primary_network,
+        workers: vec![WorkerPlace::Local { endpoint, inbound, clients }],
+        executor: None,
         rng_seed: node as u64,
+        observer: Some(Arc::new(observer)),
     })
-    .expect("start primary");
-    // The primary's certificates feed consensus directly.
-    let mut certificates = std::mem::replace(&mut primary.certificates, mpsc::channel(1).1);
-    tokio::spawn(async move {
-        while let Some(certificate) = certificates.recv().await {
-            if tx_certificates.send(certificate).await.is_err() {
-                return;
-            }
-        }
-    });
-    Validator { primary, consensus, committed_round, _worker: worker, store, client_address: worker_address }
+    .expect("start validator");
+    (validator, store, worker_address)
 }
 
 /// Sends `rate` transactions per second to `address` in bursts every 10 ms until `end`.
@@ -171,18 +147,6 @@ async fn client(address: SocketAddr, rate: u64, end: Instant, sent: Arc<AtomicU6
     }
 }
 
-/// Drives GC from consensus: the last committed leader round goes to the primary.
-fn follow_commits(validator: &mut Validator) {
-    let mut rx = validator.committed_round.clone();
-    let tx = validator.primary.committed_round.clone();
-    tokio::spawn(async move {
-        while rx.changed().await.is_ok() {
-            let round = *rx.borrow_and_update();
-            tx.send_replace(round);
-        }
-    });
-}
-
 fn percentile_ms(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -198,11 +162,12 @@ async fn main() {
     let committee = Committee::local(&keys, options.base_port, 1).expect("local committee");
     let dir = tempfile::tempdir().expect("temporary directory");
     let sealed: SealTimes = Arc::default();
+    let commits: Commits = Arc::default();
     let mut validators = Vec::new();
     for (node, key) in keys.iter().enumerate() {
-        let mut validator = start_validator(node, &committee, key, dir.path(), Arc::clone(&sealed)).await;
-        follow_commits(&mut validator);
-        validators.push(validator);
+        let observer =
+            BenchObserver { sealed: Arc::clone(&sealed), commits: (node == 0).then(|| Arc::clone(&commits)) };
+        validators.push(start_validator(node, &committee, key, dir.path(), observer).await);
     }
     println!(
         "mempool + consensus bench: {NODES} validators, {TX_SIZE}-byte transactions, {} tx/s offered, {:?} (warm-up {:?})",
@@ -211,48 +176,39 @@ async fn main() {
     let start = Instant::now();
     let end = start + options.duration;
     let sent = Arc::new(AtomicU64::new(0));
-    for validator in &validators {
-        tokio::spawn(client(validator.client_address, options.rate / NODES as u64, end, Arc::clone(&sent)));
+    for (_, _, client_address) in &validators {
+        tokio::spawn(client(*client_address, options.rate / NODES as u64, end, Arc::clone(&sent)));
     }
-    let mut first = validators.remove(0);
-    for validator in validators {
-        // The other validators' committed sub-DAGs are drained (nobody executes them yet). The task owns the
-        // whole validator: moving only the receiver would drop (stop) the rest of it.
-        tokio::spawn(async move {
-            let mut validator = validator;
-            while validator.consensus.sub_dags.recv().await.is_some() {}
-        });
-    }
+    tokio::time::sleep_until(tokio::time::Instant::from_std(end)).await;
 
     // Validator 0's commits after the warm-up: which batches, and how long since each was sealed.
+    let warmed_up = tokio::time::Instant::from_std(start + options.warmup);
+    let deadline = tokio::time::Instant::from_std(end);
     let mut committed_batches = Vec::new();
     let mut consensus_latency_us = Vec::new();
     let mut sub_dags = 0u64;
     let mut last_leader_round = 0;
-    let deadline = tokio::time::Instant::from_std(end);
-    while let Ok(Some(sub_dag)) = tokio::time::timeout_at(deadline, first.consensus.sub_dags.recv()).await {
-        last_leader_round = sub_dag.leader_round();
-        if start.elapsed() < options.warmup {
+    for (at, leader_round, batches) in commits.lock().unwrap().iter() {
+        last_leader_round = *leader_round;
+        if *at < warmed_up || *at > deadline {
             continue;
         }
         sub_dags += 1;
-        let now = tokio::time::Instant::now();
         let sealed = sealed.lock().unwrap();
-        for certificate in &sub_dag.certificates {
-            for (digest, _) in certificate.header.payload() {
-                committed_batches.push(*digest);
-                if let Some(at) = sealed.get(digest) {
-                    consensus_latency_us.push(now.duration_since(*at).as_micros() as u64);
-                }
+        for digest in batches {
+            committed_batches.push(*digest);
+            if let Some(sealed_at) = sealed.get(digest) {
+                consensus_latency_us.push(at.duration_since(*sealed_at).as_micros() as u64);
             }
         }
     }
     // Batches of other validators may still be on their way to validator 0: give them a moment.
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let (first, first_store, _) = &validators[0];
     let window = (options.duration - options.warmup).as_secs_f64();
     let committed: u64 = committed_batches
         .iter()
-        .filter_map(|d| first.store.batches.get(d).ok().flatten())
+        .filter_map(|d| first_store.batches.get(d).ok().flatten())
         .map(|b| b.transactions.len() as u64)
         .sum();
     let mut certificate_latency = first.primary.metrics.batch_latencies_us();

@@ -1,0 +1,270 @@
+//! mako-validator: one validator, assembled in one place (STYLE.md: one assembly, the caller owns the
+//! channels). [`Validator::spawn`] wires a primary, its workers (in this process, or in others behind links),
+//! Bullshark and the execution pipeline with bounded channels and nothing relaying between them:
+//!
+//! - workers → primary: batch reports; primary → workers: batches to fetch (to vote);
+//! - primary → consensus: certificates in causal order;
+//! - consensus → primary: the last committed leader round (garbage collection) and the leader table (the
+//!   proposer's leader waits);
+//! - consensus → execution: committed sub-DAGs (the bounded queue is the back-pressure, DESIGN.md §5);
+//! - execution → primary: our latest (index, root), published in our headers; execution → workers: the
+//!   committed batches it waits for (DESIGN.md §9.8).
+//!
+//! Execution recovers first (the caller hands in a recovered [`Executor`]) so that consensus resumes right
+//! after the last block it executed. The `mako` binary, the simulation and the benchmarks all call
+//! [`Validator::spawn`]: what the tests run is what users run. What a test or a benchmark needs to see it sees
+//! through an [`Observer`], a tap on the channels that exists only when one is given.
+
+use std::sync::Arc;
+
+use mako_consensus::consensus::{Consensus, ConsensusHandle};
+use mako_consensus::CommittedSubDag;
+use mako_execution::pipeline::{BatchSource, Executor, ExecutorHandle, PipelineError};
+use mako_mempool::config::MempoolParameters;
+use mako_mempool::messages::{PrimaryToWorker, WorkerMessage, WorkerToPrimary};
+use mako_mempool::primary::{Primary, PrimaryHandle, PrimaryNetwork, PrimarySetup};
+use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
+use mako_mempool::worker_link::{LinkMessage, PrimaryLink};
+use mako_network::{Endpoint, Inbound};
+use mako_storage::{Store, StoreError};
+use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, Round};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// Capacity of every channel between the validator's parts.
+const CHANNEL_CAPACITY: usize = 10_000;
+
+/// Where one of the validator's workers runs.
+pub enum WorkerPlace {
+    /// In this process, on the validator's store: its peer endpoint and client port, bound by the caller (on
+    /// real sockets, or on turmoil's).
+    Local {
+        endpoint: Endpoint<WorkerMessage>,
+        inbound: mpsc::Receiver<Inbound<WorkerMessage>>,
+        clients: ClientListener,
+    },
+    /// In another process (`mako validator --worker <i>`): our end of the link to it.
+    Apart { endpoint: Endpoint<LinkMessage>, inbound: mpsc::Receiver<Inbound<LinkMessage>> },
+}
+
+/// What a test or a benchmark watches. Every method defaults to nothing.
+pub trait Observer: Send + Sync + 'static {
+    /// A worker's report to the primary (`OurBatch`: a quorum stores the batch, the client's acknowledgement).
+    fn worker_report(&self, _report: &WorkerToPrimary) {}
+    /// A certificate the primary hands to consensus.
+    fn certificate_delivered(&self, _certificate: &Certificate) {}
+    /// A sub-DAG consensus hands to execution.
+    fn committed(&self, _sub_dag: &CommittedSubDag) {}
+}
+
+/// Everything a validator is made of, built by its caller.
+pub struct ValidatorSetup {
+    pub me: AuthorityIndex,
+    pub committee: Committee,
+    pub key: BlsKeyPair,
+    pub parameters: MempoolParameters,
+    pub store: Store,
+    pub primary_network: PrimaryNetwork,
+    /// Worker `i` of the committee entry, by id.
+    pub workers: Vec<WorkerPlace>,
+    /// The recovered executor; none runs the mempool and consensus alone (the consensus benchmark).
+    pub executor: Option<Executor>,
+    /// Seeds the primary's random choices.
+    pub rng_seed: u64,
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    #[error("cannot start: {0}")]
+    Store(#[from] StoreError),
+    #[error("execution halted: {0}")]
+    Execution(#[from] PipelineError),
+    #[error("execution stopped: {0}")]
+    ExecutionTask(String),
+}
+
+/// A running validator. Dropping it stops every part.
+pub struct Validator {
+    pub primary: PrimaryHandle,
+    pub consensus: ConsensusHandle,
+    /// The workers in this process.
+    pub workers: Vec<Worker>,
+    pub execution: Option<ExecutorHandle>,
+    /// The last committed leader round.
+    pub committed_round: watch::Receiver<Round>,
+    /// The primary's side of the queue into consensus (its length is a metric).
+    to_consensus: mpsc::Sender<Certificate>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Validator {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+impl Validator {
+    /// Wires and starts every part; must run inside a tokio runtime (or a turmoil host).
+    pub fn spawn(setup: ValidatorSetup) -> Result<Self, ValidatorError> {
+        let ValidatorSetup {
+            me,
+            committee,
+            key,
+            parameters,
+            store,
+            primary_network,
+            workers,
+            executor,
+            rng_seed,
+            observer,
+        } = setup;
+        let mut tasks = Vec::new();
+
+        // Workers ↔ primary.
+        let (tx_reports, rx_reports) = mpsc::channel(CHANNEL_CAPACITY);
+        let to_primary = tap(tx_reports, &observer, |o, report| o.worker_report(report), &mut tasks);
+        let mut to_workers: Vec<mpsc::Sender<PrimaryToWorker>> = Vec::new();
+        let mut local_workers = Vec::new();
+        let mut links = Vec::new();
+        for (id, place) in workers.into_iter().enumerate() {
+            let (to_worker, from_primary) = mpsc::channel(CHANNEL_CAPACITY);
+            to_workers.push(to_worker);
+            match place {
+                WorkerPlace::Local { endpoint, inbound, clients } => local_workers.push(Worker::spawn(WorkerSetup {
+                    id: id as u32,
+                    committee: committee.clone(),
+                    parameters: parameters.clone(),
+                    store: store.clone(),
+                    endpoint,
+                    inbound,
+                    clients,
+                    to_primary: to_primary.clone(),
+                    from_primary,
+                })),
+                WorkerPlace::Apart { endpoint, inbound } => {
+                    let (link, task) = PrimaryLink::spawn(endpoint, inbound, from_primary, to_primary.clone());
+                    links.push(link);
+                    tasks.push(task);
+                }
+            }
+        }
+
+        // Consensus → execution.
+        let executor = executor.map(|executor| {
+            let executor = executor.with_fetch_requests(to_workers.clone());
+            if links.is_empty() {
+                executor
+            } else {
+                executor.with_batch_source(BatchSource::Links(links))
+            }
+        });
+        let applied_index = executor.as_ref().map_or(0, Executor::last_executed_index);
+        let (tx_committed_round, committed_round) = watch::channel(0);
+        let (to_consensus, rx_certificates) = mpsc::channel(CHANNEL_CAPACITY);
+        let mut consensus =
+            Consensus::spawn(committee.clone(), store.clone(), rx_certificates, tx_committed_round, applied_index)?;
+        let sub_dags = std::mem::replace(&mut consensus.sub_dags, mpsc::channel(1).1);
+        let execution = match executor {
+            Some(executor) => {
+                let sub_dags = tap_receiver(sub_dags, &observer, |o, sub_dag| o.committed(sub_dag), &mut tasks);
+                Some(executor.spawn(sub_dags))
+            }
+            None => {
+                // Nobody executes: the sub-DAGs are seen, then dropped.
+                let observer = observer.clone();
+                let mut sub_dags = sub_dags;
+                tasks.push(tokio::spawn(async move {
+                    while let Some(sub_dag) = sub_dags.recv().await {
+                        if let Some(observer) = &observer {
+                            observer.committed(&sub_dag);
+                        }
+                    }
+                }));
+                None
+            }
+        };
+
+        // Primary → consensus.
+        let tx_certificates =
+            tap(to_consensus.clone(), &observer, |o, certificate| o.certificate_delivered(certificate), &mut tasks);
+        let primary = Primary::spawn(PrimarySetup {
+            me,
+            committee,
+            key,
+            parameters,
+            store,
+            network: primary_network,
+            from_workers: rx_reports,
+            to_workers,
+            to_consensus: tx_certificates,
+            committed_round: committed_round.clone(),
+            leader_table: Some(consensus.leader_table.clone()),
+            executed: execution.as_ref().map(|execution| execution.executed.clone()),
+            rng_seed,
+        })?;
+        Ok(Self { primary, consensus, workers: local_workers, execution, committed_round, to_consensus, tasks })
+    }
+
+    /// Certificates waiting between the primary and consensus.
+    pub fn consensus_queue(&self) -> usize {
+        self.to_consensus.max_capacity() - self.to_consensus.capacity()
+    }
+
+    /// Waits until the validator cannot go on, and says why: execution halted (a state divergence, a storage
+    /// failure). Without execution it never returns.
+    pub async fn stopped(&mut self) -> ValidatorError {
+        match self.execution.as_mut() {
+            Some(execution) => match (&mut execution.task).await {
+                Ok(error) => ValidatorError::Execution(error),
+                Err(error) => ValidatorError::ExecutionTask(error.to_string()),
+            },
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// `to`, or, with an observer, a new sender whose messages the observer sees on their way to `to`.
+fn tap<T: Send + 'static>(
+    to: mpsc::Sender<T>,
+    observer: &Option<Arc<dyn Observer>>,
+    observe: fn(&dyn Observer, &T),
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> mpsc::Sender<T> {
+    let Some(observer) = observer.clone() else { return to };
+    let (tapped, from) = mpsc::channel(to.max_capacity());
+    tasks.push(tap_task(from, to, observer, observe));
+    tapped
+}
+
+/// `from`, or, with an observer, a new receiver of the same messages, which the observer saw first.
+fn tap_receiver<T: Send + 'static>(
+    from: mpsc::Receiver<T>,
+    observer: &Option<Arc<dyn Observer>>,
+    observe: fn(&dyn Observer, &T),
+    tasks: &mut Vec<JoinHandle<()>>,
+) -> mpsc::Receiver<T> {
+    let Some(observer) = observer.clone() else { return from };
+    let (to, tapped) = mpsc::channel(from.max_capacity());
+    tasks.push(tap_task(from, to, observer, observe));
+    tapped
+}
+
+/// Forwards `from` to `to`, showing each message to the observer first.
+fn tap_task<T: Send + 'static>(
+    mut from: mpsc::Receiver<T>,
+    to: mpsc::Sender<T>,
+    observer: Arc<dyn Observer>,
+    observe: fn(&dyn Observer, &T),
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(message) = from.recv().await {
+            observe(observer.as_ref(), &message);
+            if to.send(message).await.is_err() {
+                return;
+            }
+        }
+    })
+}
