@@ -75,6 +75,7 @@ impl PrimaryHalf {
         counter(e, "mako_primary_headers_proposed", "Headers this primary proposed", get(&p.headers_proposed))?;
         counter(e, "mako_primary_votes_sent", "Votes this primary sent", get(&p.votes_sent))?;
         counter(e, "mako_primary_syncs", "Disk syncs that released votes and headers", get(&p.syncs))?;
+        counter(e, "mako_primary_sync_micros", "Time spent in those syncs, microseconds", get(&p.sync_micros))?;
         counter(e, "mako_primary_certificates_formed", "Certificates of our headers", get(&p.certificates_formed))?;
         let accepted = get(&p.certificates_accepted);
         counter(e, "mako_primary_certificates_accepted", "Certificates added to the DAG", accepted)?;

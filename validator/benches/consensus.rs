@@ -214,6 +214,9 @@ async fn main() {
     let mut certificate_latency = first.primary.metrics.batch_latencies_us();
     certificate_latency.sort_unstable();
     consensus_latency_us.sort_unstable();
+    let metrics = &first.primary.metrics;
+    let (syncs, sync_micros) = (metrics.syncs.load(Ordering::Relaxed), metrics.sync_micros.load(Ordering::Relaxed));
+    let rounds = metrics.highest_round.load(Ordering::Relaxed).max(1);
     let offered = sent.load(Ordering::Relaxed) as f64 / options.duration.as_secs_f64();
     println!("offered tx/s:               {offered:.0}");
     println!("sub-DAGs committed:         {sub_dags} after warm-up (last leader round {last_leader_round})");
@@ -229,5 +232,11 @@ async fn main() {
         percentile_ms(&consensus_latency_us, 0.5),
         percentile_ms(&consensus_latency_us, 0.95),
         consensus_latency_us.len()
+    );
+    println!(
+        "disk syncs (validator 0):   {syncs} ({:.1} per round), {:.0} ms in all, {:.2} ms each",
+        syncs as f64 / rounds as f64,
+        sync_micros as f64 / 1000.0,
+        sync_micros as f64 / 1000.0 / syncs.max(1) as f64
     );
 }

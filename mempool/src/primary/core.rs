@@ -199,9 +199,12 @@ impl Core {
     /// power loss could make us forget, so a restarted validator never votes or proposes twice (§9.7).
     async fn flush_outbox(&mut self) {
         self.unsynced_steps = 0;
+        let started = std::time::Instant::now(); // a measurement only: protocol time is tokio's
         if let Err(error) = self.store.sync() {
             return self.storage_error(&error); // they stay, and the next step tries again
         }
+        let took = started.elapsed().as_micros() as u64;
+        self.metrics.sync_micros.fetch_add(took, std::sync::atomic::Ordering::Relaxed);
         PrimaryMetrics::bump(&self.metrics.syncs);
         for outgoing in std::mem::take(&mut self.outbox) {
             match outgoing {

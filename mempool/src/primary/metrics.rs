@@ -26,8 +26,9 @@ pub struct PrimaryMetrics {
     /// Batches of our uncertified headers handed back to the proposer.
     pub batches_requeued: AtomicU64,
     pub storage_errors: AtomicU64,
-    /// Disk syncs that released votes and headers (one per burst, DESIGN.md §9.7).
+    /// Disk syncs that released votes and headers (one per burst, DESIGN.md §9.7), and the time they took.
     pub syncs: AtomicU64,
+    pub sync_micros: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Batch sealed → our certificate holding it formed, in microseconds (the last `LATENCY_SAMPLES`).
     batch_to_certificate_us: Mutex<std::collections::VecDeque<u64>>,
