@@ -8,7 +8,11 @@
 //!   worker), so nobody should vote for it;
 //! - **sends invalid votes, or none**: it answers honest headers with a vote under a wrong signature, or not at
 //!   all, and only sometimes with a valid vote;
-//! - **sends garbage frames**: random bytes where an rkyv frame is expected.
+//! - **sends garbage frames**: random bytes where an rkyv frame is expected;
+//! - **floods** (issue 15, finding 7), one kind a round at random: a frame of 20 junk certificates (valid
+//!   bitmaps, fresh headers, an aggregate signature of something else: each passes every check but the
+//!   pairing), a catch-up request for everything above round 0 with no limit, or headers whose payload is
+//!   over the bound or names one batch twice (finding 8).
 //!
 //! When a quorum happens to vote for one of its headers it forms and broadcasts the certificate, so it also
 //! takes part in the DAG like the slow, dishonest validator it is.
@@ -137,6 +141,25 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                 }
                 twin_sent = false;
                 deliveries.retain(|d: &mako_network::Delivery<PrimaryMessage>| !d.is_finished());
+                let to = others[rng.gen_range(0..others.len())];
+                match rng.gen_range(0..3) {
+                    0 => {
+                        let junk = junk_certificates(&committee, me, round, &mut rng);
+                        let _ = endpoint.send(to, &PrimaryMessage::Certificates(junk));
+                    }
+                    1 => {
+                        let (endpoint, rounds) = (endpoint.clone(), vec![0; committee.size()]);
+                        tokio::spawn(async move {
+                            let request = PrimaryMessage::CertificatesAbove { rounds, limit: u32::MAX };
+                            let _ = endpoint.request(to, &request, Duration::from_secs(1)).await;
+                        });
+                    }
+                    _ => {
+                        for header in misshapen_headers(&proposals[0].0, &key.bls) {
+                            let _ = endpoint.send(to, &PrimaryMessage::Header(header));
+                        }
+                    }
+                }
             }
         }
         if rng.gen_ratio(1, 10) {
@@ -144,4 +167,41 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
             let _ = endpoint.send_raw(others[rng.gen_range(0..others.len())], garbage.into());
         }
     }
+}
+
+/// Twenty certificates of ours for `round` and the rounds above, each with a fresh payload, every validator
+/// in its signer bitmap and, as its aggregate, a valid signature of something else.
+fn junk_certificates(
+    committee: &mako_types::Committee,
+    me: AuthorityIndex,
+    round: Round,
+    rng: &mut impl Rng,
+) -> Vec<Certificate> {
+    let all = mako_types::SignerBitmap::from_signers(committee.size(), committee.authorities().map(|(i, _)| i));
+    let signature = SignatureBytes(keys(me.as_usize()).bls.sign(Domain::Vote, b"junk").to_bytes().0);
+    (0..20)
+        .map(|i| {
+            let content = HeaderContent {
+                author: me,
+                round: round + i % 3,
+                payload: vec![(BatchDigest(Digest(rng.gen())), 0)],
+                parents: vec![],
+                weak_parents: vec![],
+                executed: ExecutedState::default(),
+            };
+            Certificate { header: Header { content, signature }, signers: all.clone(), signature }
+        })
+        .collect()
+}
+
+/// Copies of `header`, signed: one whose payload is over [`MAX_HEADER_PAYLOAD`], one naming a batch twice.
+fn misshapen_headers(header: &Header, key: &mako_types::BlsKeyPair) -> Vec<Header> {
+    use mako_types::header::MAX_HEADER_PAYLOAD;
+    let mut oversized = header.content.clone();
+    oversized.payload =
+        (0..=MAX_HEADER_PAYLOAD as u64).map(|i| (BatchDigest(Digest::of("junk", &[&i.to_le_bytes()])), 0)).collect();
+    let mut repeated = header.content.clone();
+    let batch = (BatchDigest(Digest::of("junk", &[b"twice"])), 0);
+    repeated.payload = vec![batch, batch];
+    vec![Header::sign(oversized, key), Header::sign(repeated, key)]
 }
