@@ -15,16 +15,16 @@
 //!   above [`gc_round`] of the leader committed before it, sorted by (round, author index), and the DAG is
 //!   garbage-collected right after each leader: a validator that commits two leaders in one batch orders the
 //!   second against the same horizon as one that committed them one at a time. No certificate is delivered
-//!   twice (§9.2).
+//!   twice, and no batch (§9.2): a batch that two certificates carry is delivered with the first.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use mako_mempool::dag::{gc_round, Dag, Insertion};
 use mako_types::bug::{injected, Bug};
-use mako_types::{AuthorityIndex, Certificate, CertificateDigest, Committee, Round};
+use mako_types::{AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Committee, Round};
 
 use crate::leader_schedule::LeaderSchedule;
-use crate::sub_dag::CommittedSubDag;
+use crate::sub_dag::{CommittedBatch, CommittedSubDag};
 
 /// What consensus must remember across restarts (persisted with every commit).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -33,6 +33,8 @@ pub struct CommitState {
     pub last_leader_round: Round,
     /// Committed certificates above the GC round.
     pub committed: BTreeSet<(Round, AuthorityIndex)>,
+    /// Delivered batches, with the round of the certificate that delivered them, above the GC round.
+    pub committed_batches: BTreeMap<BatchDigest, Round>,
 }
 
 /// The fate of one leader round, decided when a later leader commits.
@@ -186,14 +188,30 @@ impl Bullshark {
         for certificate in &certificates {
             self.state.committed.insert((certificate.round(), certificate.author()));
         }
+        let batches = self.deliver_batches(&certificates);
         self.state.last_index += 1;
         self.state.last_leader_round = leader.round();
-        let sub_dag = CommittedSubDag { index: self.state.last_index, leader, certificates };
+        let sub_dag = CommittedSubDag { index: self.state.last_index, leader, certificates, batches };
         let changed = self.schedule.observe(&sub_dag, &self.dag);
         if !injected(Bug::GcPerBatch) {
             self.garbage_collect();
         }
         (sub_dag, changed)
+    }
+
+    /// The batches of `certificates`, in order, each once: one already delivered above the GC round is left
+    /// out (a batch is committed once, §9.2; beyond the GC round, execution's nonce check refuses a replay).
+    fn deliver_batches(&mut self, certificates: &[Certificate]) -> Vec<CommittedBatch> {
+        let mut batches = Vec::new();
+        for certificate in certificates {
+            for &(digest, worker) in certificate.header.payload() {
+                if let std::collections::btree_map::Entry::Vacant(entry) = self.state.committed_batches.entry(digest) {
+                    entry.insert(certificate.round());
+                    batches.push((digest, worker, certificate.author()));
+                }
+            }
+        }
+        batches
     }
 
     /// The GC round of the last committed leader.
@@ -262,13 +280,14 @@ impl Bullshark {
         let unblocked = self.dag.garbage_collect(gc_round);
         self.unblocked.extend(unblocked);
         self.state.committed.retain(|(round, _)| *round > gc_round);
+        self.state.committed_batches.retain(|_, round| *round > gc_round);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use mako_mempool::test_dag::{
-        build_dag, certificate, committee, everyone, genesis_digests, random_dag, shuffled_causal_order,
+        build_dag, certificate, committee, everyone, genesis_digests, random_dag, shuffled_causal_order, HandDag,
     };
     use mako_types::AuthorityIndex as A;
     use rand::SeedableRng;
@@ -365,6 +384,27 @@ mod tests {
             committed[0].certificates.iter().all(|c| c.digest() != leader2),
             "the skipped leader is not in the history"
         );
+    }
+
+    /// Issue 15, finding 8. A Byzantine author's certificate names the batch that validator 0's certificate
+    /// already carries (its header got votes: every honest validator holds the batch). The batch is delivered
+    /// once, with the first certificate, in this sub-DAG and in later ones.
+    #[test]
+    fn a_batch_two_certificates_carry_is_delivered_once() {
+        let batch = (mako_types::BatchDigest(mako_types::Digest([7; 32])), 0);
+        let mut dag = HandDag::new(4);
+        dag.add_with_payload(1, 0, &[0, 1, 2, 3], vec![batch]);
+        dag.add_with_payload(1, 3, &[0, 1, 2, 3], vec![batch]);
+        dag.add_round(1, &[1, 2], &[0, 1, 2, 3]);
+        dag.add_round(2, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        dag.add_with_payload(3, 3, &[0, 1, 2, 3], vec![batch]);
+        dag.add_round(3, &[0, 1, 2], &[0, 1, 2, 3]);
+        dag.add_round(4, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        dag.add_round(5, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        let committed = feed(&mut bullshark(&dag.committee), &dag.certificates);
+        assert_eq!(committed.len(), 2);
+        assert_eq!(committed[0].batches, vec![(batch.0, batch.1, A(0))], "once, with the first certificate");
+        assert!(committed[1].batches.is_empty(), "not again in a later sub-DAG");
     }
 
     #[test]

@@ -63,6 +63,7 @@ impl Consensus {
             last_index: saved.last_sub_dag_index,
             last_leader_round: saved.last_leader_round,
             committed: saved.committed.iter().copied().collect(),
+            committed_batches: saved.committed_batches.iter().copied().collect(),
         };
         let bullshark = Bullshark::recover(committee, leader_schedule, gc_depth, state);
         let replay = stored_sub_dags(&store, applied_index + 1, saved.last_sub_dag_index)?;
@@ -127,6 +128,7 @@ impl Consensus {
                 index: sub_dag.index,
                 leader: sub_dag.leader.digest(),
                 certificates: sub_dag.digests(),
+                batches: sub_dag.batches.clone(),
             });
         }
         writes.put_consensus_state(&ConsensusState {
@@ -134,6 +136,7 @@ impl Consensus {
             last_leader_round: state.last_leader_round,
             committed: state.committed.iter().copied().collect(),
             schedule: self.bullshark.schedule().save(),
+            committed_batches: state.committed_batches.iter().map(|(digest, round)| (*digest, *round)).collect(),
         });
         writes.commit(Durability::Buffered)
     }
@@ -178,7 +181,7 @@ fn stored_sub_dags(store: &Store, from: u64, to: u64) -> Result<Vec<CommittedSub
             .find(|c| c.digest() == record.leader)
             .cloned()
             .ok_or_else(|| missing(format!("leader {} is not in sub-DAG {index}", record.leader)))?;
-        sub_dags.push(CommittedSubDag { index, leader, certificates });
+        sub_dags.push(CommittedSubDag { index, leader, certificates, batches: record.batches });
     }
     Ok(sub_dags)
 }

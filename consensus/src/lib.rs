@@ -13,4 +13,4 @@ pub mod sub_dag;
 
 pub use bullshark::Bullshark;
 pub use leader_schedule::{LeaderSchedule, ReputationSchedule, RoundRobin, ScheduleKind};
-pub use sub_dag::CommittedSubDag;
+pub use sub_dag::{CommittedBatch, CommittedSubDag};

@@ -230,11 +230,8 @@ impl Executor {
     /// worker again while waiting (the first fetch may have been lost in a crash, or dropped).
     async fn load_transactions(&self, sub_dag: &CommittedSubDag) -> Result<Vec<mako_types::Transaction>, StoreError> {
         let index = sub_dag.index;
-        let payload: Vec<(BatchDigest, WorkerId, AuthorityIndex)> = sub_dag
-            .certificates
-            .iter()
-            .flat_map(|certificate| certificate.header.payload().iter().map(|(d, w)| (*d, *w, certificate.author())))
-            .collect();
+        // Each batch once, as consensus delivers it (a batch two certificates carry is executed once).
+        let payload = sub_dag.batches.clone();
         let mut transactions = Vec::new();
         match &self.batches {
             BatchSource::Store => {
@@ -372,7 +369,9 @@ mod tests {
         let digest = batch.digest();
         let mut certificate: Certificate = certificate(&committee, AuthorityIndex(2), 1, genesis_digests(&committee));
         certificate.header.content.payload = vec![(digest, 0)];
-        let sub_dag = CommittedSubDag { index: 1, leader: certificate.clone(), certificates: vec![certificate] };
+        let batches = vec![(digest, 0, AuthorityIndex(2))];
+        let sub_dag =
+            CommittedSubDag { index: 1, leader: certificate.clone(), certificates: vec![certificate], batches };
 
         let (to_worker, mut worker) = mpsc::channel(10);
         let (tx_sub_dags, sub_dags) = mpsc::channel(1);

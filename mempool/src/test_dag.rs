@@ -239,13 +239,25 @@ impl HandDag {
     /// Adds `author`'s certificate of `round` with the round-(round-1) certificates of `parents` as parents
     /// (genesis for round 1).
     pub fn add(&mut self, round: Round, author: u16, parents: &[u16]) -> CertificateDigest {
+        self.add_with_payload(round, author, parents, vec![])
+    }
+
+    /// [`Self::add`], the certificate carrying `payload`.
+    pub fn add_with_payload(
+        &mut self,
+        round: Round,
+        author: u16,
+        parents: &[u16],
+        payload: Vec<(mako_types::BatchDigest, mako_types::WorkerId)>,
+    ) -> CertificateDigest {
         let parents = if round == 1 {
             let genesis = genesis_digests(&self.committee);
             parents.iter().map(|&a| genesis[a as usize]).collect()
         } else {
             parents.iter().map(|&a| self.digest(round - 1, a)).collect()
         };
-        let certificate = certificate(&self.committee, AuthorityIndex(author), round, parents);
+        let mut certificate = certificate(&self.committee, AuthorityIndex(author), round, parents);
+        certificate.header.content.payload = payload;
         let digest = certificate.digest();
         self.certificates.push(certificate);
         digest

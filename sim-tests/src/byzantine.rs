@@ -12,7 +12,10 @@
 //! - **floods** (issue 15, finding 7), one kind a round at random: a frame of 20 junk certificates (valid
 //!   bitmaps, fresh headers, an aggregate signature of something else: each passes every check but the
 //!   pairing), a catch-up request for everything above round 0 with no limit, or headers whose payload is
-//!   over the bound or names one batch twice (finding 8).
+//!   over the bound or names one batch twice (finding 8);
+//! - **replays batches**: its headers name a batch that another validator's certificate already carries
+//!   (every honest validator holds it, so they vote), so the same batch is in two certificates: it must still
+//!   be delivered, and executed, once (§9.2).
 //!
 //! When a quorum happens to vote for one of its headers it forms and broadcasts the certificate, so it also
 //! takes part in the DAG like the slow, dishonest validator it is.
@@ -53,6 +56,8 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
     let mut proposals: Vec<(Header, Vec<Vote>)> = Vec::new();
     let mut round: Round = 0;
     let mut twin_sent = false;
+    // Batches of other validators' certificates, to replay in our headers.
+    let mut replayable: Vec<BatchDigest> = Vec::new();
     let mut deliveries = Vec::new();
     loop {
         let message = tokio::select! {
@@ -62,6 +67,7 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
         if let Some(message) = message {
             match message.message {
                 PrimaryMessage::Certificate(certificate) if certificate.verify(&committee).is_ok() => {
+                    replayable.extend(certificate.header.payload().iter().map(|(digest, _)| *digest));
                     certificates
                         .entry(certificate.round())
                         .or_default()
@@ -120,7 +126,9 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
             if parent_round + 1 > round {
                 round = parent_round + 1;
                 let all: Vec<CertificateDigest> = parents.values().copied().collect();
-                let first = Header::new(me, round, vec![], all.clone(), &key.bls);
+                let replayed = replayable.pop().map(|digest| (digest, 0)).into_iter().collect();
+                replayable.clear();
+                let first = Header::new(me, round, replayed, all.clone(), &key.bls);
                 // The twin differs in what it claims to have executed; every third round it also names a
                 // batch that exists nowhere.
                 let payload = if round.is_multiple_of(3) { vec![(BatchDigest(Digest(rng.gen())), 0)] } else { vec![] };

@@ -109,6 +109,8 @@ pub struct Commit {
     pub leader_round: Round,
     pub leader_author: AuthorityIndex,
     pub certificates: Vec<CertificateDigest>,
+    /// The batches it delivered for execution.
+    pub batches: Vec<BatchDigest>,
 }
 
 /// What one validator did, across its lives.
@@ -278,6 +280,7 @@ impl Observer for SimObserver {
             leader_round: sub_dag.leader_round(),
             leader_author: sub_dag.leader.author(),
             certificates: sub_dag.digests(),
+            batches: sub_dag.batches.iter().map(|(digest, _, _)| *digest).collect(),
         };
         record_commit(&self.records, self.node, commit);
     }

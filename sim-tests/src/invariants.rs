@@ -117,18 +117,25 @@ pub fn check_records(records_handle: &Records, checks: &Checks) -> Result<Summar
         }
     }
 
-    // §9.2 integrity of batches: no batch in two committed certificates.
+    // §9.2 integrity of batches: no batch delivered twice, and every batch of a committed certificate
+    // delivered (once: a Byzantine author may name another's batch in its own certificate).
     let longest = honest.iter().max_by_key(|(_, r)| r.commits.len()).map(|(_, r)| &r.commits);
     let mut committed_batches = BTreeSet::new();
     for commit in longest.into_iter().flatten() {
-        for certificate in &commit.certificates {
-            for batch in payloads.get(certificate).into_iter().flatten() {
-                if !committed_batches.insert(*batch) {
-                    return Err(Violation::new(
-                        "integrity (§9.2)",
-                        format!("batch {batch} committed twice (again in sub-DAG {})", commit.index),
-                    ));
-                }
+        for batch in &commit.batches {
+            if !committed_batches.insert(*batch) {
+                return Err(Violation::new(
+                    "integrity (§9.2)",
+                    format!("batch {batch} committed twice (again in sub-DAG {})", commit.index),
+                ));
+            }
+        }
+        for batch in commit.certificates.iter().flat_map(|c| payloads.get(c).into_iter().flatten()) {
+            if !committed_batches.contains(batch) {
+                return Err(Violation::new(
+                    "integrity (§9.2)",
+                    format!("batch {batch} of a certificate of sub-DAG {} was never delivered", commit.index),
+                ));
             }
         }
     }

@@ -2,7 +2,7 @@
 //! DESIGN.md §9.7), the consensus state written with every commit (§4), and the execution progress (§5).
 
 use fjall::Keyspace;
-use mako_types::{AuthorityIndex, CertificateDigest, Digest, Header, HeaderDigest, Round};
+use mako_types::{AuthorityIndex, BatchDigest, CertificateDigest, Digest, Header, HeaderDigest, Round, WorkerId};
 
 use crate::{decode_value, StoreError};
 
@@ -22,6 +22,8 @@ pub struct ConsensusState {
     pub committed: Vec<(Round, AuthorityIndex)>,
     /// The leader schedule's own state (a reputation schedule's scores and table).
     pub schedule: Vec<u64>,
+    /// The delivered batches above the GC round, with the round of the certificate that delivered each.
+    pub committed_batches: Vec<(BatchDigest, Round)>,
 }
 
 /// One committed sub-DAG, by digests: enough to emit it again after a restart.
@@ -30,6 +32,8 @@ pub struct SubDagRecord {
     pub index: u64,
     pub leader: CertificateDigest,
     pub certificates: Vec<CertificateDigest>,
+    /// The batches it delivers: (digest, worker id, author of the certificate that carried it).
+    pub batches: Vec<(BatchDigest, WorkerId, AuthorityIndex)>,
 }
 
 /// One executed block in the block log: its write set (encoded by execution) and the state root after it.
@@ -138,8 +142,10 @@ mod tests {
             last_leader_round: 6,
             committed: vec![(5, AuthorityIndex(1)), (6, AuthorityIndex(2))],
             schedule: vec![1, 2],
+            committed_batches: vec![(BatchDigest(Digest([4; 32])), 5)],
         };
-        let record = SubDagRecord { index: 3, leader: CertificateDigest::default(), certificates: vec![] };
+        let batches = vec![(BatchDigest(Digest([4; 32])), 0, AuthorityIndex(1))];
+        let record = SubDagRecord { index: 3, leader: CertificateDigest::default(), certificates: vec![], batches };
         let execution = ExecutionProgress { last_executed_index: 2, state_root: Digest([9; 32]) };
         {
             let store = Store::open(dir.path()).unwrap();
