@@ -27,6 +27,7 @@ use tracing::{debug, warn};
 use super::aggregator::VotesAggregator;
 use super::held_batches::HeldBatches;
 use super::metrics::PrimaryMetrics;
+use super::peer_penalties::{FrameDecision, PeerPenalties};
 use super::proposer::Parents;
 use super::synchronizer::SyncRequest;
 use crate::dag::{gc_round, Dag, Insertion};
@@ -82,6 +83,8 @@ pub struct Core {
     batch_sealed: BTreeMap<BatchDigest, tokio::time::Instant>,
     /// The batches our workers reported stored.
     held: HeldBatches,
+    /// Peers whose certificate frames failed verification, and for how long theirs are dropped.
+    penalties: PeerPenalties,
     rng: rand_chacha::ChaCha8Rng,
     metrics: Arc<PrimaryMetrics>,
     channels: CoreChannels,
@@ -115,6 +118,7 @@ impl Core {
             parents_sent: (0, 0),
             batch_sealed: BTreeMap::new(),
             held: HeldBatches::default(),
+            penalties: PeerPenalties::default(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
             metrics,
             channels,
@@ -423,8 +427,13 @@ impl Core {
     /// bounds) come first; then one batch verification for the whole frame. A frame that fails it is dropped
     /// whole: an honest peer only sends certificates it verified, and whatever good ones the frame held come
     /// again from other peers through the synchronizer, so a Byzantine peer's frame of junk certificates costs
-    /// one multi-pairing, not one pairing per certificate (DESIGN.md §9.9).
+    /// one multi-pairing, not one pairing per certificate, and buys it a penalty during which its frames are
+    /// not verified at all ([`PeerPenalties`], DESIGN.md §9.9).
     async fn process_certificates(&mut self, from: AuthorityIndex, certificates: Vec<Certificate>) {
+        let now = tokio::time::Instant::now();
+        if self.penalties.decide(from, now) == FrameDecision::Drop {
+            return self.metrics.reject("penalized_peer");
+        }
         let gc_round = self.dag.gc_round();
         let mut fresh = Vec::with_capacity(certificates.len());
         for certificate in certificates {
@@ -441,6 +450,7 @@ impl Core {
         }
         if let Err(error) = Certificate::verify_batch(&fresh, &self.committee, &mut self.rng) {
             warn!(%from, certificates = fresh.len(), %error, "a frame of certificates failed verification; dropped");
+            self.penalties.failed(from, now);
             return self.reject(&error);
         }
         self.accept_verified(from, fresh).await;

@@ -10,6 +10,7 @@ pub mod aggregator;
 pub mod core;
 pub mod held_batches;
 pub mod metrics;
+pub mod peer_penalties;
 pub mod proposer;
 pub mod synchronizer;
 
