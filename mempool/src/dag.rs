@@ -28,11 +28,12 @@ pub fn gc_round(last_committed_leader_round: Round, gc_depth: Round) -> Round {
 pub enum Insertion {
     /// Accepted, with every pending certificate it unblocked: causal order, this one first.
     Accepted(Vec<Certificate>),
-    /// Already in the DAG or already pending.
+    /// Already in the DAG.
     Duplicate,
     /// At or below the GC round: ignored.
     BelowGc,
-    /// Waits for these parents, which the caller should fetch.
+    /// Waits for these parents, which the caller should fetch (again, when it arrives again: the first fetch
+    /// may have been lost).
     Pending { missing: Vec<CertificateDigest> },
 }
 
@@ -85,8 +86,8 @@ impl Dag {
             }
             return Err(DagError::Equivocation { author, round, first: known.to_string(), second: digest.to_string() });
         }
-        if self.pending.contains_key(&digest) {
-            return Ok(Insertion::Duplicate);
+        if let Some((_, missing)) = self.pending.get(&digest) {
+            return Ok(Insertion::Pending { missing: missing.keys().copied().collect() });
         }
         let strong = certificate.header.parents().iter().map(|p| (round - 1, p));
         let weak = certificate.header.weak_parents().iter().map(|(r, p)| (*r, p));
@@ -293,6 +294,23 @@ mod tests {
         assert_eq!(dag.pending_len(), 0);
         assert_eq!(dag.insert(certs[0].clone()).unwrap(), Insertion::Duplicate);
         assert_eq!(dag.highest_round(), 3);
+    }
+
+    /// Issue 15 (found by the Byzantine sweep, seeds 210 and 215): a certificate waits for a parent whose
+    /// fetch was lost. When the certificate comes again (a voter asks for it as a missing parent), the DAG
+    /// names the missing parent again, so that it is fetched again; before, it answered `Duplicate`, the
+    /// parent was never asked for again, and every validator waiting on that certificate stalled.
+    #[test]
+    fn a_pending_certificate_that_arrives_again_names_its_missing_parents_again() {
+        let committee = committee(4);
+        let mut dag = Dag::new(Certificate::genesis(&committee));
+        let (certs, _) = build_dag(&committee, genesis_digests(&committee), 1..=2, &everyone(&committee));
+        for c in &certs[..3] {
+            dag.insert(c.clone()).unwrap();
+        }
+        let missing = vec![certs[3].digest()];
+        assert_eq!(dag.insert(certs[4].clone()).unwrap(), Insertion::Pending { missing: missing.clone() });
+        assert_eq!(dag.insert(certs[4].clone()).unwrap(), Insertion::Pending { missing });
     }
 
     #[test]
