@@ -205,8 +205,10 @@ impl Bullshark {
         let mut batches = Vec::new();
         for certificate in certificates {
             for &(digest, worker) in certificate.header.payload() {
-                if let std::collections::btree_map::Entry::Vacant(entry) = self.state.committed_batches.entry(digest) {
-                    entry.insert(certificate.round());
+                let entry = self.state.committed_batches.entry(digest);
+                let first = matches!(entry, std::collections::btree_map::Entry::Vacant(_));
+                entry.or_insert(certificate.round());
+                if first || injected(Bug::DeliverBatchTwice) {
                     batches.push((digest, worker, certificate.author()));
                 }
             }

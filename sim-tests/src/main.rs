@@ -43,8 +43,8 @@ enum Command {
         /// Parallel simulations (default: one per core).
         #[arg(long)]
         threads: Option<usize>,
-        /// Turn on a deliberate protocol bug (commit-with-f, vote-twice, skip-recursive-commit) to see the
-        /// checker catch it.
+        /// Turn on a deliberate protocol bug (commit-with-f, vote-twice, skip-recursive-commit,
+        /// keep-batch-after-table-change, gc-per-batch, deliver-batch-twice) to see the checker catch it.
         #[arg(long)]
         inject_bug: Option<String>,
     },

@@ -1,4 +1,4 @@
-//! Proof that the suite bites (issue 7): five deliberate protocol bugs, switched on one at a time through
+//! Proof that the suite bites (issue 7): six deliberate protocol bugs, switched on one at a time through
 //! `mako_types::bug`, are each caught.
 //!
 //! - **vote twice** (an honest primary votes for a second header of one round): the Byzantine scenario, whose
@@ -16,6 +16,8 @@
 //!   hand-built figures of `mako_sim_tests::ordering` commit different sequences when a supporter is late.
 //!   The random differential test over adversarial DAGs finds them too, but rarely (about 1 seed in 12 and 1
 //!   in 30 with `MAKO_SEEDS=60`), too rarely for the CI seed set.
+//! - **deliver a batch twice** (issue 15, finding 8): the Byzantine scenario, whose adversary names other
+//!   validators' batches in its own headers, ends with a batch delivered in two sub-DAGs (integrity, §9.2).
 //!
 //! The switch is process-wide, so this file is its own test binary and its one test runs the bugs in turn.
 
@@ -124,6 +126,8 @@ fn each_injected_bug_is_caught() {
         inject(Some(bug));
         let caught = match bug {
             Bug::VoteTwice => first_violation(Scenario::Byzantine, 8),
+            // The Byzantine validator replays other validators' batches (seed 1 delivers one twice).
+            Bug::DeliverBatchTwice => first_violation(Scenario::Byzantine, 2),
             Bug::CommitWithF | Bug::SkipRecursiveCommit => bullshark_agreement().err(),
             Bug::KeepBatchAfterTableChange | Bug::GcPerBatch => check_figures().err(),
         };

@@ -20,11 +20,20 @@ pub enum Bug {
     /// Bullshark moves its GC round once per batch of commits instead of once per committed leader
     /// (`consensus/src/bullshark.rs`; issue 15, finding 2).
     GcPerBatch,
+    /// Bullshark delivers a batch again when a second certificate carries it (`consensus/src/bullshark.rs`;
+    /// issue 15, finding 8).
+    DeliverBatchTwice,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 5] =
-        [Bug::CommitWithF, Bug::VoteTwice, Bug::SkipRecursiveCommit, Bug::KeepBatchAfterTableChange, Bug::GcPerBatch];
+    pub const ALL: [Bug; 6] = [
+        Bug::CommitWithF,
+        Bug::VoteTwice,
+        Bug::SkipRecursiveCommit,
+        Bug::KeepBatchAfterTableChange,
+        Bug::GcPerBatch,
+        Bug::DeliverBatchTwice,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -33,6 +42,7 @@ impl Bug {
             Bug::SkipRecursiveCommit => "skip-recursive-commit",
             Bug::KeepBatchAfterTableChange => "keep-batch-after-table-change",
             Bug::GcPerBatch => "gc-per-batch",
+            Bug::DeliverBatchTwice => "deliver-batch-twice",
         }
     }
 
