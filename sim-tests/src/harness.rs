@@ -37,7 +37,11 @@ pub fn host_name(i: usize) -> String {
     format!("validator{i}")
 }
 
+/// Validator `i`'s keys. Simulated validators sign with the stand-in for BLS (`mako_types::crypto::stand_in`:
+/// the same binding, a hash instead of pairings); every key the simulation uses comes through here, so this is
+/// where the process switches to it, before anything is signed.
 pub fn keys(i: usize) -> ValidatorKeys {
+    mako_types::use_stand_in_signatures();
     ValidatorKeys::from_seed(i as u64)
 }
 

@@ -4,8 +4,9 @@
 
 use mako_sim_tests::scenario::{run, Scenario};
 
-/// The CI seeds (a modest fixed sweep; the long one is the `sweep` command).
-const SEEDS: [u64; 2] = [1, 2];
+/// The CI seeds: two of each protocol variant (`scenario::protocol` picks it by seed % 4); the long sweep is the
+/// `sweep` command.
+const SEEDS: [u64; 8] = [1, 2, 3, 4, 5, 6, 7, 8];
 
 fn sweep(scenario: Scenario) {
     sweep_with(scenario, &[])

@@ -115,9 +115,10 @@ impl WriteSet {
 
     /// Commits every write at once.
     pub fn commit(self, durability: Durability) -> Result<(), StoreError> {
-        let mode = match durability {
-            Durability::Buffered => PersistMode::Buffer,
-            Durability::Synced => PersistMode::SyncData,
+        // A store emulating power loss never syncs the real disk (see `Store::sync`).
+        let mode = match (durability, &self.store.unsynced) {
+            (Durability::Synced, None) => PersistMode::SyncData,
+            _ => PersistMode::Buffer,
         };
         if let Some(unsynced) = &self.store.unsynced {
             unsynced.record(&self.touched)?;

@@ -8,9 +8,7 @@
 use rand::RngCore;
 
 use crate::committee::{AuthorityIndex, Committee, Stake};
-use crate::crypto::{
-    aggregate_public_keys, batch_verify, verify_aggregate, BatchItem, BlsSignature, Domain, SignatureBytes,
-};
+use crate::crypto::{batch_verify, verify_aggregate, BatchItem, BlsSignature, Domain, SignatureBytes};
 use crate::digest::{context, CertificateDigest, Digest};
 use crate::error::DagError;
 use crate::header::{Header, HeaderContent};
@@ -133,9 +131,8 @@ impl Certificate {
                 certificate.verify_genesis(committee)?;
                 continue;
             }
-            let keys = certificate.signer_keys(committee)?;
             items.push(BatchItem {
-                public_key: aggregate_public_keys(keys)?,
+                keys: certificate.signer_keys(committee)?,
                 domain: Domain::Vote,
                 message: digest.as_bytes(),
                 signature: certificate.aggregate_signature()?,

@@ -5,6 +5,11 @@
 //! when the committee loads. A quorum certificate is one aggregate signature: verifying it is summing the
 //! signers' keys and two pairings. [`batch_verify`] checks many aggregates in one multi-Miller loop, each
 //! weighted by a random 64-bit scalar so that errors cannot cancel out.
+//!
+//! A process may switch, for good, to the simulation's stand-in ([`stand_in`]): the same API and the same
+//! binding, computed with a hash instead of pairings.
+
+pub mod stand_in;
 
 use std::fmt;
 
@@ -14,6 +19,8 @@ use group::{Curve, Group};
 use rand::RngCore;
 
 use crate::error::{CryptoError, KeyError};
+pub use stand_in::use_stand_in_signatures;
+use stand_in::StandIn;
 
 /// What a signature is about. Each kind signs under its own hash-to-curve tag, so a signature made for one
 /// kind of message never verifies as another.
@@ -75,23 +82,30 @@ impl fmt::Debug for SignatureBytes {
 
 /// A validated public key: on the curve, in the prime-order subgroup, not the identity.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct BlsPublicKey(G1Affine);
+pub struct BlsPublicKey {
+    point: G1Affine,
+    bytes: PublicKeyBytes,
+}
 
 impl BlsPublicKey {
+    fn new(point: G1Affine) -> Self {
+        Self { point, bytes: PublicKeyBytes(point.to_compressed()) }
+    }
+
     pub fn from_bytes(bytes: &PublicKeyBytes) -> Result<Self, KeyError> {
         let point: Option<G1Affine> = G1Affine::from_compressed(&bytes.0).into();
         match point {
-            Some(p) if !bool::from(p.is_identity()) => Ok(Self(p)),
+            Some(p) if !bool::from(p.is_identity()) => Ok(Self { point: p, bytes: *bytes }),
             _ => Err(KeyError::InvalidPoint("BLS12-381 G1 public key")),
         }
     }
 
     pub fn to_bytes(&self) -> PublicKeyBytes {
-        PublicKeyBytes(self.0.to_compressed())
+        self.bytes
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0.to_compressed())
+        hex::encode(self.bytes.0)
     }
 
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
@@ -99,12 +113,16 @@ impl BlsPublicKey {
     }
 
     pub fn point(&self) -> &G1Affine {
-        &self.0
+        &self.point
     }
 
     /// Checks a single signature.
     pub fn verify(&self, domain: Domain, message: &[u8], signature: &BlsSignature) -> Result<(), CryptoError> {
-        if pairing_check(&self.0, domain, message, &signature.0) {
+        let valid = match signature.0 {
+            Signed::Point(point) => pairing_check(&self.point, domain, message, &point),
+            Signed::StandIn(sum) => sum == StandIn::sign(domain, &self.bytes, message),
+        };
+        if valid {
             Ok(())
         } else {
             Err(CryptoError::InvalidSignature { domain: domain.name() })
@@ -123,41 +141,60 @@ impl fmt::Debug for BlsPublicKey {
     }
 }
 
-/// A validated signature: on the curve, in the prime-order subgroup.
+/// A validated signature: on the curve, in the prime-order subgroup (or, where the process uses the
+/// simulation's stand-in, a stand-in signature).
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct BlsSignature(G2Affine);
+pub struct BlsSignature(Signed);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Signed {
+    Point(G2Affine),
+    StandIn(StandIn),
+}
 
 impl BlsSignature {
     pub fn from_bytes(bytes: &SignatureBytes) -> Result<Self, KeyError> {
+        if stand_in::in_use() {
+            return StandIn::from_bytes(bytes)
+                .map(|s| Self(Signed::StandIn(s)))
+                .ok_or(KeyError::InvalidPoint("stand-in signature"));
+        }
         Option::<G2Affine>::from(G2Affine::from_compressed(&bytes.0))
-            .map(Self)
+            .map(|p| Self(Signed::Point(p)))
             .ok_or(KeyError::InvalidPoint("BLS12-381 G2 signature"))
     }
 
     pub fn to_bytes(&self) -> SignatureBytes {
-        SignatureBytes(self.0.to_compressed())
+        match self.0 {
+            Signed::Point(point) => SignatureBytes(point.to_compressed()),
+            Signed::StandIn(sum) => sum.to_bytes(),
+        }
     }
 
     pub fn to_hex(&self) -> String {
-        hex::encode(self.0.to_compressed())
+        hex::encode(self.to_bytes().0)
     }
 
     pub fn from_hex(text: &str) -> Result<Self, KeyError> {
         Self::from_bytes(&SignatureBytes(crate::hex_array(text)?))
     }
 
-    pub fn point(&self) -> &G2Affine {
-        &self.0
-    }
-
     /// Sums signatures into one aggregate.
     pub fn aggregate<'a>(signatures: impl IntoIterator<Item = &'a BlsSignature>) -> Result<Self, CryptoError> {
-        let mut iter = signatures.into_iter().peekable();
-        if iter.peek().is_none() {
+        let signatures: Vec<Signed> = signatures.into_iter().map(|s| s.0).collect();
+        if signatures.is_empty() {
             return Err(CryptoError::Empty);
         }
-        let sum: G2Projective = iter.map(|s| G2Projective::from(s.0)).sum();
-        Ok(Self(sum.to_affine()))
+        let points: Option<Vec<G2Projective>> = signatures
+            .iter()
+            .map(|s| if let Signed::Point(p) = s { Some(G2Projective::from(*p)) } else { None })
+            .collect();
+        if let Some(points) = points {
+            return Ok(Self(Signed::Point(points.into_iter().sum::<G2Projective>().to_affine())));
+        }
+        let stand_ins: Option<Vec<StandIn>> =
+            signatures.iter().map(|s| if let Signed::StandIn(t) = s { Some(*t) } else { None }).collect();
+        stand_ins.map(|parts| Self(Signed::StandIn(StandIn::sum(parts)))).ok_or(CryptoError::MixedSchemes)
     }
 }
 
@@ -174,7 +211,7 @@ pub fn aggregate_public_keys<'a>(keys: impl IntoIterator<Item = &'a BlsPublicKey
     if iter.peek().is_none() {
         return Err(CryptoError::Empty);
     }
-    let sum: G1Projective = iter.map(|k| G1Projective::from(k.0)).sum();
+    let sum: G1Projective = iter.map(|k| G1Projective::from(k.point)).sum();
     Ok(sum.to_affine())
 }
 
@@ -186,8 +223,14 @@ pub fn verify_aggregate<'a>(
     signature: &BlsSignature,
 ) -> Result<(), CryptoError> {
     let keys: Vec<&BlsPublicKey> = keys.into_iter().collect();
-    let aggregate = aggregate_public_keys(keys.iter().copied())?;
-    if pairing_check(&aggregate, domain, message, &signature.0) {
+    if keys.is_empty() {
+        return Err(CryptoError::Empty);
+    }
+    let valid = match signature.0 {
+        Signed::Point(point) => pairing_check(&aggregate_public_keys(keys.iter().copied())?, domain, message, &point),
+        Signed::StandIn(sum) => sum == StandIn::sum(keys.iter().map(|k| StandIn::sign(domain, &k.bytes, message))),
+    };
+    if valid {
         Ok(())
     } else {
         Err(CryptoError::InvalidAggregate { domain: domain.name(), signers: keys.len() })
@@ -207,8 +250,8 @@ fn pairing_check(public: &G1Affine, domain: Domain, message: &[u8], signature: &
 
 /// One aggregate to check in a [`batch_verify`].
 pub struct BatchItem<'a> {
-    /// The signers' aggregate public key.
-    pub public_key: G1Affine,
+    /// The signers' (possession-checked) keys.
+    pub keys: Vec<&'a BlsPublicKey>,
     pub domain: Domain,
     pub message: &'a [u8],
     pub signature: BlsSignature,
@@ -222,15 +265,30 @@ pub fn batch_verify(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(
     if items.is_empty() {
         return Ok(());
     }
+    let invalid = || CryptoError::InvalidBatch { items: items.len() };
+    let mut points = Vec::with_capacity(items.len());
+    for item in items {
+        match item.signature.0 {
+            Signed::Point(point) => points.push(point),
+            Signed::StandIn(_) => {
+                // The stand-in has nothing to batch: each item costs a few hashes.
+                return items.iter().try_for_each(|item| {
+                    verify_aggregate(item.keys.iter().copied(), item.domain, item.message, &item.signature)
+                        .map_err(|_| invalid())
+                });
+            }
+        }
+    }
     let scalars: Vec<u64> = items.iter().map(|_| rng.next_u64() | 1).collect();
     let mut signature_sum = G2Projective::identity();
     let mut weighted_keys = Vec::with_capacity(items.len());
-    for (item, &r) in items.iter().zip(&scalars) {
-        if bool::from(item.public_key.is_identity()) {
-            return Err(CryptoError::InvalidBatch { items: items.len() });
+    for ((item, point), &r) in items.iter().zip(&points).zip(&scalars) {
+        let public_key = aggregate_public_keys(item.keys.iter().copied()).map_err(|_| invalid())?;
+        if bool::from(public_key.is_identity()) {
+            return Err(invalid());
         }
-        signature_sum += mul_u64(G2Projective::from(item.signature.0), r);
-        weighted_keys.push(mul_u64(G1Projective::from(item.public_key), r));
+        signature_sum += mul_u64(G2Projective::from(*point), r);
+        weighted_keys.push(mul_u64(G1Projective::from(public_key), r));
     }
     let mut keys_affine = vec![G1Affine::identity(); weighted_keys.len()];
     G1Projective::batch_normalize(&weighted_keys, &mut keys_affine);
@@ -244,7 +302,7 @@ pub fn batch_verify(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(
     if bool::from(multi_miller_loop(&terms).final_exponentiation().is_identity()) {
         Ok(())
     } else {
-        Err(CryptoError::InvalidBatch { items: items.len() })
+        Err(invalid())
     }
 }
 
@@ -280,7 +338,7 @@ impl BlsKeyPair {
         if secret == Scalar::zero() {
             secret = Scalar::one(); // probability 2⁻²⁵⁵; keeps the function total
         }
-        let public = BlsPublicKey((G1Affine::generator() * secret).to_affine());
+        let public = BlsPublicKey::new((G1Affine::generator() * secret).to_affine());
         Self { secret, public }
     }
 
@@ -298,7 +356,7 @@ impl BlsKeyPair {
         if secret == Scalar::zero() {
             return Err(KeyError::InvalidPoint("BLS12-381 scalar"));
         }
-        let public = BlsPublicKey((G1Affine::generator() * secret).to_affine());
+        let public = BlsPublicKey::new((G1Affine::generator() * secret).to_affine());
         Ok(Self { secret, public })
     }
 
@@ -311,7 +369,10 @@ impl BlsKeyPair {
     }
 
     pub fn sign(&self, domain: Domain, message: &[u8]) -> BlsSignature {
-        BlsSignature((hash_to_g2(domain, message) * self.secret).to_affine())
+        if stand_in::in_use() {
+            return BlsSignature(Signed::StandIn(StandIn::sign(domain, &self.public.bytes, message)));
+        }
+        BlsSignature(Signed::Point((hash_to_g2(domain, message) * self.secret).to_affine()))
     }
 
     /// Signs this key itself: the proof that whoever lists the key holds its secret.
@@ -384,10 +445,11 @@ mod tests {
         let x = Scalar::from(424242u64);
         let rogue_point = (G1Projective::generator() * x - G1Projective::from(*honest.public().point())).to_affine();
         let rogue = BlsPublicKey::from_bytes(&PublicKeyBytes(rogue_point.to_compressed())).unwrap();
-        let forged = BlsSignature((hash_to_g2(Domain::Vote, b"m") * x).to_affine());
+        let forged = BlsSignature(Signed::Point((hash_to_g2(Domain::Vote, b"m") * x).to_affine()));
         assert!(verify_aggregate([&honest.public(), &rogue], Domain::Vote, b"m", &forged).is_ok());
         // Without the secret of pk_r, any proof of possession the attacker offers fails.
-        let attempt = BlsSignature((hash_to_g2(Domain::ProofOfPossession, &rogue.to_bytes().0) * x).to_affine());
+        let attempt =
+            BlsSignature(Signed::Point((hash_to_g2(Domain::ProofOfPossession, &rogue.to_bytes().0) * x).to_affine()));
         assert!(rogue.verify_possession(&attempt).is_err());
     }
 
@@ -399,7 +461,7 @@ mod tests {
         let mut items: Vec<BatchItem> = messages
             .iter()
             .map(|m| BatchItem {
-                public_key: aggregate_public_keys(&publics).unwrap(),
+                keys: publics.iter().collect(),
                 domain: Domain::Vote,
                 message: m,
                 signature: BlsSignature::aggregate(&keys.iter().map(|k| k.sign(Domain::Vote, m)).collect::<Vec<_>>())

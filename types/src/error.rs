@@ -24,6 +24,8 @@ pub enum CryptoError {
     InvalidBatch { items: usize },
     #[error("nothing to aggregate")]
     Empty,
+    #[error("BLS and stand-in signatures mixed in one aggregate")]
+    MixedSchemes,
     #[error(transparent)]
     Key(#[from] KeyError),
 }

@@ -23,7 +23,9 @@ pub mod vote;
 pub use batch::{Batch, Transaction};
 pub use certificate::{Certificate, SignerBitmap};
 pub use committee::{Authority, AuthorityIndex, Committee, Stake, WorkerId};
-pub use crypto::{BlsKeyPair, BlsPublicKey, BlsSignature, Domain, PublicKeyBytes, SignatureBytes};
+pub use crypto::{
+    use_stand_in_signatures, BlsKeyPair, BlsPublicKey, BlsSignature, Domain, PublicKeyBytes, SignatureBytes,
+};
 pub use digest::{BatchDigest, CertificateDigest, Digest, HeaderDigest};
 pub use error::{CommitteeError, CryptoError, DagError, KeyError, WireError};
 pub use header::{ExecutedState, Header, HeaderContent};
