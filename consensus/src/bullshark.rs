@@ -92,6 +92,9 @@ impl Bullshark {
     /// chance to complete a leader's support.
     pub fn add_certificate(&mut self, certificate: Certificate) -> Vec<CommittedSubDag> {
         match self.dag.insert(certificate) {
+            Ok(Insertion::Accepted(accepted)) if injected(Bug::IgnoreUnblocked) => {
+                self.commit_supported_by(&accepted[..1])
+            }
             Ok(Insertion::Accepted(accepted)) => self.commit_supported_by(&accepted),
             // A duplicate, one below the GC round, one still waiting for parents, or a conflicting
             // certificate (the mempool never delivers one): nothing new to commit.
@@ -107,7 +110,10 @@ impl Bullshark {
         let mut output = Vec::new();
         while let Some(round) = rounds.pop_first() {
             output.extend(self.try_commit(round - 1));
-            rounds.extend(self.unblocked.drain(..).filter_map(|c| supporting_round(&c)));
+            let unblocked = std::mem::take(&mut self.unblocked);
+            if !injected(Bug::IgnoreUnblocked) {
+                rounds.extend(unblocked.iter().filter_map(supporting_round));
+            }
         }
         output
     }

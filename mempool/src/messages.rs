@@ -48,4 +48,8 @@ pub enum PrimaryToWorker {
     /// Fetch these batches, first from `target` (the author of the header that needs them), then from others;
     /// report each with [`WorkerToPrimary::OthersBatch`] once stored.
     Synchronize { digests: Vec<BatchDigest>, target: AuthorityIndex },
+    /// One of our batches ([`WorkerToPrimary::OurBatch`]) is durably recorded for proposal: it will be
+    /// proposed until a certificate of ours carries it, whatever crashes (the acknowledgement's promise,
+    /// DESIGN.md §9.3).
+    Acknowledged { digest: BatchDigest },
 }

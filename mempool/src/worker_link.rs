@@ -40,6 +40,8 @@ pub enum LinkMessage {
     OthersBatch { digest: BatchDigest, worker: WorkerId },
     /// Primary → worker: [`PrimaryToWorker::Synchronize`].
     Synchronize { digests: Vec<BatchDigest>, target: AuthorityIndex },
+    /// Primary → worker: [`PrimaryToWorker::Acknowledged`].
+    Acknowledged { digest: BatchDigest },
     /// Primary → worker: "send me this batch" (a committed batch, for execution).
     BatchRequest(BatchDigest),
     /// Worker → primary, the answer to a request: the batch, or `None` while the worker does not hold it.
@@ -112,6 +114,10 @@ impl WorkerLink {
                                     let _ = to_worker.send(PrimaryToWorker::Synchronize { digests, target }).await;
                                     drop(responder);
                                 }
+                                LinkMessage::Acknowledged { digest } => {
+                                    let _ = to_worker.send(PrimaryToWorker::Acknowledged { digest }).await;
+                                    drop(responder);
+                                }
                                 LinkMessage::BatchRequest(digest) => {
                                     let batch = store.batches.get(&digest).unwrap_or_else(|error| {
                                         warn!(%digest, %error, "cannot read a batch the primary asked for");
@@ -155,8 +161,12 @@ impl PrimaryLink {
     ) -> (Self, JoinHandle<()>) {
         let link = Self { endpoint: endpoint.clone() };
         let requests = async move {
-            while let Some(PrimaryToWorker::Synchronize { digests, target }) = from_core.recv().await {
-                if let Err(error) = deliver(&endpoint, &LinkMessage::Synchronize { digests, target }).await {
+            while let Some(order) = from_core.recv().await {
+                let message = match order {
+                    PrimaryToWorker::Synchronize { digests, target } => LinkMessage::Synchronize { digests, target },
+                    PrimaryToWorker::Acknowledged { digest } => LinkMessage::Acknowledged { digest },
+                };
+                if let Err(error) = deliver(&endpoint, &message).await {
                     warn!(%error, "cannot reach the worker; stopping the link");
                     return;
                 }

@@ -12,7 +12,7 @@ use mako_execution::pipeline::Executor;
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::Genesis;
 use mako_mempool::config::MempoolParameters;
-use mako_mempool::messages::WorkerToPrimary;
+use mako_mempool::messages::PrimaryToWorker;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
 use mako_mempool::primary::PrimaryMetrics;
 use mako_mempool::worker::ClientListener;
@@ -130,7 +130,8 @@ pub struct NodeRecord {
     pub metrics: Option<Arc<PrimaryMetrics>>,
     pub boots: u64,
     pub highest_round: Round,
-    /// Our batches the worker reported held by a quorum, in order (DESIGN.md §9.3: each must be committed).
+    /// Our batches the primary acknowledged: a quorum holds each and it is recorded durably for proposal
+    /// (DESIGN.md §9.3: each must be committed, across crashes too).
     pub acked_batches: Vec<BatchDigest>,
     /// Every (index, root) execution published, across lives (DESIGN.md §9.5: the log must keep them).
     pub executed: Vec<ExecutedState>,
@@ -265,8 +266,8 @@ impl SimObserver {
 }
 
 impl Observer for SimObserver {
-    fn worker_report(&self, report: &WorkerToPrimary) {
-        if let WorkerToPrimary::OurBatch { digest, .. } = report {
+    fn worker_order(&self, order: &PrimaryToWorker) {
+        if let PrimaryToWorker::Acknowledged { digest } = order {
             self.record(|record| record.acked_batches.push(*digest));
         }
     }

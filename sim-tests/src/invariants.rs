@@ -140,10 +140,11 @@ pub fn check_records(records_handle: &Records, checks: &Checks) -> Result<Summar
         }
     }
 
-    // §9.3 validity: every batch a quorum acknowledged to an honest validator that never crashed is committed.
+    // §9.3 validity: every batch an honest validator acknowledged (a quorum holds it and its primary recorded it
+    // durably for proposal) is committed, whatever crashed in between: restarted validators included.
     let mut acked = 0;
     if checks.validity {
-        for (node, record) in honest.iter().filter(|(_, r)| r.boots == 1) {
+        for (node, record) in honest.iter() {
             for batch in &record.acked_batches {
                 acked += 1;
                 if !committed_batches.contains(batch) {
@@ -166,6 +167,18 @@ pub fn check_records(records_handle: &Records, checks: &Checks) -> Result<Summar
 
 /// Sub-DAGs a validator may have committed and not executed yet when a run ends.
 const MAX_EXECUTION_LAG: u64 = 20;
+
+/// Whether every validator of `nodes` has executed all it committed but the last [`MAX_EXECUTION_LAG`]
+/// sub-DAGs (from what execution published): the quiet phase waits for it, since a validator that rejoins
+/// at the end of a run commits many sub-DAGs at once and fetches their batches afterwards.
+pub fn execution_caught_up(records: &Records, nodes: &[usize]) -> bool {
+    let records = records.lock().expect("records lock");
+    nodes.iter().filter_map(|node| records.get(node)).all(|record| {
+        let committed = record.commits.last().map_or(0, |c| c.index);
+        let executed = record.executed.iter().map(|e| e.index).max().unwrap_or(0);
+        committed <= executed + MAX_EXECUTION_LAG
+    })
+}
 
 /// Checks execution agreement (§9.4) and the durability of executed state (§9.5) from the stores: every
 /// (index, root) a validator ever published, before or after a restart, is what its block log holds now.

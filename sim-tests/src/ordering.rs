@@ -77,10 +77,35 @@ fn leaders(sequence: &[CommittedSubDag]) -> Vec<(Round, u16)> {
     sequence.iter().map(|s| (s.leader_round(), s.leader.author().0)).collect()
 }
 
-/// Both figures of issue 15 (findings 1 and 2). `Err` describes the first disagreement.
+/// The figures of issue 15 (findings 1, 2 and 6). `Err` describes the first disagreement.
 pub fn check_figures() -> Result<(), String> {
     table_change_inside_a_recursive_commit()?;
-    gc_round_per_committed_leader()
+    gc_round_per_committed_leader()?;
+    supporters_before_their_parent()
+}
+
+/// Issue 15, finding 6. Round-robin. Every round-3 certificate references validator 0's round-2 certificate,
+/// which arrives last: the whole of round 3 waits in the DAG's pending set, and it is the arrival of that
+/// parent that completes the round-2 anchor's support. Bullshark must try the leader below every certificate
+/// the arrival unblocks, not only below the one that arrived (an even round, which supports nothing).
+pub fn supporters_before_their_parent() -> Result<(), String> {
+    let mut dag = HandDag::new(4);
+    dag.add_round(1, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+    dag.add_round(2, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+    dag.add_round(3, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+    let in_time = committed(&mut bullshark(&dag.committee, Schedule::RoundRobin, 50), &dag.certificates);
+    let late = committed(&mut bullshark(&dag.committee, Schedule::RoundRobin, 50), &dag.with_late(&[(2, 0)]));
+    if leaders(&in_time) != [(2, 1)] {
+        return Err(format!("unexpected leaders in time: {:?}", leaders(&in_time)));
+    }
+    if late != in_time {
+        return Err(format!(
+            "supporters that waited for a parent: committed leaders {:?} in time, {:?} when the parent came last",
+            leaders(&in_time),
+            leaders(&late)
+        ));
+    }
+    Ok(())
 }
 
 /// Issue 15, finding 1. Reputation window 1. Validator 0's round-3 certificate does not vote for the round-2

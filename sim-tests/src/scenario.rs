@@ -29,7 +29,7 @@ use crate::harness::{
     add_crashed, add_validators, commits, highest, host_name, load_client, records, run_until, simulation, store_dir,
     Options, Records,
 };
-use crate::invariants::{check_records, check_stores, trace_hash, Checks, Summary, Violation};
+use crate::invariants::{check_records, check_stores, execution_caught_up, trace_hash, Checks, Summary, Violation};
 
 /// Validators in every scenario: f = 1.
 pub const VALIDATORS: usize = 4;
@@ -327,14 +327,14 @@ fn phases(
         ));
     }
 
-    // 4. Quiet: the load stops; every acknowledged batch must be committed.
+    // 4. Quiet: the load stops; every acknowledged batch must be committed, and what was committed executed.
     done.store(true, Ordering::SeqCst);
     let validity = Checks { validity: true, ..checks.clone() };
     // The full check is costly: run it every 100 steps (100 ms of simulated time).
     let mut steps = 0u64;
     let _ = run_until(sim, QUIET_LIMIT, |_| {
         steps += 1;
-        steps.is_multiple_of(100) && check_records(records, &validity).is_ok()
+        steps.is_multiple_of(100) && execution_caught_up(records, &running) && check_records(records, &validity).is_ok()
     });
     check_records(records, &validity)
 }

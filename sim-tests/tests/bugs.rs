@@ -1,4 +1,4 @@
-//! Proof that the suite bites (issue 7): six deliberate protocol bugs, switched on one at a time through
+//! Proof that the suite bites (issue 7): nine deliberate protocol bugs, switched on one at a time through
 //! `mako_types::bug`, are each caught.
 //!
 //! - **vote twice** (an honest primary votes for a second header of one round): the Byzantine scenario, whose
@@ -18,6 +18,12 @@
 //!   in 30 with `MAKO_SEEDS=60`), too rarely for the CI seed set.
 //! - **deliver a batch twice** (issue 15, finding 8): the Byzantine scenario, whose adversary names other
 //!   validators' batches in its own headers, ends with a batch delivered in two sub-DAGs (integrity, §9.2).
+//! - **send before the sync** (issue 15, finding 4): the equivocation test, whose Byzantine author sends
+//!   validator 0 a second header of a round after validator 0's machine lost power, gets two votes from it.
+//! - **forget acknowledged batches** (validity across restarts): the crash-restart scenario (seed 1) ends
+//!   with a batch that validator 1 acknowledged before a crash and never proposed after it (§9.3).
+//! - **ignore what an arrival unblocks** (issue 15, finding 6): the figure where a whole round waits for a
+//!   late parent commits nothing when the parent comes last.
 //!
 //! The switch is process-wide, so this file is its own test binary and its one test runs the bugs in turn.
 
@@ -28,6 +34,7 @@ use mako_consensus::LeaderSchedule;
 use mako_mempool::test_dag::{
     build_dag, certificate, committee, everyone, genesis_digests, random_dag, shuffled_causal_order,
 };
+use mako_sim_tests::equivocation::restarted_validator_never_votes_twice_and_bad_input_is_counted;
 use mako_sim_tests::ordering::check_figures;
 use mako_sim_tests::scenario::{run, Scenario};
 use mako_types::bug::{inject, Bug};
@@ -129,7 +136,9 @@ fn each_injected_bug_is_caught() {
             // The Byzantine validator replays other validators' batches (seed 1 delivers one twice).
             Bug::DeliverBatchTwice => first_violation(Scenario::Byzantine, 2),
             Bug::CommitWithF | Bug::SkipRecursiveCommit => bullshark_agreement().err(),
-            Bug::KeepBatchAfterTableChange | Bug::GcPerBatch => check_figures().err(),
+            Bug::KeepBatchAfterTableChange | Bug::GcPerBatch | Bug::IgnoreUnblocked => check_figures().err(),
+            Bug::ForgetAcknowledged => first_violation(Scenario::CrashRestart, 2),
+            Bug::SendBeforeSync => restarted_validator_never_votes_twice_and_bad_input_is_counted(5).err(),
         };
         inject(None);
         match caught {

@@ -1,135 +1,14 @@
-//! A test-only Byzantine author against honest primaries (DESIGN.md §3, §9.7):
-//! - it sends two different headers for one round to validator 0, one before and one after validator 0's
-//!   machine crashes (power lost: every write not synced is gone) and it restarts from its store: validator 0
-//!   votes for the first only, and rejoins the DAG;
-//! - it sends validator 1 a header with a bad signature, a certificate with less than quorum stake and a
-//!   header whose parents are from the wrong round: each is rejected with a counted reason, never a panic.
+//! The equivocation test of `mako_sim_tests::equivocation` (a Byzantine author, a power cut, bad input).
 
-use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-use mako_mempool::messages::PrimaryMessage;
-use mako_network::{Endpoint, Peers};
-use mako_sim_tests::harness::{
-    add_validators, committee, expect_ok, highest, host_name, keys, network_config, records, run_until, seed,
-    simulation, store_dir, Options, PRIMARY_PORT,
-};
-use mako_types::{AuthorityIndex, Certificate, CertificateDigest, Domain, Header, HeaderDigest, Vote};
-
-const N: usize = 4;
-const BYZANTINE: usize = 3;
-
-/// What the Byzantine host saw and what the driver tells it to do.
-#[derive(Default)]
-struct Script {
-    /// Votes it received, by voter.
-    votes: Vec<(AuthorityIndex, HeaderDigest)>,
-    /// Set by the driver once validator 0 has restarted.
-    send_second_header: bool,
-    first: Option<HeaderDigest>,
-    second: Option<HeaderDigest>,
-    bad_input_sent: bool,
-}
-
-async fn byzantine(seed: u64, script: Arc<Mutex<Script>>) -> turmoil::Result {
-    let committee = committee(N);
-    let key = keys(BYZANTINE);
-    let me = AuthorityIndex(BYZANTINE as u16);
-    let (endpoint, mut inbound) = Endpoint::<PrimaryMessage>::bind_turmoil(
-        network_config(seed, BYZANTINE, 1, 0),
-        &key.network,
-        Peers::primaries(&committee)?,
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, PRIMARY_PORT)),
-    )
-    .await?;
-    let genesis: Vec<CertificateDigest> = Certificate::genesis(&committee).iter().map(Certificate::digest).collect();
-    let first = Header::new(me, 1, vec![], genesis.clone(), &key.bls);
-    let second = Header::new(me, 1, vec![], genesis[..3].to_vec(), &key.bls);
-    {
-        let mut script = script.lock().unwrap();
-        script.first = Some(first.digest());
-        script.second = Some(second.digest());
-    }
-    let mut deliveries = vec![endpoint.send_reliable(AuthorityIndex(0), &PrimaryMessage::Header(first)).await?];
-    let mut second_sent = false;
-    let mut round_one = Vec::new();
-    loop {
-        tokio::select! {
-            biased;
-            message = inbound.recv() => {
-                let Some(message) = message else { return Ok(()) };
-                match message.message {
-                    PrimaryMessage::Vote(vote) => script.lock().unwrap().votes.push((message.from, vote.header_digest)),
-                    PrimaryMessage::Certificate(certificate) if certificate.round() == 1 => round_one.push(certificate.digest()),
-                    _ => {}
-                }
-            }
-            () = tokio::time::sleep(Duration::from_millis(50)) => {}
-        }
-        if !second_sent && script.lock().unwrap().send_second_header {
-            second_sent = true;
-            deliveries.push(endpoint.send_reliable(AuthorityIndex(0), &PrimaryMessage::Header(second.clone())).await?);
-        }
-        if round_one.len() >= 3 && !script.lock().unwrap().bad_input_sent {
-            script.lock().unwrap().bad_input_sent = true;
-            let to = AuthorityIndex(1);
-            // A header signed by someone else's key.
-            let mut forged = Header::new(me, 2, vec![], round_one.clone(), &key.bls);
-            forged.signature = keys(2).bls.sign(Domain::Header, forged.digest().as_bytes()).to_bytes();
-            deliveries.push(endpoint.send_reliable(to, &PrimaryMessage::Header(forged)).await?);
-            // A certificate carrying our own vote only.
-            let lonely = Header::new(me, 2, vec![], round_one.clone(), &key.bls);
-            let vote = Vote::new(&lonely, me, &key.bls);
-            let certificate = Certificate::from_votes(lonely, &[vote], &committee)?;
-            deliveries.push(endpoint.send_reliable(to, &PrimaryMessage::Certificate(certificate)).await?);
-            // A round-3 header whose parents are from round 1.
-            let skipping = Header::new(me, 3, vec![], round_one.clone(), &key.bls);
-            deliveries.push(endpoint.send_reliable(to, &PrimaryMessage::Header(skipping)).await?);
-        }
-    }
-}
+use mako_sim_tests::equivocation;
+use mako_sim_tests::harness::{expect_ok, seed};
 
 #[test]
 fn restarted_validator_never_votes_twice_and_bad_input_is_counted() {
     let seed = seed(5);
-    let root = tempfile::tempdir().unwrap();
-    let records = records();
-    let script = Arc::new(Mutex::new(Script::default()));
-    let mut sim = simulation(seed, Duration::from_secs(120));
-    add_validators(&mut sim, 0..3, Options::new(N, seed), root.path(), &records);
-    {
-        let script = Arc::clone(&script);
-        sim.host(host_name(BYZANTINE), move || byzantine(seed, Arc::clone(&script)));
-    }
-    let voted_for = |digest: fn(&Script) -> Option<HeaderDigest>| {
-        let script = script.lock().unwrap();
-        script.votes.iter().filter(|(voter, d)| *voter == AuthorityIndex(0) && Some(*d) == digest(&script)).count()
-    };
-    expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| voted_for(|s| s.first) > 0), seed, "mempool_byzantine");
-    expect_ok(run_until(&mut sim, Duration::from_secs(20), |_| highest(&records, 0) >= 5), seed, "mempool_byzantine");
-
-    // A machine crash, not only a process crash: every write not synced to disk is lost (DESIGN.md §9.7).
-    mako_storage::cut_power(&store_dir(root.path(), 0));
-    sim.bounce(host_name(0));
-    let before = highest(&records, 0);
     expect_ok(
-        run_until(&mut sim, Duration::from_secs(30), |_| records.lock().unwrap()[&0].boots == 2),
+        equivocation::restarted_validator_never_votes_twice_and_bad_input_is_counted(seed),
         seed,
         "mempool_byzantine",
     );
-    script.lock().unwrap().send_second_header = true;
-    expect_ok(
-        run_until(&mut sim, Duration::from_secs(60), |_| highest(&records, 0) >= before + 10),
-        seed,
-        "mempool_byzantine",
-    );
-    assert_eq!(voted_for(|s| s.second), 0, "seed {seed}: validator 0 voted for two headers of one round");
-    let rejected = records.lock().unwrap()[&0].metrics.as_ref().unwrap().rejected();
-    assert!(rejected.get("already_voted").copied().unwrap_or(0) >= 1, "seed {seed}: {rejected:?}");
-
-    let rejected = records.lock().unwrap()[&1].metrics.as_ref().unwrap().rejected();
-    for reason in ["bad_signature", "below_quorum", "parent_wrong_round"] {
-        assert!(rejected.get(reason).copied().unwrap_or(0) >= 1, "seed {seed}: no {reason} counted: {rejected:?}");
-    }
 }

@@ -68,6 +68,16 @@ pub(crate) fn block_key(index: u64) -> [u8; 13] {
     key
 }
 
+const PROPOSAL_PREFIX: &[u8] = b"proposal";
+
+/// `proposal ‖ batch digest`: one of our batches a quorum holds, not yet in a certificate of ours.
+pub(crate) fn proposal_key(digest: &BatchDigest) -> [u8; 40] {
+    let mut key = [0u8; 40];
+    key[..8].copy_from_slice(PROPOSAL_PREFIX);
+    key[8..].copy_from_slice(digest.as_bytes());
+    key
+}
+
 pub(crate) fn last_vote_key(author: AuthorityIndex) -> [u8; 11] {
     let mut key = *b"last_vote\0\0";
     key[9..].copy_from_slice(&author.0.to_be_bytes());
@@ -90,6 +100,25 @@ impl StateStore {
 
     pub fn last_vote(&self, author: AuthorityIndex) -> Result<Option<LastVote>, StoreError> {
         self.read(&last_vote_key(author))
+    }
+
+    /// Our batches that a quorum holds and no certificate of ours carries yet (DESIGN.md §9.3): what a
+    /// restarted primary proposes again, in digest order.
+    pub fn pending_proposals(&self) -> Result<Vec<(BatchDigest, WorkerId)>, StoreError> {
+        let mut proposals = Vec::new();
+        for guard in self.keyspace.prefix(PROPOSAL_PREFIX) {
+            let (key, value) = guard.into_inner().map_err(StoreError::fjall("scan pending proposals"))?;
+            let corrupt = || StoreError::Corrupt {
+                store: "state",
+                key: key.to_vec(),
+                reason: "a pending proposal is not a 32-byte digest and a 4-byte worker id".into(),
+            };
+            let digest: [u8; 32] =
+                key.get(PROPOSAL_PREFIX.len()..).and_then(|d| d.try_into().ok()).ok_or_else(corrupt)?;
+            let worker: [u8; 4] = (*value).try_into().map_err(|_| corrupt())?;
+            proposals.push((BatchDigest(Digest(digest)), WorkerId::from_le_bytes(worker)));
+        }
+        Ok(proposals)
     }
 
     /// The last header this validator proposed, so that after a restart it re-sends that header instead
@@ -175,5 +204,26 @@ mod tests {
         store.state.keyspace().insert(CONSENSUS_KEY, &[0xffu8; 3][..]).unwrap();
         let err = store.state.consensus_state().unwrap_err();
         assert!(err.to_string().contains("corrupt value in state"), "{err}");
+    }
+
+    #[test]
+    fn pending_proposals_survive_reopen_until_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let digest = |b: u8| BatchDigest(Digest([b; 32]));
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut writes = store.write_set();
+            writes.put_pending_proposal(&digest(9), 1);
+            writes.put_pending_proposal(&digest(3), 0);
+            writes.put_pending_proposal(&digest(5), 2);
+            writes.commit(Durability::Buffered).unwrap();
+            let mut writes = store.write_set();
+            writes.remove_pending_proposal(&digest(5));
+            writes.commit(Durability::Buffered).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.state.pending_proposals().unwrap(), vec![(digest(3), 0), (digest(9), 1)]);
+        store.state.keyspace().insert(proposal_key(&digest(7)), &[1u8][..]).unwrap();
+        assert!(store.state.pending_proposals().is_err(), "a 1-byte worker id is corrupt");
     }
 }

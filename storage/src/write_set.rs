@@ -1,10 +1,12 @@
 //! A set of writes committed as one atomic fjall batch: after a crash either all of them are there or none.
 
 use fjall::{Keyspace, OwnedWriteBatch, PersistMode};
-use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round};
+use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round, WorkerId};
 
 use crate::certificate_store::round_key;
-use crate::state_store::{block_key, last_vote_key, sub_dag_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY};
+use crate::state_store::{
+    block_key, last_vote_key, proposal_key, sub_dag_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY,
+};
 use crate::{BlockRecord, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
 
 /// How far a commit goes before it returns.
@@ -77,6 +79,18 @@ impl WriteSet {
 
     pub fn put_last_vote(&mut self, author: AuthorityIndex, vote: &LastVote) {
         self.put_state(last_vote_key(author), mako_types::encode(vote).as_slice());
+    }
+
+    /// Records one of our batches that a quorum holds, to be proposed (again, after a restart) until a
+    /// certificate of ours carries it.
+    pub fn put_pending_proposal(&mut self, digest: &BatchDigest, worker: WorkerId) {
+        self.put_state(proposal_key(digest), &worker.to_le_bytes());
+    }
+
+    /// A certificate of ours carries the batch now.
+    pub fn remove_pending_proposal(&mut self, digest: &BatchDigest) {
+        let keyspace = self.store.state.keyspace().clone();
+        self.remove(&keyspace, proposal_key(digest));
     }
 
     pub fn put_last_header(&mut self, header: &Header) {

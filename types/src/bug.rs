@@ -23,16 +23,28 @@ pub enum Bug {
     /// Bullshark delivers a batch again when a second certificate carries it (`consensus/src/bullshark.rs`;
     /// issue 15, finding 8).
     DeliverBatchTwice,
+    /// The primary's core sends its votes and headers without syncing the store first
+    /// (`mempool/src/primary/core.rs`; issue 15, finding 4).
+    SendBeforeSync,
+    /// Bullshark tries to commit only below the certificate that arrived, not below those its arrival took out
+    /// of the pending set (`consensus/src/bullshark.rs`; issue 15, finding 6).
+    IgnoreUnblocked,
+    /// A restarted primary forgets the batches it acknowledged and never proposed
+    /// (`mempool/src/primary/core.rs`; issue 15, validity for restarted validators).
+    ForgetAcknowledged,
 }
 
 impl Bug {
-    pub const ALL: [Bug; 6] = [
+    pub const ALL: [Bug; 9] = [
         Bug::CommitWithF,
         Bug::VoteTwice,
         Bug::SkipRecursiveCommit,
         Bug::KeepBatchAfterTableChange,
         Bug::GcPerBatch,
         Bug::DeliverBatchTwice,
+        Bug::SendBeforeSync,
+        Bug::IgnoreUnblocked,
+        Bug::ForgetAcknowledged,
     ];
 
     pub fn name(self) -> &'static str {
@@ -43,17 +55,20 @@ impl Bug {
             Bug::KeepBatchAfterTableChange => "keep-batch-after-table-change",
             Bug::GcPerBatch => "gc-per-batch",
             Bug::DeliverBatchTwice => "deliver-batch-twice",
+            Bug::SendBeforeSync => "send-before-sync",
+            Bug::IgnoreUnblocked => "ignore-unblocked",
+            Bug::ForgetAcknowledged => "forget-acknowledged",
         }
     }
 
     #[cfg(feature = "bug-injection")]
-    fn bit(self) -> u8 {
+    fn bit(self) -> u32 {
         1 << self as u8
     }
 }
 
 #[cfg(feature = "bug-injection")]
-static ACTIVE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+static ACTIVE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// Whether `bug` is switched on.
 #[inline]

@@ -51,6 +51,9 @@ pub enum WorkerPlace {
 pub trait Observer: Send + Sync + 'static {
     /// A worker's report to the primary (`OurBatch`: a quorum stores the batch, the client's acknowledgement).
     fn worker_report(&self, _report: &WorkerToPrimary) {}
+    /// An order of the primary (or the executor) to a worker (`Acknowledged`: a batch recorded durably for
+    /// proposal, the acknowledgement's promise).
+    fn worker_order(&self, _order: &PrimaryToWorker) {}
     /// A certificate the primary hands to consensus.
     fn certificate_delivered(&self, _certificate: &Certificate) {}
     /// A sub-DAG consensus hands to execution.
@@ -131,7 +134,7 @@ impl Validator {
         let mut links = Vec::new();
         for (id, place) in workers.into_iter().enumerate() {
             let (to_worker, from_primary) = mpsc::channel(CHANNEL_CAPACITY);
-            to_workers.push(to_worker);
+            to_workers.push(tap(to_worker, &observer, |o, order| o.worker_order(order), &mut tasks));
             match place {
                 WorkerPlace::Local { endpoint, inbound, clients } => local_workers.push(Worker::spawn(WorkerSetup {
                     id: id as u32,

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use mako_network::{Delivery, Endpoint, Inbound};
 use mako_storage::{Durability, LastVote, Store};
+use mako_types::bug::{injected, Bug};
 use mako_types::{
     AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, Committee, DagError, Header, LeaderTable, Round, Vote,
     WorkerId,
@@ -45,6 +46,9 @@ enum Outgoing {
     Vote(Vote),
     Header(Header),
     Certificate(Certificate),
+    /// To our worker: the batch is recorded for proposal, and will be proposed until a certificate of ours
+    /// carries it, across crashes too (DESIGN.md §9.3).
+    Acknowledgement(BatchDigest, WorkerId),
 }
 
 /// The core's channels.
@@ -128,6 +132,9 @@ impl Core {
 
     async fn run(mut self) {
         self.resend_last_header().await;
+        if !injected(Bug::ForgetAcknowledged) {
+            self.propose_pending_again().await;
+        }
         // The proposer starts on the highest round that holds a quorum (genesis for a fresh validator).
         let highest = self.dag.highest_round();
         for round in (self.dag.gc_round()..=highest).rev() {
@@ -184,6 +191,25 @@ impl Core {
         }
     }
 
+    /// After a restart: our batches that a quorum holds and no certificate of ours carries go back to the
+    /// proposer, except those of the header we just sent again.
+    async fn propose_pending_again(&mut self) {
+        let pending = match self.store.state.pending_proposals() {
+            Ok(pending) => pending,
+            Err(error) => return self.storage_error(&error),
+        };
+        let resent: Vec<BatchDigest> = self
+            .aggregator
+            .as_ref()
+            .map(|a| a.header().payload().iter().map(|(d, _)| *d).collect())
+            .unwrap_or_default();
+        for (digest, worker) in pending.into_iter().filter(|(digest, _)| !resent.contains(digest)) {
+            self.held.insert(digest);
+            PrimaryMetrics::bump(&self.metrics.batches_requeued);
+            let _ = self.channels.tx_our_batches.send((digest, worker)).await;
+        }
+    }
+
     async fn propose(&mut self, header: Header) {
         let mut writes = self.store.write_set();
         writes.put_last_header(&header);
@@ -204,7 +230,8 @@ impl Core {
     async fn flush_outbox(&mut self) {
         self.unsynced_steps = 0;
         let started = std::time::Instant::now(); // a measurement only: protocol time is tokio's
-        if let Err(error) = self.store.sync() {
+        let synced = if injected(Bug::SendBeforeSync) { Ok(()) } else { self.store.sync() };
+        if let Err(error) = synced {
             return self.storage_error(&error); // they stay, and the next step tries again
         }
         let took = started.elapsed().as_micros() as u64;
@@ -223,6 +250,11 @@ impl Core {
                     let deliveries = self.network.broadcast_reliable(&PrimaryMessage::Certificate(certificate)).await;
                     self.keep(round, deliveries);
                 }
+                Outgoing::Acknowledgement(digest, worker) => {
+                    if let Some(tx) = self.channels.tx_workers.get(worker as usize) {
+                        let _ = tx.send(PrimaryToWorker::Acknowledged { digest }).await;
+                    }
+                }
             }
         }
     }
@@ -237,6 +269,14 @@ impl Core {
             batches = header.payload().len(),
             "re-proposing the batches of an uncertified header"
         );
+        // Recorded again: a certificate of ours carrying them may have removed the records.
+        let mut writes = self.store.write_set();
+        for (digest, worker) in header.payload() {
+            writes.put_pending_proposal(digest, *worker);
+        }
+        if let Err(error) = writes.commit(Durability::Buffered) {
+            self.storage_error(&error);
+        }
         for (digest, worker) in header.payload() {
             PrimaryMetrics::bump(&self.metrics.batches_requeued);
             let _ = self.channels.tx_our_batches.send((*digest, *worker)).await;
@@ -488,6 +528,11 @@ impl Core {
         let mut writes = self.store.write_set();
         for certificate in &accepted {
             writes.put_certificate(certificate);
+            if certificate.author() == self.me {
+                for (digest, _) in certificate.header.payload() {
+                    writes.remove_pending_proposal(digest);
+                }
+            }
         }
         if let Err(error) = writes.commit(Durability::Buffered) {
             // Not stored means not accepted: forget them, a later sync brings them again.
@@ -574,8 +619,15 @@ impl Core {
     async fn on_worker_report(&mut self, report: WorkerToPrimary) {
         match report {
             WorkerToPrimary::OurBatch { digest, worker, created } => {
+                let mut writes = self.store.write_set();
+                writes.put_pending_proposal(&digest, worker);
+                if let Err(error) = writes.commit(Durability::Buffered) {
+                    // Not recorded, not acknowledged: the worker's client sends the transactions again.
+                    return self.storage_error(&error);
+                }
                 self.held.insert(digest);
                 self.batch_sealed.insert(digest, created);
+                self.outbox.push(Outgoing::Acknowledgement(digest, worker));
                 let _ = self.channels.tx_our_batches.send((digest, worker)).await;
             }
             WorkerToPrimary::OthersBatch { digest, .. } => {

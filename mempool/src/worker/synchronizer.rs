@@ -110,6 +110,10 @@ impl Synchronizer {
                 },
                 request = self.from_primary.recv() => match request {
                     Some(PrimaryToWorker::Synchronize { digests, target }) => self.synchronize(digests, target).await,
+                    Some(PrimaryToWorker::Acknowledged { .. }) => {
+                        bump(&self.metrics.batches_acknowledged);
+                        Ok(())
+                    }
                     None => return,
                 },
                 _ = retry.tick() => Ok(()),
