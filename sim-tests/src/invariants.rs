@@ -148,9 +148,19 @@ pub fn check_records(records_handle: &Records, checks: &Checks) -> Result<Summar
             for batch in &record.acked_batches {
                 acked += 1;
                 if !committed_batches.contains(batch) {
+                    // Where it went: the certificates (any author's) that carry it, as some validator saw them.
+                    let carriers: BTreeSet<String> = honest
+                        .iter()
+                        .flat_map(|(_, r)| &r.delivered)
+                        .filter(|c| c.header.payload().iter().any(|(d, _)| d == batch))
+                        .map(|c| format!("{} round {}", c.author(), c.round()))
+                        .collect();
                     return Err(Violation::new(
                         "validity (§9.3)",
-                        format!("node {node}'s batch {batch}, held by a quorum, was never committed"),
+                        format!(
+                            "node {node}'s batch {batch}, acknowledged, was never committed (certificates carrying \
+                             it: {carriers:?})"
+                        ),
                     ));
                 }
             }
