@@ -28,6 +28,9 @@ pub struct MempoolParameters {
     pub sync_retry_delay: Duration,
     /// Peers asked per retry.
     pub sync_retry_nodes: usize,
+    /// Bytes of pushed batches that no certificate carries yet, per peer, that our workers keep; past it the
+    /// peer's oldest such batches are deleted (`primary::retention`: a Byzantine worker cannot fill the disk).
+    pub max_unreferenced_bytes_per_peer: usize,
 }
 
 impl Default for MempoolParameters {
@@ -41,6 +44,7 @@ impl Default for MempoolParameters {
             leader_timeout: Duration::from_secs(1),
             sync_retry_delay: Duration::from_secs(5),
             sync_retry_nodes: 3,
+            max_unreferenced_bytes_per_peer: 256 * 1024 * 1024,
         }
     }
 }

@@ -38,8 +38,11 @@ pub enum WorkerMessage {
 pub enum WorkerToPrimary {
     /// One of our batches, now held by a quorum: include it in a header. `created` is when it was sealed.
     OurBatch { digest: BatchDigest, worker: WorkerId, created: Instant },
-    /// Another validator's batch, now stored here (received or fetched).
+    /// Another validator's batch, fetched on our request and now stored here.
     OthersBatch { digest: BatchDigest, worker: WorkerId },
+    /// A batch `from`'s worker pushed to us (`size` bytes encoded), now stored here: kept while a certificate
+    /// may still carry it (`primary::retention`).
+    PeerBatch { digest: BatchDigest, worker: WorkerId, from: AuthorityIndex, size: u64 },
 }
 
 /// From a primary to its own workers.
@@ -52,4 +55,7 @@ pub enum PrimaryToWorker {
     /// proposed until a certificate of ours carries it, whatever crashes (the acknowledgement's promise,
     /// DESIGN.md §9.3).
     Acknowledged { digest: BatchDigest },
+    /// Delete these peers' batches: no certificate carries them, and their senders are over their budget of
+    /// unreferenced batches (`primary::retention`).
+    Delete { digests: Vec<BatchDigest> },
 }

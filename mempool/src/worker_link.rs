@@ -38,10 +38,14 @@ pub enum LinkMessage {
     OurBatch { digest: BatchDigest, worker: WorkerId, sealed_micros_ago: u64 },
     /// Worker → primary: [`WorkerToPrimary::OthersBatch`].
     OthersBatch { digest: BatchDigest, worker: WorkerId },
+    /// Worker → primary: [`WorkerToPrimary::PeerBatch`].
+    PeerBatch { digest: BatchDigest, worker: WorkerId, from: AuthorityIndex, size: u64 },
     /// Primary → worker: [`PrimaryToWorker::Synchronize`].
     Synchronize { digests: Vec<BatchDigest>, target: AuthorityIndex },
     /// Primary → worker: [`PrimaryToWorker::Acknowledged`].
     Acknowledged { digest: BatchDigest },
+    /// Primary → worker: [`PrimaryToWorker::Delete`].
+    Delete { digests: Vec<BatchDigest> },
     /// Primary → worker: "send me this batch" (a committed batch, for execution).
     BatchRequest(BatchDigest),
     /// Worker → primary, the answer to a request: the batch, or `None` while the worker does not hold it.
@@ -90,6 +94,9 @@ impl WorkerLink {
                         sealed_micros_ago: u64::try_from(created.elapsed().as_micros()).unwrap_or(u64::MAX),
                     },
                     WorkerToPrimary::OthersBatch { digest, worker } => LinkMessage::OthersBatch { digest, worker },
+                    WorkerToPrimary::PeerBatch { digest, worker, from, size } => {
+                        LinkMessage::PeerBatch { digest, worker, from, size }
+                    }
                 };
                 if let Err(error) = deliver(&endpoint, &message).await {
                     warn!(%error, "cannot report to the primary; stopping the link");
@@ -116,6 +123,10 @@ impl WorkerLink {
                                 }
                                 LinkMessage::Acknowledged { digest } => {
                                     let _ = to_worker.send(PrimaryToWorker::Acknowledged { digest }).await;
+                                    drop(responder);
+                                }
+                                LinkMessage::Delete { digests } => {
+                                    let _ = to_worker.send(PrimaryToWorker::Delete { digests }).await;
                                     drop(responder);
                                 }
                                 LinkMessage::BatchRequest(digest) => {
@@ -165,6 +176,7 @@ impl PrimaryLink {
                 let message = match order {
                     PrimaryToWorker::Synchronize { digests, target } => LinkMessage::Synchronize { digests, target },
                     PrimaryToWorker::Acknowledged { digest } => LinkMessage::Acknowledged { digest },
+                    PrimaryToWorker::Delete { digests } => LinkMessage::Delete { digests },
                 };
                 if let Err(error) = deliver(&endpoint, &message).await {
                     warn!(%error, "cannot reach the worker; stopping the link");
@@ -181,6 +193,9 @@ impl PrimaryLink {
                         WorkerToPrimary::OurBatch { digest, worker, created }
                     }
                     LinkMessage::OthersBatch { digest, worker } => WorkerToPrimary::OthersBatch { digest, worker },
+                    LinkMessage::PeerBatch { digest, worker, from, size } => {
+                        WorkerToPrimary::PeerBatch { digest, worker, from, size }
+                    }
                     other => {
                         debug!(?other, "a primary ignores this link message");
                         continue;

@@ -147,10 +147,22 @@ async fn client_batch_reaches_a_quorum_and_every_peer_stores_it() {
         other => panic!("expected our batch, got {other:?}"),
     }
     assert_eq!(nodes[0].store.batches.get(&expected.digest()).unwrap(), Some(expected.clone()));
+    let size = mako_types::encode(&expected).len() as u64;
     for node in &mut nodes[1..] {
-        assert_eq!(next_report(node).await, WorkerToPrimary::OthersBatch { digest: expected.digest(), worker: 0 });
+        let pushed = WorkerToPrimary::PeerBatch { digest: expected.digest(), worker: 0, from: AuthorityIndex(0), size };
+        assert_eq!(next_report(node).await, pushed);
         assert_eq!(node.store.batches.get(&expected.digest()).unwrap(), Some(expected.clone()));
     }
+    // The primary gives up on it (unreferenced, its sender over budget): the worker deletes it.
+    nodes[1].to_worker.send(PrimaryToWorker::Delete { digests: vec![expected.digest()] }).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while nodes[1].store.batches.get(&expected.digest()).unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("the batch is deleted");
+    assert_eq!(nodes[1].worker.metrics().snapshot().batches_deleted, 1);
     let metrics = nodes[0].worker.metrics().snapshot();
     assert_eq!((metrics.transactions_accepted, metrics.batches_sealed, metrics.batches_quorum), (10, 1, 1));
     for node in &nodes[1..] {
@@ -203,7 +215,11 @@ async fn a_silent_peer_does_not_stop_the_quorum() {
     assert!(matches!(report, WorkerToPrimary::OurBatch { digest, .. } if digest == second.digest()), "{report:?}");
     for node in &mut nodes[1..] {
         for batch in [&first, &second] {
-            assert_eq!(next_report(node).await, WorkerToPrimary::OthersBatch { digest: batch.digest(), worker: 0 });
+            let report = next_report(node).await;
+            assert!(
+                matches!(report, WorkerToPrimary::PeerBatch { digest, .. } if digest == batch.digest()),
+                "{report:?}"
+            );
         }
     }
 }

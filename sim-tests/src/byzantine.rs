@@ -4,8 +4,11 @@
 //!
 //! - **equivocates**: for each round it signs two different headers and sends both to every validator, the
 //!   second once someone voted for the first, so honest voters must refuse it (§9.7: never vote for both);
-//! - **withholds batches**: every third round one of the headers names a batch nobody can fetch (it runs no
-//!   worker), so nobody should vote for it;
+//! - **withholds batches**: every third round one of the headers names a batch nobody can fetch (its worker
+//!   answers no request), so nobody should vote for it;
+//! - **floods batches** (finding 7): its worker pushes a junk batch to every honest worker every 20 ms, which
+//!   no header will ever name; each honest primary keeps at most its budget of them
+//!   (`max_unreferenced_bytes_per_peer`) and has its worker delete the rest;
 //! - **sends invalid votes, or none**: it answers honest headers with a vote under a wrong signature, or not at
 //!   all, and only sometimes with a valid vote;
 //! - **sends garbage frames**: random bytes where an rkyv frame is expected;
@@ -24,15 +27,15 @@ use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
-use mako_mempool::messages::PrimaryMessage;
+use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
 use mako_network::{Endpoint, Peers};
 use mako_types::{
-    AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Digest, Domain, ExecutedState, Header, HeaderContent,
-    Round, SignatureBytes, Vote,
+    AuthorityIndex, Batch, BatchDigest, Certificate, CertificateDigest, Digest, Domain, ExecutedState, Header,
+    HeaderContent, Round, SignatureBytes, Transaction, Vote,
 };
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{committee, keys, network_config, PRIMARY_PORT};
+use crate::harness::{committee, keys, network_config, PRIMARY_PORT, WORKER_PORT};
 
 /// Runs Byzantine validator `node` of a committee of `validators` until the simulation ends.
 pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
@@ -46,6 +49,7 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
         SocketAddr::from((Ipv4Addr::UNSPECIFIED, PRIMARY_PORT)),
     )
     .await?;
+    tokio::spawn(flood_batches(node, validators, seed));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xB1_2A_27);
     let mut certificates: BTreeMap<Round, BTreeMap<AuthorityIndex, CertificateDigest>> = BTreeMap::new();
     for genesis in Certificate::genesis(&committee) {
@@ -212,4 +216,31 @@ fn misshapen_headers(header: &Header, key: &mako_types::BlsKeyPair) -> Vec<Heade
     let batch = (BatchDigest(Digest::of("junk", &[b"twice"])), 0);
     repeated.payload = vec![batch, batch];
     vec![Header::sign(oversized, key), Header::sign(repeated, key)]
+}
+
+/// The Byzantine worker: pushes a fresh junk batch (1 KB) to every other worker every 20 ms, and answers no
+/// request.
+async fn flood_batches(node: usize, validators: usize, seed: u64) {
+    let committee = committee(validators);
+    let key = keys(node);
+    let Ok(peers) = Peers::workers(&committee, 0) else { return };
+    let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, WORKER_PORT));
+    let bound = Endpoint::<WorkerMessage>::bind_turmoil(network_config(seed, node, 1, 1), &key.network, peers, listen);
+    let Ok((endpoint, mut inbound)) = bound.await else { return };
+    let others: Vec<AuthorityIndex> =
+        committee.authorities().map(|(i, _)| i).filter(|i| i.as_usize() != node).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xF1_00D);
+    loop {
+        tokio::select! {
+            // Requests are read and dropped: the withheld batches stay withheld.
+            Some(_) = inbound.recv() => {}
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                let junk: Vec<u8> = (0..1_024).map(|_| rng.gen()).collect();
+                let batch = WorkerMessage::Batch(Batch::new(vec![Transaction(junk)]));
+                for to in &others {
+                    let _ = endpoint.send(*to, &batch);
+                }
+            }
+        }
+    }
 }

@@ -88,6 +88,9 @@ pub fn parameters() -> MempoolParameters {
         max_header_delay: Duration::from_millis(100),
         leader_timeout: Duration::from_millis(500),
         sync_retry_delay: Duration::from_millis(1_000),
+        // Small, so that the Byzantine worker's flood goes over it within a second, and an honest batch left
+        // unreferenced by a partition is deleted and fetched again when a certificate names it.
+        max_unreferenced_bytes_per_peer: 64 * 1024,
         ..MempoolParameters::default()
     }
 }

@@ -208,7 +208,27 @@ fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (R
     if result.is_ok() {
         result = check_records(records, &Checks { validity: true, ..checks });
     }
+    if scenario == Scenario::Byzantine && result.is_ok() {
+        result = flood_bounded(records, &honest).map(|()| result.expect("checked just above"));
+    }
     (result, simulated)
+}
+
+/// Finding 7: the Byzantine worker's flood went over every honest validator's budget of unreferenced batches,
+/// and each had its worker delete what was over it (the disk bound itself is `primary::retention`'s test).
+fn flood_bounded(records: &Records, honest: &[usize]) -> Result<(), Violation> {
+    let records = records.lock().expect("records lock");
+    for node in honest {
+        let evicted =
+            records.get(node).and_then(|r| r.metrics.as_ref()).map_or(0, |m| m.batches_evicted.load(Ordering::Relaxed));
+        if evicted == 0 {
+            return Err(Violation::new(
+                "bounded batch retention (issue 15, finding 7)",
+                format!("node {node} kept every batch of the Byzantine worker's flood"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn phases(

@@ -30,6 +30,7 @@ use super::held_batches::HeldBatches;
 use super::metrics::PrimaryMetrics;
 use super::peer_penalties::{FrameDecision, PeerPenalties};
 use super::proposer::Parents;
+use super::retention::Retention;
 use super::synchronizer::SyncRequest;
 use crate::dag::{gc_round, Dag, Insertion};
 use crate::messages::{PrimaryMessage, PrimaryToWorker, WorkerToPrimary};
@@ -87,6 +88,8 @@ pub struct Core {
     batch_sealed: BTreeMap<BatchDigest, tokio::time::Instant>,
     /// The batches our workers reported stored.
     held: HeldBatches,
+    /// Peers' pushed batches no certificate carries yet, per sender, and how many bytes.
+    retention: Retention,
     /// Peers whose certificate frames failed verification, and for how long theirs are dropped.
     penalties: PeerPenalties,
     rng: rand_chacha::ChaCha8Rng,
@@ -104,6 +107,7 @@ impl Core {
         network: Endpoint<PrimaryMessage>,
         dag: Dag,
         rng_seed: u64,
+        max_unreferenced_bytes_per_peer: usize,
         metrics: Arc<PrimaryMetrics>,
         channels: CoreChannels,
     ) -> tokio::task::JoinHandle<()> {
@@ -122,6 +126,7 @@ impl Core {
             parents_sent: (0, 0),
             batch_sealed: BTreeMap::new(),
             held: HeldBatches::default(),
+            retention: Retention::new(max_unreferenced_bytes_per_peer),
             penalties: PeerPenalties::default(),
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
             metrics,
@@ -527,6 +532,8 @@ impl Core {
         }
         let mut writes = self.store.write_set();
         for certificate in &accepted {
+            let carried: Vec<BatchDigest> = certificate.header.payload().iter().map(|(d, _)| *d).collect();
+            self.retention.referenced(&carried);
             writes.put_certificate(certificate);
             if certificate.author() == self.me {
                 for (digest, _) in certificate.header.payload() {
@@ -632,6 +639,22 @@ impl Core {
             }
             WorkerToPrimary::OthersBatch { digest, .. } => {
                 self.held.insert(digest);
+                if !self.parked.is_empty() {
+                    self.retry_parked().await;
+                }
+            }
+            WorkerToPrimary::PeerBatch { digest, worker, from, size } => {
+                self.held.insert(digest);
+                let evicted = self.retention.admit(from, digest, size as usize);
+                if !evicted.is_empty() {
+                    self.metrics.batches_evicted.fetch_add(evicted.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    for digest in &evicted {
+                        self.held.remove(digest);
+                    }
+                    if let Some(tx) = self.channels.tx_workers.get(worker as usize) {
+                        let _ = tx.send(PrimaryToWorker::Delete { digests: evicted }).await;
+                    }
+                }
                 if !self.parked.is_empty() {
                     self.retry_parked().await;
                 }

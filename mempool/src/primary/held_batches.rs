@@ -25,6 +25,12 @@ impl HeldBatches {
         self.current.insert(digest);
     }
 
+    /// The worker deletes `digest` (`super::retention`): no longer held.
+    pub fn remove(&mut self, digest: &BatchDigest) {
+        self.current.remove(digest);
+        self.previous.remove(digest);
+    }
+
     /// Whether a worker reported `digest` (and it was not evicted since).
     pub fn contains(&self, digest: &BatchDigest) -> bool {
         self.current.contains(digest) || self.previous.contains(digest)

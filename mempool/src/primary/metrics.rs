@@ -25,6 +25,8 @@ pub struct PrimaryMetrics {
     pub consensus_queue: AtomicU64,
     /// Batches of our uncertified headers handed back to the proposer.
     pub batches_requeued: AtomicU64,
+    /// Peers' batches given up: unreferenced, their sender over its budget (`retention`).
+    pub batches_evicted: AtomicU64,
     pub storage_errors: AtomicU64,
     /// Disk syncs that released votes and headers (one per burst, DESIGN.md §9.7), and the time they took.
     pub syncs: AtomicU64,

@@ -12,6 +12,7 @@ pub mod held_batches;
 pub mod metrics;
 pub mod peer_penalties;
 pub mod proposer;
+pub mod retention;
 pub mod synchronizer;
 
 use std::sync::Arc;
@@ -143,6 +144,7 @@ impl Primary {
                 endpoint,
                 dag,
                 rng_seed,
+                parameters.max_unreferenced_bytes_per_peer,
                 Arc::clone(&metrics),
                 CoreChannels {
                     rx_network,

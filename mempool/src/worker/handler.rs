@@ -2,7 +2,7 @@
 //!
 //! A peer's batch is stored *before* it is acknowledged: the [`Responder`] is held until the write returns,
 //! and a failed write rejects the message so that the sender tries again. Then the batch is reported to our
-//! primary as [`WorkerToPrimary::OthersBatch`]. Delivery is at least once, so a batch we already hold is
+//! primary as [`WorkerToPrimary::PeerBatch`] (which decides how long it is kept). Delivery is at least once, so a batch we already hold is
 //! acknowledged again and nothing else happens. A batch request is answered with the requested batches we
 //! hold, as many as fit in one frame; answers are written by at most [`MAX_CONCURRENT_REPLIES`] tasks, so a
 //! peer that reads slowly cannot stall this loop or grow memory.
@@ -120,7 +120,8 @@ impl Handler {
         // Stored: only now may the sender count us toward its quorum.
         responder.ack();
         bump(&self.metrics.batches_received);
-        self.to_primary.send(WorkerToPrimary::OthersBatch { digest, worker: self.id }).await
+        let size = encoded.len() as u64;
+        self.to_primary.send(WorkerToPrimary::PeerBatch { digest, worker: self.id, from, size }).await
     }
 
     fn serve_request(&mut self, from: AuthorityIndex, digests: Vec<BatchDigest>, responder: Responder<WorkerMessage>) {

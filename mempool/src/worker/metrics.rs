@@ -15,6 +15,8 @@ pub struct WorkerMetrics {
     pub batches_quorum: AtomicU64,
     /// Our batches the primary recorded durably for proposal (the acknowledgement's promise).
     pub batches_acknowledged: AtomicU64,
+    /// Peers' batches deleted on the primary's order: unreferenced, their sender over its budget.
+    pub batches_deleted: AtomicU64,
     /// Peers' batches received, stored and acknowledged.
     pub batches_received: AtomicU64,
     /// Batches fetched on the primary's request, verified and stored.
@@ -37,6 +39,7 @@ pub struct WorkerMetricsSnapshot {
     pub batches_sealed: u64,
     pub batches_quorum: u64,
     pub batches_acknowledged: u64,
+    pub batches_deleted: u64,
     pub batches_received: u64,
     pub batches_fetched: u64,
     pub batch_requests_served: u64,
@@ -54,6 +57,7 @@ impl WorkerMetrics {
             batches_sealed: read(&self.batches_sealed),
             batches_quorum: read(&self.batches_quorum),
             batches_acknowledged: read(&self.batches_acknowledged),
+            batches_deleted: read(&self.batches_deleted),
             batches_received: read(&self.batches_received),
             batches_fetched: read(&self.batches_fetched),
             batch_requests_served: read(&self.batch_requests_served),

@@ -114,6 +114,10 @@ impl Synchronizer {
                         bump(&self.metrics.batches_acknowledged);
                         Ok(())
                     }
+                    Some(PrimaryToWorker::Delete { digests }) => {
+                        self.delete(&digests);
+                        Ok(())
+                    }
                     None => return,
                 },
                 _ = retry.tick() => Ok(()),
@@ -129,6 +133,23 @@ impl Synchronizer {
     }
 
     /// Starts fetching what we miss of `digests`; what we already hold is reported at once.
+    /// Deletes peers' batches our primary gave up on (unreferenced, over their sender's budget).
+    fn delete(&mut self, digests: &[BatchDigest]) {
+        let mut writes = self.store.write_set();
+        for digest in digests {
+            writes.remove_batch(digest);
+        }
+        match writes.commit(mako_storage::Durability::Buffered) {
+            Ok(()) => {
+                self.metrics.batches_deleted.fetch_add(digests.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(error) => {
+                bump(&self.metrics.storage_errors);
+                warn!(%error, "cannot delete batches; they stay");
+            }
+        }
+    }
+
     async fn synchronize(
         &mut self,
         digests: Vec<BatchDigest>,
