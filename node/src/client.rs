@@ -4,13 +4,18 @@
 //!
 //! Every transaction is padded to `size` bytes with its memo, and one in `sample_every` carries its send time
 //! there: the executing validators measure end-to-end latency (send → executed) on those samples.
+//!
+//! Workers come and go (issue 17): a worker that cannot be reached at the start, or whose connection fails,
+//! is reconnected with backoff (100 ms doubling to 2 s) while its share of the load goes to the workers that
+//! are up; the client never exits because a worker is gone. Transactions it could not hand to any worker (none
+//! up, or a write that failed) are counted as not sent.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Context;
 use mako_execution::workload::{Distribution, Workload};
-use mako_types::Committee;
+use mako_types::{AuthorityIndex, Committee};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::{interval, Instant, MissedTickBehavior};
@@ -40,56 +45,221 @@ pub enum WorkloadKind {
 
 pub async fn run(committee: &Path, options: ClientOptions) -> anyhow::Result<()> {
     let committee = Committee::load(committee)?;
-    let mut connections = Vec::new();
-    for (index, authority) in committee.authorities() {
-        for address in &authority.worker_addresses {
-            let stream = TcpStream::connect(address)
-                .await
-                .with_context(|| format!("cannot reach {index}'s worker at {address}"))?;
-            stream.set_nodelay(true)?;
-            connections.push(stream);
+    let addresses: Vec<(AuthorityIndex, SocketAddr)> = committee
+        .authorities()
+        .flat_map(|(index, authority)| authority.worker_addresses.iter().map(move |a| (index, *a)))
+        .collect();
+    let report = send(&addresses, &options).await?;
+    let seconds = report.elapsed.as_secs_f64();
+    println!(
+        "client: {} transactions not sent (no worker up, or its connection lost), {} connections made",
+        report.not_sent, report.reconnections
+    );
+    println!(
+        "client: sent {} transactions in {seconds:.3} s ({:.0} tx/s)",
+        report.sent,
+        report.sent as f64 / seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+/// What a run of the client did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientReport {
+    pub sent: u64,
+    pub not_sent: u64,
+    pub reconnections: u64,
+    pub elapsed: Duration,
+}
+
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// One worker's connection: up, or down until `retry_at`.
+struct WorkerConnection {
+    worker: AuthorityIndex,
+    address: SocketAddr,
+    stream: Option<TcpStream>,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+impl WorkerConnection {
+    /// Connects again if the worker is down and its backoff has passed; whether it is up.
+    async fn ensure(&mut self, reconnections: &mut u64) -> bool {
+        if self.stream.is_some() {
+            return true;
+        }
+        if Instant::now() < self.retry_at {
+            return false;
+        }
+        let attempt = tokio::time::timeout(MAX_BACKOFF, TcpStream::connect(self.address)).await;
+        match attempt {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                self.stream = Some(stream);
+                self.backoff = FIRST_BACKOFF;
+                *reconnections += 1;
+                true
+            }
+            _ => {
+                self.down();
+                false
+            }
         }
     }
-    anyhow::ensure!(!connections.is_empty(), "the committee lists no workers");
+
+    fn down(&mut self) {
+        self.stream = None;
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+/// Streams `options.rate` transactions a second for `options.duration` to the workers at `addresses`.
+pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOptions) -> anyhow::Result<ClientReport> {
+    anyhow::ensure!(!addresses.is_empty(), "the committee lists no workers");
+    let start = Instant::now();
+    let mut connections: Vec<WorkerConnection> = addresses
+        .iter()
+        .map(|(worker, address)| WorkerConnection {
+            worker: *worker,
+            address: *address,
+            stream: None,
+            retry_at: start,
+            backoff: FIRST_BACKOFF,
+        })
+        .collect();
+    let mut report = ClientReport::default();
     let mut workload = Workload::new(options.seed, options.accounts, Distribution::Uniform);
     let per_tick = (options.rate / TICKS_PER_SECOND).max(1) as usize;
     let mut ticker = interval(Duration::from_secs(1) / TICKS_PER_SECOND as u32);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let start = Instant::now();
-    let (mut sent, mut last_report, mut sent_at_report) = (0u64, start, 0u64);
+    let (mut last_report, mut sent_at_report) = (start, 0u64);
     let mut numbered = 0u64;
-    let mut frames = vec![Vec::new(); connections.len()];
+    let mut frames = vec![(Vec::new(), 0u64); connections.len()];
     while start.elapsed() < options.duration {
         ticker.tick().await;
+        let mut up = Vec::with_capacity(connections.len());
+        for (i, connection) in connections.iter_mut().enumerate() {
+            if connection.ensure(&mut report.reconnections).await {
+                up.push(i);
+            }
+        }
         let batch = match options.workload {
             WorkloadKind::Transfers => workload.transfers(per_tick),
             WorkloadKind::TokenMix => workload.token_mix(per_tick),
         };
+        if up.is_empty() {
+            report.not_sent += batch.len() as u64;
+            continue;
+        }
         for mut transaction in batch {
             transaction.pad_to(options.size);
             if numbered.is_multiple_of(options.sample_every.max(1)) {
                 transaction.stamp_sample(std::time::SystemTime::now());
             }
             numbered += 1;
-            // A sender always goes to the same worker, so its transactions reach consensus in nonce order.
+            // A sender goes to the same worker while the same workers are up, so its transactions reach
+            // consensus in nonce order.
             let sender = transaction.sender.as_bytes().iter().fold(0usize, |h, b| h.wrapping_mul(31) ^ *b as usize);
-            let frame = &mut frames[sender % connections.len()];
+            let (frame, count) = &mut frames[up[sender % up.len()]];
             let bytes = transaction.to_bytes();
             frame.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
             frame.extend_from_slice(&bytes);
+            *count += 1;
         }
-        for (connection, frame) in connections.iter_mut().zip(&mut frames) {
-            connection.write_all(frame).await.context("a worker closed the connection")?;
+        for (connection, (frame, count)) in connections.iter_mut().zip(&mut frames) {
+            if *count == 0 {
+                continue;
+            }
+            let written = match connection.stream.as_mut() {
+                Some(stream) => stream.write_all(frame).await.is_ok(),
+                None => false,
+            };
+            if written {
+                report.sent += *count;
+            } else {
+                eprintln!("client: lost {}'s worker at {}; reconnecting", connection.worker, connection.address);
+                report.not_sent += *count;
+                connection.down();
+            }
             frame.clear();
+            *count = 0;
         }
-        sent += per_tick as u64;
         if last_report.elapsed() >= Duration::from_secs(1) {
-            let rate = (sent - sent_at_report) as f64 / last_report.elapsed().as_secs_f64();
-            println!("client: {rate:.0} tx/s sent ({sent} in all)");
-            (last_report, sent_at_report) = (Instant::now(), sent);
+            let rate = (report.sent - sent_at_report) as f64 / last_report.elapsed().as_secs_f64();
+            println!("client: {rate:.0} tx/s sent ({} in all)", report.sent);
+            (last_report, sent_at_report) = (Instant::now(), report.sent);
         }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    println!("client: sent {sent} transactions in {seconds:.3} s ({:.0} tx/s)", sent as f64 / seconds.max(1e-9));
-    Ok(())
+    report.elapsed = start.elapsed();
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    fn options(duration: Duration) -> ClientOptions {
+        ClientOptions {
+            rate: 2_000,
+            duration,
+            accounts: 100,
+            seed: 1,
+            size: 0,
+            sample_every: 100,
+            workload: WorkloadKind::Transfers,
+        }
+    }
+
+    /// Reads a connection to the end; the bytes it got.
+    async fn drain(listener: TcpListener, connections: usize) -> usize {
+        let mut total = 0;
+        for _ in 0..connections {
+            let Ok((mut stream, _)) = listener.accept().await else { break };
+            let mut buffer = vec![0u8; 1 << 16];
+            while let Ok(n) = stream.read(&mut buffer).await {
+                if n == 0 {
+                    break;
+                }
+                total += n;
+            }
+        }
+        total
+    }
+
+    #[tokio::test]
+    async fn a_worker_down_at_the_start_and_one_lost_midway_do_not_stop_the_client() {
+        // Worker 0 is up throughout. Worker 1 is not listening: nothing at its address. Worker 2 accepts one
+        // connection, reads for a while and goes away.
+        let up = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let nobody = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let nobody_address = nobody.local_addr().unwrap();
+        drop(nobody);
+        let leaving = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addresses = vec![
+            (AuthorityIndex(0), up.local_addr().unwrap()),
+            (AuthorityIndex(1), nobody_address),
+            (AuthorityIndex(2), leaving.local_addr().unwrap()),
+        ];
+        let kept = tokio::spawn(drain(up, 1));
+        let gone = tokio::spawn(async move {
+            let (mut stream, _) = leaving.accept().await.unwrap();
+            let mut buffer = vec![0u8; 1 << 16];
+            let deadline = Instant::now() + Duration::from_millis(300);
+            while Instant::now() < deadline {
+                let _ = tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buffer)).await;
+            }
+            // The listener and the connection close: writes to it fail from now on.
+        });
+        let report =
+            send(&addresses, &options(Duration::from_millis(1_500))).await.expect("the client runs to the end");
+        gone.await.unwrap();
+        assert!(report.sent > 2_000, "most of 3,000 transactions sent: {report:?}");
+        assert!(kept.await.unwrap() > 0, "the worker that stayed up got transactions");
+    }
 }

@@ -76,6 +76,9 @@ enum Command {
         /// Run only this worker of the validator, linked to its primary by the config's `worker_links`.
         #[arg(long)]
         worker: Option<u32>,
+        /// `text` (colours only on a terminal) or `json` (one object a line, for tools).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
     },
     /// Send transfers between genesis accounts to every worker of a committee at a fixed rate.
     Client {
@@ -236,19 +239,34 @@ impl TestnetArgs {
     }
 }
 
+/// How a validator writes its logs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Logs to stdout at RUST_LOG's levels (default info): colours only when stdout is a terminal, so that a log
+/// file (the testnet's `logs/`) reads as plain text.
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(std::io::stdout().is_terminal());
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Keys { out, nodes, seed } => setup::write_keys(&out, nodes, seed),
         Command::Committee { keys, out, hosts, base_port, workers, protocol } => {
             setup::write_committee(&keys, &out, &hosts, base_port, workers, protocol.parameters())
         }
-        Command::Validator { committee, keys, config, worker } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .init();
+        Command::Validator { committee, keys, config, worker, log_format } => {
+            init_logs(log_format);
             let runtime = tokio::runtime::Runtime::new()?;
             let role = worker.map_or(validator::Role::Validator, validator::Role::Worker);
             runtime.block_on(validator::run(&committee, &keys, config.as_deref(), role))

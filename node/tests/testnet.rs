@@ -48,6 +48,9 @@ fn run_testnet(extra: &[&str], base_port: u16, metrics_port: u16) {
         logs.display()
     );
     assert!(stdout.contains("with equal state roots"), "{stdout}");
+    let log = std::fs::read_to_string(logs.join("validator-0.log")).expect("validator 0 logs");
+    assert!(log.contains("INFO"), "validator 0 logged at info: {log}");
+    assert!(!log.contains('\u{1b}'), "no ANSI colour codes in a log file");
 
     let chains: Vec<_> = (0..4).map(|i| executed_roots(&dir.path().join(format!("db-{i}")))).collect();
     let shortest = chains.iter().map(Vec::len).min().unwrap();
