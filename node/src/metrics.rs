@@ -82,6 +82,10 @@ impl PrimaryHalf {
         gauge(e, "mako_primary_dag_certificates", "Certificates held in memory", get(&p.dag_certificates))?;
         gauge(e, "mako_primary_gc_round", "Garbage-collection round", get(&p.gc_round))?;
         counter(e, "mako_primary_storage_errors", "Failed store operations", get(&p.storage_errors))?;
+        let requeued = get(&p.batches_requeued);
+        counter(e, "mako_primary_batches_requeued", "Our batches proposed again (uncertified, restart)", requeued)?;
+        let evicted = get(&p.batches_evicted);
+        counter(e, "mako_primary_batches_evicted", "Peers' unreferenced batches over budget, deleted", evicted)?;
         let rejected: u64 = p.rejected().values().sum();
         counter(e, "mako_primary_messages_rejected", "Headers, votes and certificates refused", rejected)?;
 
@@ -123,6 +127,13 @@ impl Collector for ValidatorCollector {
         )?;
         counter(&mut e, "mako_worker_batches_sealed", "Batches sealed", sum(&|w| get(&w.batches_sealed)))?;
         counter(&mut e, "mako_worker_batches_received", "Peers' batches stored", sum(&|w| get(&w.batches_received)))?;
+        counter(
+            &mut e,
+            "mako_worker_batches_acknowledged",
+            "Our batches held by a quorum and recorded for proposal",
+            sum(&|w| get(&w.batches_acknowledged)),
+        )?;
+        counter(&mut e, "mako_worker_batches_deleted", "Peers' batches deleted", sum(&|w| get(&w.batches_deleted)))?;
 
         let networks: Vec<_> = self.networks.iter().map(|n| n.snapshot()).collect();
         let net = |f: &dyn Fn(&mako_network::MetricsSnapshot) -> u64| networks.iter().map(f).sum::<u64>();

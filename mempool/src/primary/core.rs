@@ -48,8 +48,15 @@ enum Outgoing {
     Header(Header),
     Certificate(Certificate),
     /// To our worker: the batch is recorded for proposal, and will be proposed until a certificate of ours
-    /// carries it, across crashes too (DESIGN.md §9.3).
+    /// carries it, across crashes too (DESIGN.md §9.3). It asks for no sync of its own: it leaves with the
+    /// next vote or header's (within a round), so that acknowledgements cost no extra disk flushes.
     Acknowledgement(BatchDigest, WorkerId),
+}
+
+impl Outgoing {
+    fn needs_sync(&self) -> bool {
+        !matches!(self, Outgoing::Acknowledgement(..))
+    }
 }
 
 /// The core's channels.
@@ -148,7 +155,8 @@ impl Core {
             }
         }
         loop {
-            if !self.outbox.is_empty() {
+            let sync_due = self.outbox.iter().any(Outgoing::needs_sync);
+            if sync_due {
                 self.unsynced_steps += 1;
                 if self.unsynced_steps >= MAX_UNSYNCED_STEPS {
                     self.flush_outbox().await;
@@ -176,7 +184,7 @@ impl Core {
                     self.on_message(inbound).await;
                 }
                 // Last: only when no input is ready, so that one sync covers a whole burst.
-                () = std::future::ready(()), if !self.outbox.is_empty() => self.flush_outbox().await,
+                () = std::future::ready(()), if sync_due => self.flush_outbox().await,
             }
         }
     }

@@ -19,6 +19,8 @@ use std::collections::{BTreeMap, VecDeque};
 use mako_types::{AuthorityIndex, BatchDigest};
 use rustc_hash::FxHashMap;
 
+use super::held_batches::HeldBatches;
+
 /// Unreferenced batches one peer may have here at most, whatever their size (bounds the ledger's memory).
 pub const MAX_UNREFERENCED_BATCHES: usize = 100_000;
 
@@ -37,18 +39,25 @@ pub struct Retention {
     peers: BTreeMap<AuthorityIndex, PeerLedger>,
     /// Every unreferenced batch: its sender and size.
     unreferenced: FxHashMap<BatchDigest, (AuthorityIndex, usize)>,
+    /// Batches certificates carried before they reached us (a slow push): admitted as referenced.
+    carried_early: HeldBatches,
 }
 
 impl Retention {
     pub fn new(max_unreferenced_bytes: usize) -> Self {
-        Self { max_unreferenced_bytes, peers: BTreeMap::new(), unreferenced: FxHashMap::default() }
+        Self {
+            max_unreferenced_bytes,
+            peers: BTreeMap::new(),
+            unreferenced: FxHashMap::default(),
+            carried_early: HeldBatches::default(),
+        }
     }
 
     /// `from` pushed us the batch `digest` of `size` bytes, now stored. Returns the batches of `from` to delete
     /// (its oldest unreferenced ones) so that it stays within its budget; never the new one itself unless it
     /// alone is over the budget.
     pub fn admit(&mut self, from: AuthorityIndex, digest: BatchDigest, size: usize) -> Vec<BatchDigest> {
-        if self.unreferenced.contains_key(&digest) {
+        if self.unreferenced.contains_key(&digest) || self.carried_early.contains(&digest) {
             return Vec::new();
         }
         self.unreferenced.insert(digest, (from, size));
@@ -67,18 +76,20 @@ impl Retention {
         evicted
     }
 
-    /// A certificate we accepted carries these batches: they are kept.
+    /// A certificate we accepted carries these batches: they are kept (and so are those of them that reach us
+    /// only later).
     pub fn referenced(&mut self, digests: &[BatchDigest]) {
         for digest in digests {
-            if let Some((from, size)) = self.unreferenced.remove(digest) {
-                if let Some(ledger) = self.peers.get_mut(&from) {
-                    ledger.bytes -= size;
-                    // Compact the queue once mostly referenced entries wait in it.
-                    if ledger.order.len() > 2 * self.unreferenced.len() + 1_024 {
-                        let unreferenced = &self.unreferenced;
-                        ledger.order.retain(|d| unreferenced.contains_key(d));
-                    }
-                }
+            let Some((from, size)) = self.unreferenced.remove(digest) else {
+                self.carried_early.insert(*digest);
+                continue;
+            };
+            let Some(ledger) = self.peers.get_mut(&from) else { continue };
+            ledger.bytes -= size;
+            // Compact the queue once mostly referenced entries wait in it.
+            if ledger.order.len() > 2 * self.unreferenced.len() + 1_024 {
+                let unreferenced = &self.unreferenced;
+                ledger.order.retain(|d| unreferenced.contains_key(d));
             }
         }
     }
@@ -116,5 +127,9 @@ mod tests {
         // The same batch twice counts once.
         assert!(retention.admit(flooder, digest(6), 150).is_empty());
         assert_eq!(retention.unreferenced_bytes(flooder), 250);
+        // A batch a certificate carried before it reached us is referenced when it comes.
+        retention.referenced(&[digest(7)]);
+        assert!(retention.admit(honest, digest(7), 100).is_empty());
+        assert_eq!(retention.unreferenced_bytes(honest), 100);
     }
 }
