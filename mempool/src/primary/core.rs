@@ -282,14 +282,6 @@ impl Core {
             batches = header.payload().len(),
             "re-proposing the batches of an uncertified header"
         );
-        // Recorded again: a certificate of ours carrying them may have removed the records.
-        let mut writes = self.store.write_set();
-        for (digest, worker) in header.payload() {
-            writes.put_pending_proposal(digest, *worker);
-        }
-        if let Err(error) = writes.commit(Durability::Buffered) {
-            self.storage_error(&error);
-        }
         for (digest, worker) in header.payload() {
             PrimaryMetrics::bump(&self.metrics.batches_requeued);
             let _ = self.channels.tx_our_batches.send((*digest, *worker)).await;
@@ -645,14 +637,8 @@ impl Core {
                 self.outbox.push(Outgoing::Acknowledgement(digest, worker));
                 let _ = self.channels.tx_our_batches.send((digest, worker)).await;
             }
-            WorkerToPrimary::OthersBatch { digest, .. } => {
-                self.held.insert(digest);
-                if !self.parked.is_empty() {
-                    self.retry_parked().await;
-                }
-            }
+            WorkerToPrimary::OthersBatch { digest, .. } => self.hold(digest).await,
             WorkerToPrimary::PeerBatch { digest, worker, from, size } => {
-                self.held.insert(digest);
                 let evicted = self.retention.admit(from, digest, size as usize);
                 if !evicted.is_empty() {
                     self.metrics.batches_evicted.fetch_add(evicted.len() as u64, std::sync::atomic::Ordering::Relaxed);
@@ -663,10 +649,16 @@ impl Core {
                         let _ = tx.send(PrimaryToWorker::Delete { digests: evicted }).await;
                     }
                 }
-                if !self.parked.is_empty() {
-                    self.retry_parked().await;
-                }
+                self.hold(digest).await;
             }
+        }
+    }
+
+    /// A worker holds a peer's batch now: headers parked for it may get our vote.
+    async fn hold(&mut self, digest: BatchDigest) {
+        self.held.insert(digest);
+        if !self.parked.is_empty() {
+            self.retry_parked().await;
         }
     }
 
@@ -699,6 +691,16 @@ impl Core {
             .filter(|certificate| certificate.author() == self.me)
             .map(|certificate| certificate.header.clone())
             .collect();
+        // Their records went when the certificates were stored: recorded again, to survive a crash.
+        let mut writes = self.store.write_set();
+        for (digest, worker) in lost.iter().flat_map(|header| header.payload()) {
+            writes.put_pending_proposal(digest, *worker);
+        }
+        if !writes.is_empty() {
+            if let Err(error) = writes.commit(Durability::Buffered) {
+                self.storage_error(&error);
+            }
+        }
         for header in &lost {
             self.requeue_payload(header).await;
         }
