@@ -42,17 +42,20 @@ fn ms(report: &TestnetReport, q: f64) -> f64 {
 
 fn row(report: &TestnetReport) -> String {
     format!(
-        "client sent {} tx/s; end-to-end {:.0} tx/s, latency p50 {:.0} ms, p95 {:.0} ms; {} blocks agreed",
+        "client sent {} tx/s; end-to-end {:.0} tx/s, latency p50 {:.0} ms, p95 {:.0} ms; CPU per executed \
+         transaction {}; {} blocks agreed",
         report.sent_text(),
         report.end_to_end_tps,
         ms(report, 0.5),
         ms(report, 0.95),
+        report.cpu_us_per_tx.text(),
         report.agreed_blocks
     )
 }
 
 /// One report's columns, in the order of [`COLUMNS`].
-fn cells(r: &TestnetReport) -> [String; 8] {
+fn cells(r: &TestnetReport) -> [String; 11] {
+    let us = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
     [
         r.nodes.to_string(),
         r.rate.to_string(),
@@ -60,18 +63,24 @@ fn cells(r: &TestnetReport) -> [String; 8] {
         format!("{:.0}", r.end_to_end_tps),
         format!("{:.0}", ms(r, 0.5)),
         format!("{:.0}", ms(r, 0.95)),
+        us(r.cpu_us_per_tx.total()),
+        us(r.cpu_us_per_tx.validators),
+        us(r.cpu_us_per_tx.client),
         r.latency.count().to_string(),
         r.agreed_blocks.to_string(),
     ]
 }
 
-const COLUMNS: [(&str, &str); 8] = [
+const COLUMNS: [(&str, &str); 11] = [
     ("validators", "validators"),
     ("offered tx/s", "offered_tps"),
     ("client sent tx/s", "sent_tps"),
     ("end-to-end tx/s", "end_to_end_tps"),
     ("latency p50 (ms)", "latency_p50_ms"),
     ("latency p95 (ms)", "latency_p95_ms"),
+    ("CPU µs/tx", "cpu_us_per_tx"),
+    ("of which validators", "validators_cpu_us_per_tx"),
+    ("of which client", "client_cpu_us_per_tx"),
     ("samples", "samples"),
     ("blocks agreed", "blocks_agreed"),
 ];

@@ -9,6 +9,7 @@
 mod bench;
 mod client;
 mod config;
+mod cpu;
 mod metrics;
 mod setup;
 mod testnet;

@@ -23,7 +23,7 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 use crate::client::WorkloadKind;
 use crate::config::{ValidatorConfig, WorkerLinkConfig};
 use crate::metrics::Scrape;
-use crate::setup;
+use crate::{cpu, setup};
 
 const LATENCY: &str = "mako_end_to_end_latency_seconds";
 const EXECUTED: &str = "mako_executed_transactions";
@@ -66,6 +66,30 @@ pub struct TestnetReport {
     /// What the client achieved over its run, tx/s (below `rate` when the machine cannot generate that much
     /// beside the validators); none if its log has no summary (it did not finish).
     pub sent_tps: Option<f64>,
+    /// µs of CPU per transaction executed over the window (per validator, so a transaction every validator
+    /// executes counts once), from `/proc`; none when nothing was executed.
+    pub cpu_us_per_tx: CpuPerTransaction,
+}
+
+/// [`TestnetReport::cpu_us_per_tx`], split into the validators (all of them, workers included) and the client.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuPerTransaction {
+    pub validators: Option<f64>,
+    pub client: Option<f64>,
+}
+
+impl CpuPerTransaction {
+    pub fn total(&self) -> Option<f64> {
+        Some(self.validators? + self.client?)
+    }
+
+    /// `T (validators V + client C)` µs, `-` when unknown.
+    pub fn text(&self) -> String {
+        match (self.total(), self.validators, self.client) {
+            (Some(t), Some(v), Some(c)) => format!("{t:.1} µs (validators {v:.1} + client {c:.1})"),
+            _ => "-".to_string(),
+        }
+    }
 }
 
 impl TestnetReport {
@@ -83,9 +107,33 @@ fn client_rate(log: &str) -> Option<f64> {
 }
 
 /// The validator and client processes; dropping it interrupts (SIGINT) then kills whatever still runs.
-struct Processes(Vec<(String, Child)>);
+struct Processes(Vec<(String, Child, f64)>);
+
+/// CPU seconds the testnet's processes have used so far: validators (with their worker processes) and client.
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuSpent {
+    validators: f64,
+    client: f64,
+}
 
 impl Processes {
+    /// Samples every process's CPU time. A process that has exited keeps its last sample, so the client's
+    /// time is not lost when it finishes between two samples (at most one tick of it is).
+    fn cpu(&mut self) -> CpuSpent {
+        let mut spent = CpuSpent::default();
+        for (name, child, seconds) in &mut self.0 {
+            if let Some(now) = cpu::seconds(child.id()) {
+                *seconds = seconds.max(now);
+            }
+            if name == "client" {
+                spent.client += *seconds;
+            } else {
+                spent.validators += *seconds;
+            }
+        }
+        spent
+    }
+
     fn spawn(&mut self, name: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
         let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let child = Command::new(std::env::current_exe()?)
@@ -95,23 +143,23 @@ impl Processes {
             .stderr(file)
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
-        self.0.push((name.to_string(), child));
+        self.0.push((name.to_string(), child, 0.0));
         Ok(())
     }
 
     /// The first process that exited, with its status.
     fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
-        self.0.iter_mut().find_map(|(name, child)| Some((name.clone(), child.try_wait().ok()??)))
+        self.0.iter_mut().find_map(|(name, child, _)| Some((name.clone(), child.try_wait().ok()??)))
     }
 
     /// Interrupts every process and waits up to `grace` for them to exit, then kills the rest.
     fn stop(&mut self, grace: Duration) {
-        for (_, child) in &self.0 {
+        for (_, child, _) in &self.0 {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
         }
         let deadline = std::time::Instant::now() + grace;
-        for (_, child) in &mut self.0 {
+        for (_, child, _) in &mut self.0 {
             while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -307,6 +355,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let mut ticker = interval(Duration::from_secs(1));
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
     let (mut last, mut window_start, mut window_end) = (totals(&scrape_all(&addresses).await), None, None);
+    let (mut cpu_start, mut cpu_end) = (CpuSpent::default(), CpuSpent::default());
     let mut drained_at: Option<(Instant, f64)> = None;
     let live_line = options.live && std::io::stdout().is_terminal();
     loop {
@@ -318,6 +367,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
             _ = ticker.tick() => {}
         }
         let now = totals(&scrape_all(&addresses).await);
+        let cpu = processes.cpu();
         let elapsed = client_started.elapsed();
         let up = now.2.max(1) as f64;
         if options.live {
@@ -341,9 +391,11 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         }
         if window_start.is_none() && elapsed >= options.warmup.min(options.duration / 2) {
             window_start = Some((Instant::now(), now.clone()));
+            cpu_start = cpu;
         }
         if window_end.is_none() && elapsed >= options.duration {
             window_end = Some((Instant::now(), now.clone()));
+            cpu_end = cpu;
         }
         // After the client stops, wait until execution drains (no progress for 2 s, at most 15 s).
         if window_end.is_some() {
@@ -372,12 +424,18 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let executed = final_scrapes.iter().flatten().map(|s| s.value(EXECUTED) as u64).min().unwrap_or(0);
     processes.stop(Duration::from_secs(10));
 
-    let (end_to_end_tps, latency) = match (&window_start, &window_end) {
+    let (end_to_end_tps, latency, window_executed) = match (&window_start, &window_end) {
         (Some((t0, start)), Some((t1, end))) => {
             let seconds = t1.duration_since(*t0).as_secs_f64().max(1e-3);
-            ((end.0 - start.0) / end.2.max(1) as f64 / seconds, end.1.since(&start.1))
+            let executed = (end.0 - start.0) / end.2.max(1) as f64;
+            (executed / seconds, end.1.since(&start.1), executed)
         }
-        _ => (0.0, HistogramSnapshot::default()),
+        _ => (0.0, HistogramSnapshot::default(), 0.0),
+    };
+    let per_transaction = |seconds: f64| (window_executed > 0.0).then(|| seconds * 1e6 / window_executed);
+    let cpu_us_per_tx = CpuPerTransaction {
+        validators: per_transaction(cpu_end.validators - cpu_start.validators),
+        client: per_transaction(cpu_end.client - cpu_start.client),
     };
     let agreed_blocks = check_agreement(&validators.iter().map(|v| v.config.clone()).collect::<Vec<_>>())?;
     let sent_tps = std::fs::read_to_string(dir.join("logs/client.log")).ok().and_then(|log| client_rate(&log));
@@ -389,6 +447,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         agreed_blocks,
         executed,
         sent_tps,
+        cpu_us_per_tx,
     })
 }
 
@@ -421,12 +480,13 @@ pub fn check_agreement(configs: &[PathBuf]) -> anyhow::Result<u64> {
 pub fn print_summary(report: &TestnetReport) {
     let sent = report.sent_text();
     println!(
-        "testnet: client sent {sent} tx/s; end-to-end {:.0} tx/s, latency p50 {} p95 {} ({} samples); {} blocks \
-         executed by all {} validators with equal state roots ({} transactions)",
+        "testnet: client sent {sent} tx/s; end-to-end {:.0} tx/s, latency p50 {} p95 {} ({} samples), CPU per \
+         executed transaction {}; {} blocks executed by all {} validators with equal state roots ({} transactions)",
         report.end_to_end_tps,
         ms(report.latency.quantile(0.5)),
         ms(report.latency.quantile(0.95)),
         report.latency.count(),
+        report.cpu_us_per_tx.text(),
         report.agreed_blocks,
         report.nodes,
         report.executed,
