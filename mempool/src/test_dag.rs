@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use mako_types::header::HeaderContent;
 use mako_types::{
     AuthorityIndex, Certificate, CertificateDigest, Committee, Header, Round, SignatureBytes, SignerBitmap,
     ValidatorKeys,
@@ -22,21 +21,10 @@ pub fn certificate(
     committee: &Committee,
     author: AuthorityIndex,
     round: Round,
-    mut parents: Vec<CertificateDigest>,
+    parents: Vec<CertificateDigest>,
 ) -> Certificate {
-    parents.sort();
     Certificate {
-        header: Header {
-            content: HeaderContent {
-                author,
-                round,
-                payload: vec![],
-                parents,
-                weak_parents: vec![],
-                executed: Default::default(),
-            },
-            signature: SignatureBytes::EMPTY,
-        },
+        header: Header::new(author, round, vec![], parents),
         signers: SignerBitmap::from_signers(committee.size(), committee.authorities().map(|(i, _)| i)),
         signature: SignatureBytes::EMPTY,
     }

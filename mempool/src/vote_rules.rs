@@ -3,12 +3,12 @@
 //! Vote for header H of author A at round r only if: A is in the committee; r is above the GC round; we have
 //! not voted for a *different* header of (A, r), nor for any header of A at a later round; its lists are
 //! within bounds and no batch appears twice ([`Header::check_bounds`]); every payload entry names an existing
-//! worker; the signature is valid; the strong parents are all known, from round r-1, from
-//! distinct authors holding a quorum of stake; the weak parents (at most one per validator) are known, distinct,
-//! and of the older round they claim; and every batch of the payload is stored locally. Unknown parents or
-//! missing batches are not a rejection: the caller fetches them and asks again. Cheap checks run before the
-//! signature check, and nothing is fetched for a header whose signature fails. The caller persists the vote
-//! before sending it, so a restart can never equivocate (DESIGN.md §9.7).
+//! worker; the strong parents are all known, from round r-1, from distinct authors holding a quorum of
+//! stake; the weak parents (at most one per validator) are known, distinct, and of the older round they claim;
+//! and every batch of the payload is stored locally. Unknown parents or missing batches are not a rejection:
+//! the caller fetches them and asks again. The header carries no signature: the caller takes it only from its
+//! author's authenticated connection (see `mako_types::header`). The caller persists the vote before sending
+//! it, so a restart can never equivocate (DESIGN.md §9.7).
 
 use std::collections::BTreeSet;
 
@@ -38,8 +38,6 @@ pub struct VoteContext<'a> {
     pub last_vote: Option<LastVote>,
     /// Whether a batch is stored locally.
     pub has_batch: &'a dyn Fn(&BatchDigest, WorkerId) -> bool,
-    /// The header's signature was already checked (a parked header decided again).
-    pub signature_checked: bool,
 }
 
 /// Decides whether to vote for `header`.
@@ -71,9 +69,6 @@ pub fn decide(header: &Header, context: &VoteContext<'_>) -> Result<VoteDecision
     header.check_bounds(context.committee)?;
     if let Some(&(_, worker)) = header.payload().iter().find(|(_, w)| *w as usize >= authority.worker_addresses.len()) {
         return Err(DagError::UnknownWorker { author, round, worker });
-    }
-    if !context.signature_checked {
-        header.verify_signature(context.committee)?;
     }
 
     let missing = missing_parents(header, context.dag);
@@ -168,13 +163,12 @@ fn check_weak_parents(header: &Header, context: &VoteContext<'_>) -> Result<(), 
 
 #[cfg(test)]
 mod tests {
-    use mako_types::{Certificate, Digest, HeaderDigest, SignatureBytes, ValidatorKeys};
+    use mako_types::{Certificate, Digest, HeaderDigest, ValidatorKeys};
 
     use super::*;
     use crate::test_dag::{build_dag, everyone, genesis_digests};
 
     struct Fixture {
-        keys: Vec<ValidatorKeys>,
         committee: Committee,
         dag: Dag,
         round1: Vec<CertificateDigest>,
@@ -190,25 +184,19 @@ mod tests {
             for c in certs {
                 dag.insert(c).unwrap();
             }
-            Self { keys, committee, dag, round1 }
+            Self { committee, dag, round1 }
         }
 
         fn header(&self, author: u16, round: u64, parents: Vec<CertificateDigest>) -> Header {
             let payload = vec![(mako_types::BatchDigest(Digest([author as u8; 32])), 0)];
-            Header::new(AuthorityIndex(author), round, payload, parents, &self.keys[author as usize].bls)
+            Header::new(AuthorityIndex(author), round, payload, parents)
         }
 
         fn decide(&self, header: &Header, last_vote: Option<LastVote>) -> Result<VoteDecision, DagError> {
             let has_batch = |_: &BatchDigest, _: WorkerId| true;
             decide(
                 header,
-                &VoteContext {
-                    committee: &self.committee,
-                    dag: &self.dag,
-                    last_vote,
-                    has_batch: &has_batch,
-                    signature_checked: false,
-                },
+                &VoteContext { committee: &self.committee, dag: &self.dag, last_vote, has_batch: &has_batch },
             )
         }
     }
@@ -220,35 +208,26 @@ mod tests {
     }
 
     /// Issue 15, findings 7 and 8. A Byzantine author's header that names one batch twice (a batch committed
-    /// twice) is refused, and one whose lists are oversized is refused before its signature is checked (the
-    /// signature here is bad too: the bound must come first, so the flood costs no pairing).
+    /// twice) is refused, and so is one whose lists are oversized.
     #[test]
-    fn a_repeated_batch_or_an_oversized_list_is_refused_before_the_signature() {
+    fn a_repeated_batch_or_an_oversized_list_is_refused() {
         let f = Fixture::new();
         let header = f.header(1, 2, f.round1[..3].to_vec());
         let mut content = header.content.clone();
         content.payload.push(content.payload[0]);
-        let repeated = Header::sign(content, &f.keys[1].bls);
+        let repeated = Header::from_content(content);
         assert_eq!(f.decide(&repeated, None).unwrap_err().reason(), "duplicate_batch");
 
         let mut content = header.content.clone();
         content.payload = (0..=mako_types::header::MAX_HEADER_PAYLOAD as u32)
             .map(|i| (mako_types::BatchDigest(Digest::of("test", &[&i.to_le_bytes()])), 0))
             .collect();
-        let oversized = Header { content, signature: header.signature };
+        let oversized = Header { content };
         assert_eq!(f.decide(&oversized, None).unwrap_err().reason(), "oversized_header");
         let mut content = header.content.clone();
         content.parents = (0..5u8).map(|i| CertificateDigest(Digest([i; 32]))).collect();
-        let too_many_parents = Header { content, signature: header.signature };
+        let too_many_parents = Header { content };
         assert_eq!(f.decide(&too_many_parents, None).unwrap_err().reason(), "oversized_header");
-    }
-
-    #[test]
-    fn bad_signature_is_rejected_before_anything_is_fetched() {
-        let f = Fixture::new();
-        let mut header = f.header(1, 3, vec![CertificateDigest::default()]);
-        header.signature = SignatureBytes(f.keys[2].bls.sign(mako_types::Domain::Header, b"x").to_bytes().0);
-        assert!(matches!(f.decide(&header, None), Err(DagError::BadSignature { .. })));
     }
 
     #[test]
@@ -273,14 +252,14 @@ mod tests {
         let with_weak = |f: &Fixture, weak: Vec<(u64, CertificateDigest)>| {
             let mut content = f.header(1, 3, round2.clone()).content;
             content.weak_parents = weak;
-            Header::sign(content, &f.keys[1].bls)
+            Header::from_content(content)
         };
         assert_eq!(f.decide(&with_weak(&f, vec![(1, f.round1[0])]), None), Ok(VoteDecision::Vote));
         let reason = |weak| f.decide(&with_weak(&f, weak), None).unwrap_err().reason();
         assert_eq!(reason(vec![(2, round2[0])]), "bad_weak_parent", "round r-1 is for strong parents");
         assert_eq!(reason(vec![(1, f.round1[0]), (1, f.round1[0])]), "bad_weak_parent", "twice");
         assert_eq!(reason(vec![(0, f.round1[0])]), "bad_weak_parent", "a lie about its round");
-        // Five weak parents in a committee of four: refused by the bound, before the signature is checked.
+        // Five weak parents in a committee of four: refused by the bound.
         assert_eq!(reason(vec![(1, f.round1[0]); 5]), "oversized_header", "more than one per validator");
         let unknown = CertificateDigest(Digest([7; 32]));
         assert_eq!(f.decide(&with_weak(&f, vec![(1, unknown)]), None), Ok(VoteDecision::FetchParents(vec![unknown])));
@@ -303,16 +282,9 @@ mod tests {
         let f = Fixture::new();
         let header = f.header(2, 2, f.round1.clone());
         let has_batch = |_: &BatchDigest, _: WorkerId| false;
-        let context = VoteContext {
-            committee: &f.committee,
-            dag: &f.dag,
-            last_vote: None,
-            has_batch: &has_batch,
-            signature_checked: false,
-        };
+        let context = VoteContext { committee: &f.committee, dag: &f.dag, last_vote: None, has_batch: &has_batch };
         assert_eq!(decide(&header, &context), Ok(VoteDecision::FetchBatches(header.payload().to_vec())));
-        let bad_worker =
-            Header::new(AuthorityIndex(2), 2, vec![(BatchDigest::default(), 7)], f.round1.clone(), &f.keys[2].bls);
+        let bad_worker = Header::new(AuthorityIndex(2), 2, vec![(BatchDigest::default(), 7)], f.round1.clone());
         assert_eq!(f.decide(&bad_worker, None).unwrap_err().reason(), "unknown_worker");
     }
 

@@ -132,13 +132,13 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                 let all: Vec<CertificateDigest> = parents.values().copied().collect();
                 let replayed = replayable.pop().map(|digest| (digest, 0)).into_iter().collect();
                 replayable.clear();
-                let first = Header::new(me, round, replayed, all.clone(), &key.bls);
+                let first = Header::new(me, round, replayed, all.clone());
                 // The twin differs in what it claims to have executed; every third round it also names a
                 // batch that exists nowhere.
                 let payload = if round.is_multiple_of(3) { vec![(BatchDigest(Digest(rng.gen())), 0)] } else { vec![] };
                 let executed = ExecutedState { index: round, root: Digest(rng.gen()) };
                 let twin = HeaderContent { author: me, round, payload, parents: all, weak_parents: vec![], executed };
-                let second = Header::sign(twin, &key.bls);
+                let second = Header::from_content(twin);
                 proposals = [first, second]
                     .into_iter()
                     .map(|h| {
@@ -167,7 +167,7 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                         });
                     }
                     _ => {
-                        for header in misshapen_headers(&proposals[0].0, &key.bls) {
+                        for header in misshapen_headers(&proposals[0].0, to) {
                             let _ = endpoint.send(to, &PrimaryMessage::Header(header));
                         }
                     }
@@ -201,13 +201,14 @@ fn junk_certificates(
                 weak_parents: vec![],
                 executed: ExecutedState::default(),
             };
-            Certificate { header: Header { content, signature }, signers: all.clone(), signature }
+            Certificate { header: Header::from_content(content), signers: all.clone(), signature }
         })
         .collect()
 }
 
-/// Copies of `header`, signed: one whose payload is over [`MAX_HEADER_PAYLOAD`], one naming a batch twice.
-fn misshapen_headers(header: &Header, key: &mako_types::BlsKeyPair) -> Vec<Header> {
+/// Copies of `header`: one whose payload is over [`MAX_HEADER_PAYLOAD`], one naming a batch twice, and one in
+/// the name of `victim` (headers carry no signature; only the connection says who sent one).
+fn misshapen_headers(header: &Header, victim: AuthorityIndex) -> Vec<Header> {
     use mako_types::header::MAX_HEADER_PAYLOAD;
     let mut oversized = header.content.clone();
     oversized.payload =
@@ -215,7 +216,9 @@ fn misshapen_headers(header: &Header, key: &mako_types::BlsKeyPair) -> Vec<Heade
     let mut repeated = header.content.clone();
     let batch = (BatchDigest(Digest::of("junk", &[b"twice"])), 0);
     repeated.payload = vec![batch, batch];
-    vec![Header::sign(oversized, key), Header::sign(repeated, key)]
+    let mut relayed = header.content.clone();
+    relayed.author = victim;
+    vec![Header::from_content(oversized), Header::from_content(repeated), Header::from_content(relayed)]
 }
 
 /// The Byzantine worker: pushes a fresh junk batch (1 KB) to every other worker every 20 ms, and answers no

@@ -121,7 +121,7 @@ pub(crate) mod test_fixtures {
         round: u64,
         parents: Vec<mako_types::CertificateDigest>,
     ) -> Certificate {
-        let header = Header::new(AuthorityIndex(author), round, vec![], parents, &keys[author as usize].bls);
+        let header = Header::new(AuthorityIndex(author), round, vec![], parents);
         let votes: Vec<_> = (0..3).map(|v| Vote::new(&header, AuthorityIndex(v), &keys[v as usize].bls)).collect();
         Certificate::from_votes(header, &votes, committee).unwrap()
     }

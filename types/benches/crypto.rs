@@ -12,7 +12,7 @@ fn committee(n: u64) -> (Committee, Vec<ValidatorKeys>) {
 
 /// A certificate for `author`'s header at `round`, signed by exactly a quorum.
 fn certificate(committee: &Committee, keys: &[ValidatorKeys], author: u16, round: u64) -> Certificate {
-    let header = Header::new(AuthorityIndex(author), round, vec![], vec![], &keys[author as usize].bls);
+    let header = Header::new(AuthorityIndex(author), round, vec![], vec![]);
     let quorum = committee.quorum_threshold() as u16;
     let votes: Vec<_> = (0..quorum).map(|v| Vote::new(&header, AuthorityIndex(v), &keys[v as usize].bls)).collect();
     Certificate::from_votes(header, &votes, committee).unwrap()

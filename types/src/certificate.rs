@@ -11,7 +11,7 @@ use crate::committee::{AuthorityIndex, Committee, Stake};
 use crate::crypto::{batch_verify, verify_aggregate, BatchItem, BlsSignature, Domain, SignatureBytes};
 use crate::digest::{context, CertificateDigest, Digest};
 use crate::error::DagError;
-use crate::header::{Header, HeaderContent};
+use crate::header::Header;
 use crate::vote::Vote;
 use crate::Round;
 
@@ -56,17 +56,7 @@ impl Certificate {
         committee
             .authorities()
             .map(|(author, _)| Certificate {
-                header: Header {
-                    content: HeaderContent {
-                        author,
-                        round: 0,
-                        payload: vec![],
-                        parents: vec![],
-                        weak_parents: vec![],
-                        executed: Default::default(),
-                    },
-                    signature: SignatureBytes::EMPTY,
-                },
+                header: Header::new(author, 0, vec![], vec![]),
                 signers: SignerBitmap::default(),
                 signature: SignatureBytes::EMPTY,
             })
@@ -212,7 +202,7 @@ mod tests {
 
         fn header(&self, author: u16, round: Round) -> Header {
             let parents = Certificate::genesis(&self.committee).iter().map(|c| c.digest()).collect();
-            Header::new(AuthorityIndex(author), round, vec![], parents, &self.keys[author as usize].bls)
+            Header::new(AuthorityIndex(author), round, vec![], parents)
         }
 
         fn certificate(&self, header: Header, voters: impl IntoIterator<Item = u16>) -> Certificate {
@@ -257,10 +247,10 @@ mod tests {
         ];
         let cert = Certificate::from_votes(header.clone(), &votes, &f.committee).unwrap();
         assert!(cert.verify(&f.committee).is_err());
-        // Votes under the header tag instead of the vote tag.
+        // Votes under another tag than the vote tag.
         let mut cert = f.certificate(header.clone(), [0, 1, 2]);
         let wrong_domain: Vec<_> =
-            (0..3).map(|i| f.keys[i].bls.sign(Domain::Header, header.digest().as_bytes())).collect();
+            (0..3).map(|i| f.keys[i].bls.sign(Domain::ProofOfPossession, header.digest().as_bytes())).collect();
         cert.signature = BlsSignature::aggregate(&wrong_domain).unwrap().to_bytes();
         assert!(cert.verify(&f.committee).is_err());
     }

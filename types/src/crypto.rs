@@ -27,7 +27,6 @@ use stand_in::StandIn;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Domain {
     ProofOfPossession,
-    Header,
     Vote,
 }
 
@@ -36,7 +35,6 @@ impl Domain {
     pub fn tag(self) -> &'static [u8] {
         match self {
             Domain::ProofOfPossession => b"MAKO-V01-BLS_POP_BLS12381G2_XMD:SHA-256_SSWU_RO_",
-            Domain::Header => b"MAKO-V01-HEADER_BLS12381G2_XMD:SHA-256_SSWU_RO_",
             Domain::Vote => b"MAKO-V01-VOTE_BLS12381G2_XMD:SHA-256_SSWU_RO_",
         }
     }
@@ -44,7 +42,6 @@ impl Domain {
     pub fn name(self) -> &'static str {
         match self {
             Domain::ProofOfPossession => "proof-of-possession",
-            Domain::Header => "header",
             Domain::Vote => "vote",
         }
     }
@@ -410,11 +407,12 @@ mod tests {
     #[test]
     fn wrong_domain_tag_is_rejected() {
         let key = BlsKeyPair::from_seed([1; 32]);
-        let sig = key.sign(Domain::Header, b"m");
-        assert!(key.public().verify(Domain::Vote, b"m", &sig).is_err());
+        let sig = key.sign(Domain::Vote, b"m");
         assert!(key.public().verify(Domain::ProofOfPossession, b"m", &sig).is_err());
-        // A proof of possession is a signature of the key under its own tag, not a header signature.
-        let fake_pop = key.sign(Domain::Header, &key.public().to_bytes().0);
+        let sig = key.sign(Domain::ProofOfPossession, b"m");
+        assert!(key.public().verify(Domain::Vote, b"m", &sig).is_err());
+        // A proof of possession is a signature of the key under its own tag, not a vote.
+        let fake_pop = key.sign(Domain::Vote, &key.public().to_bytes().0);
         assert!(key.public().verify_possession(&fake_pop).is_err());
         key.public().verify_possession(&key.proof_of_possession()).unwrap();
     }

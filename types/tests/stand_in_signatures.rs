@@ -17,7 +17,7 @@ fn stand_in_signatures_bind_to_key_domain_message_and_signers() {
     let round_trip = BlsSignature::from_bytes(&sig.to_bytes()).unwrap();
     keys[0].public().verify(Domain::Vote, b"m", &round_trip).unwrap();
     assert!(keys[0].public().verify(Domain::Vote, b"x", &sig).is_err(), "another message");
-    assert!(keys[0].public().verify(Domain::Header, b"m", &sig).is_err(), "another domain");
+    assert!(keys[0].public().verify(Domain::ProofOfPossession, b"m", &sig).is_err(), "another domain");
     assert!(keys[1].public().verify(Domain::Vote, b"m", &sig).is_err(), "another key");
     keys[2].public().verify_possession(&keys[2].proof_of_possession()).unwrap();
     assert!(keys[2].public().verify_possession(&keys[1].proof_of_possession()).is_err());

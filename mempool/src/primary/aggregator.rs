@@ -92,7 +92,7 @@ mod tests {
     fn quorum_of_votes_makes_a_certificate_and_bad_votes_are_singled_out() {
         let keys: Vec<_> = (0..4).map(ValidatorKeys::from_seed).collect();
         let committee = Committee::local(&keys, 20_000, 1).unwrap();
-        let header = Header::new(AuthorityIndex(0), 1, vec![], vec![], &keys[0].bls);
+        let header = Header::new(AuthorityIndex(0), 1, vec![], vec![]);
         let vote = |v: u16| Vote::new(&header, AuthorityIndex(v), &keys[v as usize].bls);
 
         let mut aggregator = VotesAggregator::new(header.clone());

@@ -304,7 +304,7 @@ impl Core {
                     self.metrics.reject("relayed_header");
                     return;
                 }
-                self.on_header(header, false).await;
+                self.on_header(header).await;
             }
             PrimaryMessage::Vote(vote) => {
                 drop(responder);
@@ -355,7 +355,7 @@ impl Core {
     }
 
     /// Applies the vote rules; parks the header if it waits for parents or batches.
-    async fn on_header(&mut self, header: Header, signature_checked: bool) {
+    async fn on_header(&mut self, header: Header) {
         let last_vote = match self.store.state.last_vote(header.author()) {
             Ok(last_vote) => last_vote,
             Err(error) => return self.storage_error(&error),
@@ -363,13 +363,7 @@ impl Core {
         let decision = {
             let held = &self.held;
             let has_batch = |digest: &BatchDigest, _: WorkerId| held.contains(digest);
-            let context = VoteContext {
-                committee: &self.committee,
-                dag: &self.dag,
-                last_vote,
-                has_batch: &has_batch,
-                signature_checked,
-            };
+            let context = VoteContext { committee: &self.committee, dag: &self.dag, last_vote, has_batch: &has_batch };
             decide(&header, &context)
         };
         debug!(author = %header.author(), round = header.round(), ?decision, "header decided");
@@ -417,11 +411,11 @@ impl Core {
         }
     }
 
-    /// Decides again every parked header (their signatures were checked when they arrived).
+    /// Decides again every parked header.
     async fn retry_parked(&mut self) {
         let parked: Vec<Header> = std::mem::take(&mut self.parked).into_values().collect();
         for header in parked {
-            self.on_header(header, true).await;
+            self.on_header(header).await;
         }
     }
 

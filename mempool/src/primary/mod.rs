@@ -118,7 +118,6 @@ impl Primary {
         let tasks = vec![
             Proposer::spawn(
                 me,
-                Arc::clone(&key),
                 parameters.clone(),
                 last_header_round + 1,
                 rx_parents,

@@ -4,15 +4,15 @@
 //! Bullshark leader wait is over (DESIGN.md §4): in an even round the leader's certificate is among them, in an
 //! odd round f+1 of them vote for the previous leader or a quorum does not, or `leader_timeout` has passed since
 //! the quorum arrived, so a crashed or slow leader costs at most that. Then it proposes when
-//! `header_num_batches` digests of our batches wait or `max_header_delay` has passed. It owns the round counter
+//! `header_num_batches` digests of our batches wait or `max_header_delay` has passed, but not sooner than
+//! `min_header_delay` after its previous header (a floor on the round's CPU cost). It owns the round counter
 //! and the queue of our batch digests; the core owns everything else. After a restart it starts above the last
 //! header it proposed, so it never makes a second header for one round.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use mako_types::{
-    AuthorityIndex, BatchDigest, BlsKeyPair, CertificateDigest, ExecutedState, Header, HeaderContent, Round, WorkerId,
+    AuthorityIndex, BatchDigest, CertificateDigest, ExecutedState, Header, HeaderContent, Round, WorkerId,
 };
 use tokio::sync::{mpsc, watch};
 use tokio::time::{sleep_until, Instant};
@@ -33,7 +33,6 @@ pub struct Parents {
 
 pub struct Proposer {
     authority: AuthorityIndex,
-    key: Arc<BlsKeyPair>,
     parameters: MempoolParameters,
     /// The round of the next header.
     round: Round,
@@ -54,7 +53,6 @@ impl Proposer {
     #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         authority: AuthorityIndex,
-        key: Arc<BlsKeyPair>,
         parameters: MempoolParameters,
         round: Round,
         rx_parents: mpsc::Receiver<Parents>,
@@ -64,7 +62,6 @@ impl Proposer {
     ) -> tokio::task::JoinHandle<()> {
         let proposer = Self {
             authority,
-            key,
             parameters,
             round,
             parents: None,
@@ -80,26 +77,33 @@ impl Proposer {
 
     async fn run(mut self) {
         let mut header_deadline = Instant::now() + self.parameters.max_header_delay;
+        let mut header_floor = Instant::now();
         loop {
             let now = Instant::now();
             let leader_deadline = self.parents_since + self.parameters.leader_timeout;
             let leader_ready = self.parents.as_ref().is_some_and(|p| p.leader_ready) || now >= leader_deadline;
             let enough_batches = self.digests.len() >= self.parameters.header_num_batches;
             let header_timer_expired = now >= header_deadline;
-            if self.parents.is_some() && leader_ready && (enough_batches || header_timer_expired) {
+            let ready = self.parents.is_some() && leader_ready && (enough_batches || header_timer_expired);
+            if ready && now >= header_floor {
                 if self.propose().await.is_err() {
                     return; // the core is gone: the primary is shutting down
                 }
                 header_deadline = Instant::now() + self.parameters.max_header_delay;
+                header_floor = Instant::now() + self.parameters.min_header_delay;
                 continue;
             }
             // Wake for whichever wait can end by itself.
             let mut wake = None::<Instant>;
+            let mut wake_at = |at: Instant| wake = Some(wake.map_or(at, |w: Instant| w.min(at)));
+            if ready {
+                wake_at(header_floor);
+            }
             if !header_timer_expired {
-                wake = Some(header_deadline);
+                wake_at(header_deadline);
             }
             if self.parents.is_some() && !leader_ready {
-                wake = Some(wake.map_or(leader_deadline, |w| w.min(leader_deadline)));
+                wake_at(leader_deadline);
             }
             tokio::select! {
                 biased;
@@ -141,9 +145,63 @@ impl Proposer {
         let executed = self.executed.as_ref().map(|e| *e.borrow()).unwrap_or_default();
         let content =
             HeaderContent { author: self.authority, round: self.round, payload, parents, weak_parents, executed };
-        let header = Header::sign(content, &self.key);
+        let header = Header::from_content(content);
         debug!(round = self.round, batches = header.payload().len(), "proposing");
         self.round += 1;
         self.tx_headers.send(header).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn parents(round: Round) -> Parents {
+        Parents { round, digests: vec![], weak: vec![], leader_ready: true }
+    }
+
+    /// Parents and batches are always there at once (a fast network under load): headers still leave no
+    /// sooner than `min_header_delay` apart, each carrying every batch that waited, and never later than
+    /// needed.
+    #[tokio::test(start_paused = true)]
+    async fn under_load_rounds_wait_for_the_header_floor_and_carry_more_batches() {
+        let floor = Duration::from_millis(150);
+        let parameters = MempoolParameters { min_header_delay: floor, ..MempoolParameters::default() };
+        let (tx_parents, rx_parents) = mpsc::channel(16);
+        let (tx_batches, rx_batches) = mpsc::channel(1000);
+        let (tx_headers, mut rx_headers) = mpsc::channel(16);
+        let _proposer = Proposer::spawn(AuthorityIndex(0), parameters, 1, rx_parents, rx_batches, tx_headers, None);
+        let start = Instant::now();
+        let mut times = Vec::new();
+        for round in 0..4u64 {
+            tx_parents.send(parents(round)).await.unwrap();
+            for i in 0..10u8 {
+                tx_batches.send((BatchDigest(mako_types::Digest([i; 32])), 0)).await.unwrap();
+            }
+            let header = rx_headers.recv().await.unwrap();
+            assert_eq!(header.round(), round + 1);
+            assert!(!header.payload().is_empty());
+            times.push(Instant::now() - start);
+        }
+        assert_eq!(times[0], Duration::ZERO, "the first header need not wait");
+        for pair in times.windows(2) {
+            assert_eq!(pair[1] - pair[0], floor, "rounds are {floor:?} apart, no more, no less: {times:?}");
+        }
+
+        // Without the floor, the same arrivals make a header at once each time.
+        let parameters = MempoolParameters { min_header_delay: Duration::ZERO, ..MempoolParameters::default() };
+        let (tx_parents, rx_parents) = mpsc::channel(16);
+        let (tx_batches, rx_batches) = mpsc::channel(1000);
+        let (tx_headers, mut rx_headers) = mpsc::channel(16);
+        let _proposer = Proposer::spawn(AuthorityIndex(0), parameters, 1, rx_parents, rx_batches, tx_headers, None);
+        let start = Instant::now();
+        for round in 0..4u64 {
+            tx_parents.send(parents(round)).await.unwrap();
+            tx_batches.send((BatchDigest(mako_types::Digest([round as u8; 32])), 0)).await.unwrap();
+            rx_headers.recv().await.unwrap();
+        }
+        assert_eq!(Instant::now() - start, Duration::ZERO);
     }
 }
