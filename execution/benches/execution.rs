@@ -17,15 +17,22 @@
 //! - `MAKO_BENCH_SIZES=1000,10000`: block sizes;
 //! - `MAKO_BENCH_CASES=uniform_10k,contended_2`: workloads to run (default: all).
 //!
+//! The `pipeline_100k` case is one testnet validator's path instead: a state of 100k accounts (warmed until
+//! nearly every account has a nonce: ~400k entries), then blocks of 10k uniform native transfers, each
+//! executed sequentially, its state root chained and its write set applied to the state, as
+//! [`mako_execution::pipeline`] does (without the block log's fjall write). It reports µs per transaction
+//! for the three steps; `MAKO_BENCH_THREADS`, `MAKO_BENCH_WORK` and `MAKO_BENCH_SIZES` do not apply to it.
+//!
 //! `cargo bench -p mako-execution --bench execution`
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput};
+use criterion::{BatchSize, Criterion, Throughput};
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::{
-    execute_sequential_with, state_root, BlockOutput, BlockStm, Genesis, InMemoryState, StateRoot, Transaction, Vm,
+    execute_sequential, execute_sequential_with, state_root, BlockOutput, BlockStm, Genesis, InMemoryState, StateRoot,
+    Transaction, Vm,
 };
 
 #[derive(Clone, Copy)]
@@ -107,6 +114,92 @@ fn median(runs: usize, mut f: impl FnMut() -> BlockOutput) -> (Duration, BlockOu
     (times[runs / 2], last.expect("runs > 0"))
 }
 
+/// The `pipeline_100k` case: accounts, warm-up blocks (untimed) and timed blocks, of `PIPELINE_BLOCK` transfers.
+const PIPELINE_ACCOUNTS: u64 = 100_000;
+const PIPELINE_WARM_BLOCKS: usize = 30;
+const PIPELINE_BLOCKS: usize = 10;
+const PIPELINE_BLOCK: usize = 10_000;
+
+/// Time spent in each step of [`pipeline_step`].
+#[derive(Clone, Copy, Default)]
+struct StepTimes {
+    execute: Duration,
+    root: Duration,
+    apply: Duration,
+}
+
+/// One block of a validator's path: execute it sequentially, chain the root, apply the write set.
+fn pipeline_step(state: &mut InMemoryState, root: &mut StateRoot, block: &[Transaction], times: &mut StepTimes) {
+    let start = Instant::now();
+    let out = execute_sequential(&*state, block);
+    let executed = Instant::now();
+    *root = state_root(*root, &out.write_set);
+    let rooted = Instant::now();
+    state.apply(&out.write_set);
+    times.execute += executed - start;
+    times.root += rooted - executed;
+    times.apply += rooted.elapsed();
+}
+
+/// Runs the `pipeline_100k` case; returns its table rows (step, µs per transaction).
+fn pipeline_path(criterion: &mut Criterion) -> Vec<(&'static str, f64)> {
+    let mut workload = Workload::new(42, PIPELINE_ACCOUNTS, Distribution::Uniform);
+    let mut warm = Genesis::generate(PIPELINE_ACCOUNTS).state().expect("generated genesis is valid");
+    let mut warm_root = StateRoot::genesis(&warm);
+    for _ in 0..PIPELINE_WARM_BLOCKS {
+        pipeline_step(&mut warm, &mut warm_root, &workload.transfers(PIPELINE_BLOCK), &mut StepTimes::default());
+    }
+    let blocks: Vec<Vec<Transaction>> = (0..PIPELINE_BLOCKS).map(|_| workload.transfers(PIPELINE_BLOCK)).collect();
+    let run = |times: &mut StepTimes| {
+        let (mut state, mut root) = (warm.clone(), warm_root);
+        let start = Instant::now();
+        for block in &blocks {
+            pipeline_step(&mut state, &mut root, block, times);
+        }
+        (start.elapsed(), root, state.len())
+    };
+    let (_, expected, entries) = run(&mut StepTimes::default());
+    println!(
+        "pipeline_100k: {} entries after warm-up, {entries} after the timed blocks, final root {expected}",
+        warm.len()
+    );
+
+    let transactions = (PIPELINE_BLOCKS * PIPELINE_BLOCK) as u64;
+    let mut group = criterion.benchmark_group(format!("pipeline_100k/{PIPELINE_BLOCKS}x{PIPELINE_BLOCK}tx"));
+    group.throughput(Throughput::Elements(transactions));
+    group.bench_function("sequential+root+apply", |b| {
+        b.iter_batched_ref(
+            || (warm.clone(), warm_root),
+            |(state, root)| {
+                for block in &blocks {
+                    pipeline_step(state, root, block, &mut StepTimes::default());
+                }
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+
+    // Median of 7 runs of the whole path, with the steps of that run.
+    let mut runs: Vec<(Duration, StepTimes)> = (0..7)
+        .map(|_| {
+            let mut times = StepTimes::default();
+            let (total, root, _) = run(&mut times);
+            assert_eq!(root, expected, "the pipeline path is deterministic");
+            (total, times)
+        })
+        .collect();
+    runs.sort_by_key(|(total, _)| *total);
+    let (total, times) = runs[runs.len() / 2];
+    let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / transactions as f64;
+    vec![
+        ("execute", per_tx(times.execute)),
+        ("state root", per_tx(times.root)),
+        ("apply", per_tx(times.apply)),
+        ("total", per_tx(total)),
+    ]
+}
+
 fn main() {
     let mut criterion = Criterion::default()
         .sample_size(10)
@@ -155,6 +248,10 @@ fn main() {
             }
         }
     }
+    let pipeline = match &cases {
+        Some(names) if !names.iter().any(|n| n == "pipeline_100k") => Vec::new(),
+        _ => pipeline_path(&mut criterion),
+    };
     criterion.final_summary();
 
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
@@ -171,6 +268,17 @@ fn main() {
                 tps / 1e3,
                 seq / time.as_secs_f64()
             );
+        }
+    }
+    if !pipeline.is_empty() {
+        println!(
+            "\n## pipeline_100k: {PIPELINE_BLOCKS} blocks of {PIPELINE_BLOCK} transfers over {PIPELINE_ACCOUNTS} \
+             accounts, sequential; median of 7 runs\n"
+        );
+        println!("| step | µs/tx |");
+        println!("|---|---|");
+        for (step, micros) in pipeline {
+            println!("| {step} | {micros:.3} |");
         }
     }
 }
