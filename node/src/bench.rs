@@ -54,7 +54,7 @@ fn row(report: &TestnetReport) -> String {
 }
 
 /// One report's columns, in the order of [`COLUMNS`].
-fn cells(r: &TestnetReport) -> [String; 11] {
+fn cells(r: &TestnetReport) -> [String; 12] {
     let us = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
     [
         r.nodes.to_string(),
@@ -66,12 +66,13 @@ fn cells(r: &TestnetReport) -> [String; 11] {
         us(r.cpu_us_per_tx.total()),
         us(r.cpu_us_per_tx.validators),
         us(r.cpu_us_per_tx.client),
+        format!("{:.1}", r.rounds_per_second),
         r.latency.count().to_string(),
         r.agreed_blocks.to_string(),
     ]
 }
 
-const COLUMNS: [(&str, &str); 11] = [
+const COLUMNS: [(&str, &str); 12] = [
     ("validators", "validators"),
     ("offered tx/s", "offered_tps"),
     ("client sent tx/s", "sent_tps"),
@@ -81,6 +82,7 @@ const COLUMNS: [(&str, &str); 11] = [
     ("CPU µs/tx", "cpu_us_per_tx"),
     ("of which validators", "validators_cpu_us_per_tx"),
     ("of which client", "client_cpu_us_per_tx"),
+    ("rounds/s", "rounds_per_second"),
     ("samples", "samples"),
     ("blocks agreed", "blocks_agreed"),
 ];

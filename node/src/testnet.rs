@@ -27,6 +27,7 @@ use crate::{cpu, setup};
 
 const LATENCY: &str = "mako_end_to_end_latency_seconds";
 const EXECUTED: &str = "mako_executed_transactions";
+const ROUND: &str = "mako_primary_round";
 
 #[derive(Clone, Debug)]
 pub struct TestnetOptions {
@@ -69,6 +70,9 @@ pub struct TestnetReport {
     /// µs of CPU per transaction executed over the window (per validator, so a transaction every validator
     /// executes counts once), from `/proc`; none when nothing was executed.
     pub cpu_us_per_tx: CpuPerTransaction,
+    /// DAG rounds per second over the window: each round costs every validator the same signatures and
+    /// pairings, whatever it carries.
+    pub rounds_per_second: f64,
 }
 
 /// [`TestnetReport::cpu_us_per_tx`], split into the validators (all of them, workers included) and the client.
@@ -266,16 +270,28 @@ async fn scrape_all(addresses: &[SocketAddr]) -> Vec<Option<Scrape>> {
     scrapes
 }
 
-/// Summed over validators: executed transactions, and latency samples pooled.
-fn totals(scrapes: &[Option<Scrape>]) -> (f64, HistogramSnapshot, usize) {
-    let mut latency = HistogramSnapshot::default();
-    let (mut executed, mut up) = (0.0, 0);
+/// What the validators' metrics pages say, at one moment.
+#[derive(Clone, Default)]
+struct Totals {
+    /// Executed transactions, summed over validators.
+    executed: f64,
+    /// Latency samples, pooled.
+    latency: HistogramSnapshot,
+    /// Validators that answered.
+    up: usize,
+    /// The highest DAG round any of them has seen.
+    round: f64,
+}
+
+fn totals(scrapes: &[Option<Scrape>]) -> Totals {
+    let mut totals = Totals::default();
     for scrape in scrapes.iter().flatten() {
-        executed += scrape.value(EXECUTED);
-        latency.merge(&scrape.histogram(LATENCY));
-        up += 1;
+        totals.executed += scrape.value(EXECUTED);
+        totals.latency.merge(&scrape.histogram(LATENCY));
+        totals.round = totals.round.max(scrape.value(ROUND));
+        totals.up += 1;
     }
-    (executed, latency, up)
+    totals
 }
 
 fn ms(latency: Option<Duration>) -> String {
@@ -369,16 +385,16 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         let now = totals(&scrape_all(&addresses).await);
         let cpu = processes.cpu();
         let elapsed = client_started.elapsed();
-        let up = now.2.max(1) as f64;
+        let up = now.up.max(1) as f64;
         if options.live {
-            let recent = now.1.since(&last.1);
+            let recent = now.latency.since(&last.latency);
             let line = format!(
                 "t={:>4}s  executed {:>7.0} tx/s  latency p50 {} p95 {}  ({} of {} validators up)",
                 elapsed.as_secs(),
-                (now.0 - last.0) / up,
+                (now.executed - last.executed) / up,
                 ms(recent.quantile(0.5)),
                 ms(recent.quantile(0.95)),
-                now.2,
+                now.up,
                 options.nodes,
             );
             if live_line {
@@ -400,12 +416,12 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         // After the client stops, wait until execution drains (no progress for 2 s, at most 15 s).
         if window_end.is_some() {
             match drained_at {
-                Some((since, executed)) if executed == now.0 => {
+                Some((since, executed)) if executed == now.executed => {
                     if since.elapsed() >= Duration::from_secs(2) {
                         break;
                     }
                 }
-                _ => drained_at = Some((Instant::now(), now.0)),
+                _ => drained_at = Some((Instant::now(), now.executed)),
             }
             if elapsed >= options.duration + Duration::from_secs(15) {
                 break;
@@ -424,13 +440,14 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let executed = final_scrapes.iter().flatten().map(|s| s.value(EXECUTED) as u64).min().unwrap_or(0);
     processes.stop(Duration::from_secs(10));
 
-    let (end_to_end_tps, latency, window_executed) = match (&window_start, &window_end) {
+    let (end_to_end_tps, latency, window_executed, rounds_per_second) = match (&window_start, &window_end) {
         (Some((t0, start)), Some((t1, end))) => {
             let seconds = t1.duration_since(*t0).as_secs_f64().max(1e-3);
-            let executed = (end.0 - start.0) / end.2.max(1) as f64;
-            (executed / seconds, end.1.since(&start.1), executed)
+            let executed = (end.executed - start.executed) / end.up.max(1) as f64;
+            let rounds = (end.round - start.round) / seconds;
+            (executed / seconds, end.latency.since(&start.latency), executed, rounds)
         }
-        _ => (0.0, HistogramSnapshot::default(), 0.0),
+        _ => (0.0, HistogramSnapshot::default(), 0.0, 0.0),
     };
     let per_transaction = |seconds: f64| (window_executed > 0.0).then(|| seconds * 1e6 / window_executed);
     let cpu_us_per_tx = CpuPerTransaction {
@@ -448,6 +465,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         executed,
         sent_tps,
         cpu_us_per_tx,
+        rounds_per_second,
     })
 }
 
@@ -481,12 +499,14 @@ pub fn print_summary(report: &TestnetReport) {
     let sent = report.sent_text();
     println!(
         "testnet: client sent {sent} tx/s; end-to-end {:.0} tx/s, latency p50 {} p95 {} ({} samples), CPU per \
-         executed transaction {}; {} blocks executed by all {} validators with equal state roots ({} transactions)",
+         executed transaction {}, {:.1} rounds/s; {} blocks executed by all {} validators with equal state roots ({} \
+         transactions)",
         report.end_to_end_tps,
         ms(report.latency.quantile(0.5)),
         ms(report.latency.quantile(0.95)),
         report.latency.count(),
         report.cpu_us_per_tx.text(),
+        report.rounds_per_second,
         report.agreed_blocks,
         report.nodes,
         report.executed,

@@ -86,7 +86,7 @@ pub fn parameters() -> MempoolParameters {
         batch_size: 50_000,
         max_batch_delay: Duration::from_millis(50),
         max_header_delay: Duration::from_millis(100),
-        min_header_delay: Duration::from_millis(75),
+        min_header_delay: Duration::from_millis(60),
         leader_timeout: Duration::from_millis(500),
         sync_retry_delay: Duration::from_millis(1_000),
         // Small, so that the Byzantine worker's flood goes over it within a second, and an honest batch left
