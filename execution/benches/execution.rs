@@ -1,21 +1,23 @@
 //! Execution benchmark: the sequential executor against Block-STM at 1..N threads (DESIGN.md §5, "Measure
-//! honestly").
+//! honestly"), and against the executor [`execute_block`] chooses for the block ("chosen Nt", with the reason
+//! when it is the sequential one).
 //!
-//! Workloads over a generated genesis: native transfers over 10k accounts (uniform), over 2 accounts (full
+//! Workloads over a generated genesis: native transfers over 10k accounts (uniform), a single sender's nonce
+//! chain (native transfers from one account to uniform recipients), native transfers over 2 accounts (full
 //! contention), over 100k accounts with Zipf(1.0) senders and receivers, AMM swaps on one pool, and a
 //! native/token transfer mix; blocks of 1k and 10k transactions. The timed span is executing the block and
 //! computing its state root; every run checks that root against the sequential one.
 //!
 //! Besides criterion's own output it prints a table of tx/s, speedup over sequential, and incarnations and
-//! validations per transaction (from a separate median-of-N timing).
+//! validations per transaction (from a separate median-of-N timing, the executors taking turns).
 //!
 //! Environment:
 //! - `MAKO_BENCH_THREADS=1,2,4,8,16`: Block-STM thread counts (default: the powers of two up to
 //!   `available_parallelism`, at most 16);
 //! - `MAKO_BENCH_WORK=0,100`: synthetic work per transaction in rounds of blake3 over 32 bytes ([`Vm`]; 0 = the
 //!   native contracts alone);
-//! - `MAKO_BENCH_SIZES=1000,10000`: block sizes;
-//! - `MAKO_BENCH_CASES=uniform_10k,contended_2`: workloads to run (default: all).
+//! - `MAKO_BENCH_SIZES=1000,10000`: block sizes (`1` for a 1-transaction block);
+//! - `MAKO_BENCH_CASES=uniform_10k,nonce_chain`: workloads to run (default: all).
 //!
 //! The `pipeline_100k` case is one testnet validator's path instead: a state of 100k accounts (warmed until
 //! nearly every account has a nonce: ~400k entries), then blocks of 10k uniform native transfers, each
@@ -25,19 +27,19 @@
 //!
 //! `cargo bench -p mako-execution --bench execution`
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput};
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::{
-    execute_sequential, execute_sequential_with, state_root, BlockOutput, BlockStm, Genesis, InMemoryState, StateRoot,
-    Transaction, Vm,
+    choose_executor, execute_block, execute_sequential, execute_sequential_with, state_root, BlockOutput, BlockStm,
+    Choice, Genesis, InMemoryState, StateRoot, Transaction, Vm,
 };
 
 #[derive(Clone, Copy)]
 enum Kind {
     Transfers,
+    NonceChain,
     Swaps,
     TokenMix,
 }
@@ -49,8 +51,9 @@ struct Case {
     kind: Kind,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
     Case { name: "uniform_10k", accounts: 10_000, distribution: Distribution::Uniform, kind: Kind::Transfers },
+    Case { name: "nonce_chain", accounts: 10_000, distribution: Distribution::Uniform, kind: Kind::NonceChain },
     Case { name: "contended_2", accounts: 2, distribution: Distribution::Uniform, kind: Kind::Transfers },
     Case {
         name: "zipf_100k",
@@ -78,40 +81,62 @@ fn block(case: &Case, size: usize) -> Vec<Transaction> {
     let mut workload = Workload::new(42, case.accounts, case.distribution);
     match case.kind {
         Kind::Transfers => workload.transfers(size),
+        Kind::NonceChain => workload.nonce_chain(size),
         Kind::Swaps => workload.swaps(size),
         Kind::TokenMix => workload.token_mix(size),
     }
 }
 
+/// What runs a block: the sequential executor, Block-STM always, or the one [`execute_block`] chooses.
+#[derive(Clone, Copy)]
+enum Executor {
+    Sequential,
+    BlockStm(BlockStm),
+    Chosen(BlockStm),
+}
+
 /// One timed run: execute and compute the root, checking it.
-fn run(
-    executor: Option<BlockStm>,
-    vm: Vm,
-    state: &InMemoryState,
-    block: &[Transaction],
-    root: StateRoot,
-) -> BlockOutput {
+fn run(executor: Executor, vm: Vm, state: &InMemoryState, block: &[Transaction], root: StateRoot) -> BlockOutput {
     let out = match executor {
-        None => execute_sequential_with(vm, state, block),
-        Some(stm) => stm.execute(state, block),
+        Executor::Sequential => execute_sequential_with(vm, state, block),
+        Executor::BlockStm(stm) => stm.execute(state, block),
+        Executor::Chosen(stm) => execute_block(&stm, state, block),
     };
     let got = state_root(StateRoot::ZERO, &out.write_set);
     assert_eq!(got, root, "Block-STM's state root differs from the sequential one");
     out
 }
 
-/// Median wall time of `runs` runs, and the stats of the last.
-fn median(runs: usize, mut f: impl FnMut() -> BlockOutput) -> (Duration, BlockOutput) {
-    let mut times = Vec::with_capacity(runs);
-    let mut last = None;
-    for _ in 0..runs {
-        let start = Instant::now();
-        let out = f();
-        times.push(start.elapsed());
-        last = Some(out);
+/// Median wall time of `runs` runs of each executor, and the stats of its last. The executors take turns run
+/// by run, so that a slow spell of a noisy machine falls on all of them rather than on one.
+fn medians(
+    runs: usize,
+    executors: &[Executor],
+    mut f: impl FnMut(Executor) -> BlockOutput,
+) -> Vec<(Duration, BlockOutput)> {
+    let mut times = vec![Vec::with_capacity(runs); executors.len()];
+    let mut last = vec![None; executors.len()];
+    for run in 0..runs {
+        // Every other run in reverse: each executor follows each other one as often (a run leaves the caches
+        // and the allocator to the next one).
+        let order: Vec<usize> =
+            if run % 2 == 0 { (0..executors.len()).collect() } else { (0..executors.len()).rev().collect() };
+        for i in order {
+            let executor = executors[i];
+            let start = Instant::now();
+            let out = f(executor);
+            times[i].push(start.elapsed());
+            last[i] = Some(out);
+        }
     }
-    times.sort();
-    (times[runs / 2], last.expect("runs > 0"))
+    times
+        .into_iter()
+        .zip(last)
+        .map(|(mut times, last)| {
+            times.sort();
+            (times[runs / 2], last.expect("runs > 0"))
+        })
+        .collect()
 }
 
 /// The `pipeline_100k` case: accounts, warm-up blocks (untimed) and timed blocks, of `PIPELINE_BLOCK` transfers.
@@ -226,24 +251,40 @@ fn main() {
 
                 let mut group = criterion.benchmark_group(&label);
                 group.throughput(Throughput::Elements(size as u64));
-                group.bench_function("sequential", |b| b.iter(|| run(None, vm, &state, &block, root)));
+                group.bench_function("sequential", |b| b.iter(|| run(Executor::Sequential, vm, &state, &block, root)));
                 for &t in &threads {
                     let stm = BlockStm::new(t).with_vm(vm);
                     group.bench_function(format!("block_stm_{t}"), |b| {
-                        b.iter(|| run(Some(stm), vm, &state, &block, root))
+                        b.iter(|| run(Executor::BlockStm(stm), vm, &state, &block, root))
+                    });
+                    group.bench_function(format!("chosen_{t}"), |b| {
+                        b.iter(|| run(Executor::Chosen(stm), vm, &state, &block, root))
                     });
                 }
                 group.finish();
 
                 let runs = if size >= 10_000 { 7 } else { 21 };
-                let (seq_time, _) = median(runs, || run(None, vm, &state, &block, root));
-                let mut row = BTreeMap::new();
-                row.insert(0usize, (seq_time, 1.0, 0.0));
+                let mut executors = vec![("sequential".to_string(), Executor::Sequential)];
                 for &t in &threads {
                     let stm = BlockStm::new(t).with_vm(vm);
-                    let (time, out) = median(runs, || run(Some(stm), vm, &state, &block, root));
-                    row.insert(t, (time, out.stats.incarnations_per_tx(), out.stats.validations_per_tx()));
+                    executors.push((format!("block-stm {t}t"), Executor::BlockStm(stm)));
+                    if t > 1 {
+                        let choice = match choose_executor(&block, t, vm) {
+                            Choice::BlockStm => "block-stm".to_string(),
+                            Choice::Sequential(because) => format!("sequential: {because:?}"),
+                        };
+                        executors.push((format!("chosen {t}t ({choice})"), Executor::Chosen(stm)));
+                    }
                 }
+                let kinds: Vec<Executor> = executors.iter().map(|(_, e)| *e).collect();
+                let timed = medians(runs, &kinds, |e| run(e, vm, &state, &block, root));
+                let row: Vec<_> = executors
+                    .into_iter()
+                    .zip(timed)
+                    .map(|((name, _), (time, out))| {
+                        (name, time, out.stats.incarnations_per_tx(), out.stats.validations_per_tx())
+                    })
+                    .collect();
                 table.push((label, ok, size, row));
             }
         }
@@ -259,9 +300,8 @@ fn main() {
     println!("| workload | ok tx | executor | tx/s | speedup | incarnations/tx | validations/tx |");
     println!("|---|---|---|---|---|---|---|");
     for (label, ok, size, row) in &table {
-        let seq = row[&0].0.as_secs_f64();
-        for (t, (time, inc, val)) in row {
-            let name = if *t == 0 { "sequential".to_string() } else { format!("block-stm {t}t") };
+        let seq = row[0].1.as_secs_f64();
+        for (name, time, inc, val) in row {
             let tps = *size as f64 / time.as_secs_f64();
             println!(
                 "| {label} | {ok} | {name} | {:.0}k | {:.2}x | {inc:.2} | {val:.2} |",

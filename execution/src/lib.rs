@@ -3,8 +3,9 @@
 //! A transaction ([`Transaction`], decoded from the mempool's opaque bytes by [`decode_transaction`]) calls
 //! one of the native contracts: native transfers, ERC-20-like tokens, a constant-product AMM, hot counters
 //! and NFT mints. A block runs either in order ([`execute_sequential`], the oracle) or in parallel with
-//! Block-STM ([`BlockStm`]); both return the same [`BlockOutput`]: a sorted write set with gas fees folded in
-//! as a commutative delta, and one [`Receipt`] per transaction. [`state_root`] chains the write sets into
+//! Block-STM ([`BlockStm`]), as [`execute_block`] chooses from the block's size and declared accesses
+//! ([`plan`]); both return the same [`BlockOutput`]: a sorted write set with gas fees folded in as a
+//! commutative delta, and one [`Receipt`] per transaction. [`state_root`] chains the write sets into
 //! the [`StateRoot`] that validators compare (invariant 4 of DESIGN.md §9).
 //!
 //! Everything but [`pipeline`] is pure and synchronous: no I/O and no async; the executor's thread pool is the
@@ -19,6 +20,7 @@ pub mod genesis;
 pub mod ids;
 pub mod output;
 pub mod pipeline;
+pub mod plan;
 pub mod receipt;
 pub mod root_check;
 mod sequential;
@@ -33,6 +35,7 @@ pub use error::{DecodeError, ExecutionError};
 pub use genesis::Genesis;
 pub use ids::{Address, CollectionId, CounterId, PoolId, TokenId};
 pub use output::{BlockOutput, ExecutionStats};
+pub use plan::{choose_executor, execute_block, Choice};
 pub use receipt::{Failure, Receipt, Rejection, Status};
 pub use sequential::{execute_sequential, execute_sequential_with};
 pub use state::{InMemoryState, PoolConfig, StateKey, StateView, Value};

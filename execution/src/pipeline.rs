@@ -184,11 +184,8 @@ impl Executor {
         }
         let transactions = self.load_transactions(sub_dag).await?;
         let block = decode_block(&transactions);
-        let output = run_blocking(|| match self.executor.threads() {
-            // One thread gains nothing from Block-STM's bookkeeping: run the sequential executor, its oracle.
-            1 => crate::execute_sequential(&self.state, &block),
-            _ => self.executor.execute(&self.state, &block),
-        });
+        // Sequential where Block-STM cannot pay (one thread, a small block, cheap or contended transactions).
+        let output = run_blocking(|| crate::execute_block(&self.executor, &self.state, &block));
         let root = state_root(StateRoot(self.progress.root), &output.write_set);
 
         let entries: Vec<(StateKey, Value)> = output.write_set.iter().map(|(k, v)| (*k, *v)).collect();

@@ -62,6 +62,26 @@ impl Workload {
             .collect()
     }
 
+    /// Native transfers all from account 0, each with its next nonce, to picked recipients: one chain of
+    /// transactions that each depend on the one before (a single busy sender).
+    pub fn nonce_chain(&mut self, n: usize) -> Vec<Transaction> {
+        (0..n)
+            .map(|_| {
+                let to = self.pick();
+                let amount = self.rng.gen_range(1..1_000);
+                let nonce = self.nonces[0];
+                self.nonces[0] += 1;
+                Transaction {
+                    sender: Address::from_index(0),
+                    nonce,
+                    gas_limit: GAS_LIMIT,
+                    call: Call::Transfer { to, amount },
+                    memo: Vec::new(),
+                }
+            })
+            .collect()
+    }
+
     /// Swaps on the one generated pool, both directions, with a loose slippage limit.
     pub fn swaps(&mut self, n: usize) -> Vec<Transaction> {
         (0..n)

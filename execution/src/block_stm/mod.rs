@@ -84,7 +84,12 @@ impl BlockStm {
         self.threads
     }
 
-    /// Executes a block; the output equals [`crate::execute_sequential`]'s except for `stats`.
+    pub fn vm(&self) -> Vm {
+        self.vm
+    }
+
+    /// Executes a block with Block-STM, whatever its size or contention ([`crate::execute_block`] picks the
+    /// faster executor); the output equals [`crate::execute_sequential`]'s except for `stats`.
     pub fn execute<S, T>(&self, state: &S, block: &[T]) -> BlockOutput
     where
         S: StateView + Sync + ?Sized,
