@@ -2,7 +2,7 @@
 //! its own primary loop on the real network stack, with the committee's keys, and misbehaves in every way a
 //! validator can without breaking cryptography:
 //!
-//! - **equivocates**: for each round it signs two different headers and sends both to every validator, the
+//! - **equivocates**: for each round it makes two different headers and sends both to every validator, the
 //!   second once someone voted for the first, so honest voters must refuse it (§9.7: never vote for both);
 //! - **withholds batches**: every third round one of the headers names a batch nobody can fetch (its worker
 //!   answers no request), so nobody should vote for it;
@@ -15,7 +15,7 @@
 //! - **floods** (issue 15, finding 7), one kind a round at random: a frame of 20 junk certificates (valid
 //!   bitmaps, fresh headers, an aggregate signature of something else: each passes every check but the
 //!   pairing), a catch-up request for everything above round 0 with no limit, or headers whose payload is
-//!   over the bound or names one batch twice (finding 8);
+//!   over the bound or names one batch twice (finding 8), or that claim another validator as author;
 //! - **replays batches**: its headers name a batch that another validator's certificate already carries
 //!   (every honest validator holds it, so they vote), so the same batch is in two certificates: it must still
 //!   be delivered, and executed, once (§9.2).
@@ -35,20 +35,14 @@ use mako_types::{
 };
 use rand::{Rng, SeedableRng};
 
-use crate::harness::{committee, keys, network_config, PRIMARY_PORT, WORKER_PORT};
+use crate::harness::{bind_primary, committee, keys, network_config, WORKER_PORT};
 
 /// Runs Byzantine validator `node` of a committee of `validators` until the simulation ends.
 pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
     let committee = committee(validators);
     let key = keys(node);
     let me = AuthorityIndex(node as u16);
-    let (endpoint, mut inbound) = Endpoint::<PrimaryMessage>::bind_turmoil(
-        network_config(seed, node, 1, 0),
-        &key.network,
-        Peers::primaries(&committee)?,
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, PRIMARY_PORT)),
-    )
-    .await?;
+    let (endpoint, mut inbound) = bind_primary(seed, node, 1, &committee).await?;
     tokio::spawn(flood_batches(node, validators, seed));
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xB1_2A_27);
     let mut certificates: BTreeMap<Round, BTreeMap<AuthorityIndex, CertificateDigest>> = BTreeMap::new();

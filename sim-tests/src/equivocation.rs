@@ -2,19 +2,17 @@
 //! - it sends two different headers for one round to validator 0, one before and one after validator 0's
 //!   machine crashes (power lost: every write not synced is gone) and it restarts from its store: validator 0
 //!   votes for the first only, and rejoins the DAG;
-//! - it sends validator 1 a header with a bad signature, a certificate with less than quorum stake and a
+//! - it sends validator 1 a header in another validator's name, a certificate with less than quorum stake and a
 //!   header whose parents are from the wrong round: each is rejected with a counted reason, never a panic.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::harness::{
-    add_validators, committee, highest, host_name, keys, network_config, records, run_until, simulation, store_dir,
-    Options, PRIMARY_PORT,
+    add_validators, bind_primary, committee, highest, host_name, keys, records, run_until, simulation, store_dir,
+    Options,
 };
 use mako_mempool::messages::PrimaryMessage;
-use mako_network::{Endpoint, Peers};
 use mako_types::{AuthorityIndex, Certificate, CertificateDigest, Header, HeaderDigest, Vote};
 
 const N: usize = 4;
@@ -36,13 +34,7 @@ async fn byzantine(seed: u64, script: Arc<Mutex<Script>>) -> turmoil::Result {
     let committee = committee(N);
     let key = keys(BYZANTINE);
     let me = AuthorityIndex(BYZANTINE as u16);
-    let (endpoint, mut inbound) = Endpoint::<PrimaryMessage>::bind_turmoil(
-        network_config(seed, BYZANTINE, 1, 0),
-        &key.network,
-        Peers::primaries(&committee)?,
-        SocketAddr::from((Ipv4Addr::UNSPECIFIED, PRIMARY_PORT)),
-    )
-    .await?;
+    let (endpoint, mut inbound) = bind_primary(seed, BYZANTINE, 1, &committee).await?;
     let genesis: Vec<CertificateDigest> = Certificate::genesis(&committee).iter().map(Certificate::digest).collect();
     let first = Header::new(me, 1, vec![], genesis.clone());
     let second = Header::new(me, 1, vec![], genesis[..3].to_vec());

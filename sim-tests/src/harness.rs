@@ -16,7 +16,7 @@ use mako_mempool::messages::PrimaryToWorker;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
 use mako_mempool::primary::PrimaryMetrics;
 use mako_mempool::worker::ClientListener;
-use mako_network::{Endpoint, NetworkConfig, Peers};
+use mako_network::{Endpoint, Inbound, NetworkConfig, Peers};
 use mako_storage::Store;
 use mako_types::{
     Authority, AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Committee, Digest, ExecutedState,
@@ -94,6 +94,20 @@ pub fn parameters() -> MempoolParameters {
         max_unreferenced_bytes_per_peer: 64 * 1024,
         ..MempoolParameters::default()
     }
+}
+
+/// Validator `node`'s primary endpoint on the simulated network, in its `boot`-th life: honest validators and
+/// the hand-written Byzantine ones bind it the same way.
+pub async fn bind_primary(
+    seed: u64,
+    node: usize,
+    boot: u64,
+    committee: &Committee,
+) -> Result<(Endpoint<PrimaryMessage>, tokio::sync::mpsc::Receiver<Inbound<PrimaryMessage>>), Box<dyn std::error::Error>>
+{
+    let listen = SocketAddr::from((Ipv4Addr::UNSPECIFIED, PRIMARY_PORT));
+    let peers = Peers::primaries(committee)?;
+    Ok(Endpoint::bind_turmoil(network_config(seed, node, boot, 0), &keys(node).network, peers, listen).await?)
 }
 
 pub fn network_config(seed: u64, node: usize, boot: u64, lane: u8) -> NetworkConfig {
@@ -206,13 +220,7 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
     let executor = Executor::recover(committee.clone(), store.clone(), &genesis, EXECUTION_THREADS)?;
     let key = keys(node);
     let listen = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-    let primary_network = Endpoint::<PrimaryMessage>::bind_turmoil(
-        network_config(options.seed, node, boot, 0),
-        &key.network,
-        Peers::primaries(&committee)?,
-        listen(PRIMARY_PORT),
-    )
-    .await?;
+    let primary_network = bind_primary(options.seed, node, boot, &committee).await?;
     let mut workers = Vec::new();
     if options.with_worker {
         let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind_turmoil(

@@ -72,7 +72,7 @@ typed_digest!(
     BatchDigest
 );
 typed_digest!(
-    /// Digest of a [`crate::Header`]'s signed content (everything but its signature).
+    /// Digest of a [`crate::Header`]'s content: what its voters sign.
     HeaderDigest
 );
 typed_digest!(
