@@ -26,6 +26,9 @@ pub struct ConsensusHandle {
     pub sub_dags: mpsc::Receiver<CommittedSubDag>,
     /// The current leader table, for the proposer's leader waits.
     pub leader_table: watch::Receiver<LeaderTable>,
+    /// The index of the last committed sub-DAG (persisted, perhaps not yet consumed): with the executor's
+    /// index, how far execution is behind (the workers' admission, `mako_mempool::admission`).
+    pub committed_index: watch::Receiver<u64>,
     task: JoinHandle<()>,
 }
 
@@ -42,6 +45,7 @@ pub struct Consensus {
     tx_sub_dags: mpsc::Sender<CommittedSubDag>,
     committed_round: watch::Sender<Round>,
     tx_leader_table: watch::Sender<LeaderTable>,
+    tx_committed_index: watch::Sender<u64>,
 }
 
 impl Consensus {
@@ -69,9 +73,18 @@ impl Consensus {
         let replay = stored_sub_dags(&store, applied_index + 1, saved.last_sub_dag_index)?;
         let (tx_sub_dags, sub_dags) = mpsc::channel(OUTPUT_CAPACITY);
         let (tx_leader_table, leader_table) = watch::channel(bullshark.schedule().table().clone());
-        let consensus = Self { bullshark, store, rx_certificates, tx_sub_dags, committed_round, tx_leader_table };
+        let (tx_committed_index, committed_index) = watch::channel(saved.last_sub_dag_index);
+        let consensus = Self {
+            bullshark,
+            store,
+            rx_certificates,
+            tx_sub_dags,
+            committed_round,
+            tx_leader_table,
+            tx_committed_index,
+        };
         let task = tokio::spawn(consensus.run(replay));
-        Ok(ConsensusHandle { sub_dags, leader_table, task })
+        Ok(ConsensusHandle { sub_dags, leader_table, committed_index, task })
     }
 
     async fn run(mut self, replay: Vec<CommittedSubDag>) {
@@ -142,6 +155,8 @@ impl Consensus {
     }
 
     fn publish_progress(&self) {
+        let index = self.bullshark.state().last_index;
+        self.tx_committed_index.send_if_modified(|current| std::mem::replace(current, index) != index);
         let round = self.bullshark.state().last_leader_round;
         self.committed_round.send_if_modified(|current| {
             let moved = round > *current;

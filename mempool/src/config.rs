@@ -36,6 +36,10 @@ pub struct MempoolParameters {
     pub sync_retry_delay: Duration,
     /// Peers asked per retry.
     pub sync_retry_nodes: usize,
+    /// Workers admit client transactions only while this validator's executor is at most this many committed
+    /// sub-DAGs behind consensus (`admission`): offered more than it executes, the validator pushes back on
+    /// its clients instead of queueing. Zero turns it off.
+    pub max_execution_lag: u64,
     /// Bytes of pushed batches that no certificate carries yet, per peer, that our workers keep; past it the
     /// peer's oldest such batches are deleted (`primary::retention`: a Byzantine worker cannot fill the disk).
     pub max_unreferenced_bytes_per_peer: usize,
@@ -53,6 +57,7 @@ impl Default for MempoolParameters {
             leader_timeout: Duration::from_secs(1),
             sync_retry_delay: Duration::from_secs(5),
             sync_retry_nodes: 3,
+            max_execution_lag: 2,
             max_unreferenced_bytes_per_peer: 256 * 1024 * 1024,
         }
     }

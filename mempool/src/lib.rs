@@ -4,6 +4,7 @@
 //! votes on the others' headers by the rules of [`vote_rules`], and assembles certificates into a causally
 //! complete [`dag::Dag`], whose accepted certificates flow in causal order to consensus.
 
+pub mod admission;
 pub mod config;
 pub mod dag;
 pub mod messages;

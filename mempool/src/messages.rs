@@ -58,4 +58,7 @@ pub enum PrimaryToWorker {
     /// Delete these peers' batches: no certificate carries them, and their senders are over their budget of
     /// unreferenced batches (`primary::retention`).
     Delete { digests: Vec<BatchDigest> },
+    /// How far our executor is behind consensus: the workers admit client transactions by it
+    /// ([`crate::admission`]).
+    Progress(crate::admission::Progress),
 }

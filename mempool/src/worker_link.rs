@@ -22,6 +22,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::admission::Progress;
 use crate::messages::{PrimaryToWorker, WorkerToPrimary};
 
 /// The other end's index on a link endpoint (its only peer).
@@ -46,6 +47,8 @@ pub enum LinkMessage {
     Acknowledged { digest: BatchDigest },
     /// Primary → worker: [`PrimaryToWorker::Delete`].
     Delete { digests: Vec<BatchDigest> },
+    /// Primary → worker: [`PrimaryToWorker::Progress`].
+    Progress { committed: u64, executed: u64 },
     /// Primary → worker: "send me this batch" (a committed batch, for execution).
     BatchRequest(BatchDigest),
     /// Worker → primary, the answer to a request: the batch, or `None` while the worker does not hold it.
@@ -129,6 +132,11 @@ impl WorkerLink {
                                     let _ = to_worker.send(PrimaryToWorker::Delete { digests }).await;
                                     drop(responder);
                                 }
+                                LinkMessage::Progress { committed, executed } => {
+                                    let progress = Progress { committed, executed };
+                                    let _ = to_worker.send(PrimaryToWorker::Progress(progress)).await;
+                                    drop(responder);
+                                }
                                 LinkMessage::BatchRequest(digest) => {
                                     let batch = store.batches.get(&digest).unwrap_or_else(|error| {
                                         warn!(%digest, %error, "cannot read a batch the primary asked for");
@@ -177,6 +185,9 @@ impl PrimaryLink {
                     PrimaryToWorker::Synchronize { digests, target } => LinkMessage::Synchronize { digests, target },
                     PrimaryToWorker::Acknowledged { digest } => LinkMessage::Acknowledged { digest },
                     PrimaryToWorker::Delete { digests } => LinkMessage::Delete { digests },
+                    PrimaryToWorker::Progress(Progress { committed, executed }) => {
+                        LinkMessage::Progress { committed, executed }
+                    }
                 };
                 if let Err(error) = deliver(&endpoint, &message).await {
                     warn!(%error, "cannot reach the worker; stopping the link");

@@ -93,7 +93,7 @@ impl WorkerConnection {
         if Instant::now() < self.retry_at {
             return false;
         }
-        let attempt = tokio::time::timeout(MAX_BACKOFF, TcpStream::connect(self.address)).await;
+        let attempt = tokio::time::timeout(MAX_BACKOFF, connect(self.address)).await;
         match attempt {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
@@ -117,6 +117,17 @@ impl WorkerConnection {
 }
 
 /// Streams `options.rate` transactions a second for `options.duration` to the workers at `addresses`.
+/// The kernel's send buffer per worker connection. Linux would let it grow to `net.ipv4.tcp_wmem`'s maximum
+/// (4 MB, 8k transactions): while a worker pushes back (its admission closed) they would wait there, stamped,
+/// and count as seconds of latency the system never saw. With a small buffer the client just sends less.
+const SEND_BUFFER: u32 = 256 * 1024;
+
+async fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_send_buffer_size(SEND_BUFFER)?;
+    socket.connect(address).await
+}
+
 pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOptions) -> anyhow::Result<ClientReport> {
     anyhow::ensure!(!addresses.is_empty(), "the committee lists no workers");
     let start = Instant::now();

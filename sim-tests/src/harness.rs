@@ -11,6 +11,7 @@ use mako_consensus::CommittedSubDag;
 use mako_execution::pipeline::Executor;
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::Genesis;
+use mako_mempool::admission::Progress;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::PrimaryToWorker;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
@@ -153,6 +154,8 @@ pub struct NodeRecord {
     pub acked_batches: Vec<BatchDigest>,
     /// Every (index, root) execution published, across lives (DESIGN.md §9.5: the log must keep them).
     pub executed: Vec<ExecutedState>,
+    /// The latest execution progress the workers were told, by which they admit client transactions.
+    pub progress: Option<Progress>,
 }
 
 pub type Records = Arc<Mutex<BTreeMap<usize, NodeRecord>>>;
@@ -279,8 +282,10 @@ impl SimObserver {
 
 impl Observer for SimObserver {
     fn worker_order(&self, order: &PrimaryToWorker) {
-        if let PrimaryToWorker::Acknowledged { digest } = order {
-            self.record(|record| record.acked_batches.push(*digest));
+        match order {
+            PrimaryToWorker::Acknowledged { digest } => self.record(|record| record.acked_batches.push(*digest)),
+            PrimaryToWorker::Progress(progress) => self.record(|record| record.progress = Some(*progress)),
+            _ => {}
         }
     }
 

@@ -215,6 +215,16 @@ pub fn check_stores(root: &Path, records: &Records, checks: &Checks) -> Result<u
                 format!("node {node} committed {committed} sub-DAGs and executed {executed}"),
             ));
         }
+        // The workers admit client transactions by what they are told of execution (`admission`): told
+        // something once blocks execute, and never more than the truth.
+        let told = record.progress.map_or(0, |p| p.executed);
+        let has_workers = !record.acked_batches.is_empty();
+        if told > executed || (has_workers && executed > MAX_EXECUTION_LAG && told == 0) {
+            return Err(Violation::new(
+                "admission (§3)",
+                format!("node {node} executed {executed} blocks; its workers were told {:?}", record.progress),
+            ));
+        }
         for published in &record.executed {
             if published.index == 0 {
                 continue;

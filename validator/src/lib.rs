@@ -8,7 +8,9 @@
 //!   proposer's leader waits);
 //! - consensus → execution: committed sub-DAGs (the bounded queue is the back-pressure, DESIGN.md §5);
 //! - execution → primary: our latest (index, root), published in our headers; execution → workers: the
-//!   committed batches it waits for (DESIGN.md §9.8).
+//!   committed batches it waits for (DESIGN.md §9.8);
+//! - consensus and execution → workers: how far execution is behind, by which the workers admit client
+//!   transactions (`mako_mempool::admission`).
 //!
 //! Execution recovers first (the caller hands in a recovered [`Executor`]) so that consensus resumes right
 //! after the last block it executed. The `mako` binary, the simulation and the benchmarks all call
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use mako_consensus::consensus::{Consensus, ConsensusHandle};
 use mako_consensus::CommittedSubDag;
 use mako_execution::pipeline::{BatchSource, Executor, ExecutorHandle, PipelineError};
+use mako_mempool::admission::Progress;
 use mako_mempool::config::MempoolParameters;
 use mako_mempool::messages::{PrimaryToWorker, WorkerMessage, WorkerToPrimary};
 use mako_mempool::primary::{Primary, PrimaryHandle, PrimaryNetwork, PrimarySetup};
@@ -27,7 +30,7 @@ use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
 use mako_mempool::worker_link::{LinkMessage, PrimaryLink};
 use mako_network::{Endpoint, Inbound};
 use mako_storage::{Store, StoreError};
-use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, Round};
+use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, ExecutedState, Round};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -190,6 +193,11 @@ impl Validator {
             }
         };
 
+        if let Some(execution) = &execution {
+            let (committed, executed) = (consensus.committed_index.clone(), execution.executed.clone());
+            tasks.push(tokio::spawn(report_progress(committed, executed, to_workers.clone())));
+        }
+
         // Primary → consensus.
         let tx_certificates =
             tap(to_consensus.clone(), &observer, |o, certificate| o.certificate_delivered(certificate), &mut tasks);
@@ -225,6 +233,30 @@ impl Validator {
                 Err(error) => ValidatorError::ExecutionTask(error.to_string()),
             },
             None => std::future::pending().await,
+        }
+    }
+}
+
+/// Tells the workers how far execution is behind consensus each time either moves. A worker whose channel is
+/// full misses one report and takes the next: reports are facts that only grow, never orders.
+async fn report_progress(
+    mut committed: watch::Receiver<u64>,
+    mut executed: watch::Receiver<ExecutedState>,
+    to_workers: Vec<mpsc::Sender<PrimaryToWorker>>,
+) {
+    loop {
+        let progress =
+            Progress { committed: *committed.borrow_and_update(), executed: executed.borrow_and_update().index };
+        for worker in &to_workers {
+            let _ = worker.try_send(PrimaryToWorker::Progress(progress));
+        }
+        let moved = tokio::select! {
+            biased;
+            moved = committed.changed() => moved,
+            moved = executed.changed() => moved,
+        };
+        if moved.is_err() {
+            return; // consensus or execution stopped
         }
     }
 }

@@ -1,16 +1,36 @@
 //! The batch maker (DESIGN.md §3, worker step 2): gathers client transactions and seals them into a
 //! [`Batch`] once their bytes reach `batch_size`, or once `max_batch_delay` has passed since the batch's
 //! first transaction, whichever comes first. Time is tokio's, so turmoil and paused-time tests control it.
+//! It reads transactions only while [`admission`] is open: closed, the open batch still seals on its delay,
+//! and the clients wait.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use mako_types::{Batch, Transaction};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::metrics::{bump, WorkerMetrics};
+use crate::admission::{admission, Admission, Progress};
+
+/// What decides the batch maker's admission: the executor's progress as the primary reports it, and the bound.
+pub struct Admitting {
+    pub progress: watch::Receiver<Progress>,
+    pub max_execution_lag: u64,
+}
+
+impl Admitting {
+    /// Always open (a worker without a primary that reports progress).
+    pub fn always() -> Self {
+        Self { progress: watch::channel(Progress::default()).1, max_execution_lag: 0 }
+    }
+
+    fn admission(&self) -> Admission {
+        admission(*self.progress.borrow(), self.max_execution_lag)
+    }
+}
 
 /// A batch just sealed, with the moment it was sealed (the start of consensus latency, DESIGN.md §7).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +42,7 @@ pub struct SealedBatch {
 pub struct BatchMaker {
     batch_size: usize,
     max_batch_delay: Duration,
+    admitting: Admitting,
     transactions: mpsc::Receiver<Transaction>,
     sealed: mpsc::Sender<SealedBatch>,
     metrics: Arc<WorkerMetrics>,
@@ -35,6 +56,7 @@ impl BatchMaker {
     pub fn spawn(
         batch_size: usize,
         max_batch_delay: Duration,
+        admitting: Admitting,
         transactions: mpsc::Receiver<Transaction>,
         sealed: mpsc::Sender<SealedBatch>,
         metrics: Arc<WorkerMetrics>,
@@ -42,6 +64,7 @@ impl BatchMaker {
         let maker = Self {
             batch_size,
             max_batch_delay,
+            admitting,
             transactions,
             sealed,
             metrics,
@@ -56,7 +79,10 @@ impl BatchMaker {
         // One timer, re-armed when a batch opens; its branch is disabled while no batch is open.
         let timer = tokio::time::sleep(self.max_batch_delay);
         tokio::pin!(timer);
+        // Whether the primary may still report progress (its sender gone, nothing can close admission).
+        let mut reported = true;
         loop {
+            let open = self.admitting.admission() == Admission::Open;
             tokio::select! {
                 biased;
                 // The delay rule first: under a steady trickle the timer must still win.
@@ -65,7 +91,8 @@ impl BatchMaker {
                         return;
                     }
                 }
-                transaction = self.transactions.recv() => match transaction {
+                changed = self.admitting.progress.changed(), if reported => reported = changed.is_ok(),
+                transaction = self.transactions.recv(), if open => match transaction {
                     Some(transaction) => {
                         if self.current.is_empty() {
                             let deadline = Instant::now() + self.max_batch_delay;
@@ -107,20 +134,25 @@ mod tests {
     struct Harness {
         transactions: mpsc::Sender<Transaction>,
         sealed: mpsc::Receiver<SealedBatch>,
+        progress: watch::Sender<Progress>,
         _maker: JoinHandle<()>,
     }
+
+    const MAX_LAG: u64 = 3;
 
     fn harness(batch_size: usize, max_batch_delay: Duration) -> Harness {
         let (transactions, rx_transactions) = mpsc::channel(100);
         let (tx_sealed, sealed) = mpsc::channel(100);
+        let (progress, rx_progress) = watch::channel(Progress::default());
         let maker = BatchMaker::spawn(
             batch_size,
             max_batch_delay,
+            Admitting { progress: rx_progress, max_execution_lag: MAX_LAG },
             rx_transactions,
             tx_sealed,
             Arc::new(WorkerMetrics::default()),
         );
-        Harness { transactions, sealed, _maker: maker }
+        Harness { transactions, sealed, progress, _maker: maker }
     }
 
     fn tx(byte: u8, size: usize) -> Transaction {
@@ -169,5 +201,25 @@ mod tests {
         drop(h.transactions);
         assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(1, 10)]);
         assert!(h.sealed.recv().await.is_none());
+    }
+
+    /// The executor falls behind (a report of lag 4 > 3): the open batch still seals on its delay, but no
+    /// transaction is read, so the channel fills and the clients wait; once it catches up, reading resumes.
+    #[tokio::test(start_paused = true)]
+    async fn reads_nothing_while_the_executor_is_too_far_behind() {
+        let mut h = harness(1_000, Duration::from_millis(100));
+        h.transactions.send(tx(1, 10)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        h.progress.send_replace(Progress { committed: 14, executed: 10 });
+        for i in 2..102 {
+            h.transactions.send(tx(i, 10)).await.unwrap();
+        }
+        assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(1, 10)], "sealed on its delay");
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert!(h.sealed.try_recv().is_err(), "nothing read while closed");
+        assert!(h.transactions.try_send(tx(0, 10)).is_err(), "the channel is full: the clients wait");
+        h.progress.send_replace(Progress { committed: 14, executed: 11 });
+        let resumed = h.sealed.recv().await.unwrap();
+        assert_eq!(resumed.batch.transactions.first(), Some(&tx(2, 10)), "reading resumes where it stopped");
     }
 }

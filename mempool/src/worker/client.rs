@@ -23,6 +23,11 @@ use super::WorkerError;
 
 /// Client connections served at once; further clients wait in the listener's backlog.
 const MAX_CLIENT_CONNECTIONS: usize = 1_024;
+/// The kernel's receive buffer for a client connection. Left to itself, Linux grows it up to
+/// `net.ipv4.tcp_rmem`'s maximum (32 MB here, 60k transactions of 512 B): while admission is closed
+/// (`crate::admission`) that much would wait unseen in the kernel, seconds of latency that no bound of ours
+/// covers. Half a megabyte (the kernel doubles it for its bookkeeping) still outruns what a worker reads.
+const CLIENT_RECEIVE_BUFFER: u32 = 512 * 1024;
 /// Pause after a failed accept (e.g. out of file descriptors), so the loop does not spin.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
@@ -39,11 +44,17 @@ enum ClientStream {
 }
 
 impl ClientListener {
-    /// Listens on a real TCP port.
+    /// Listens on a real TCP port; accepted connections inherit [`CLIENT_RECEIVE_BUFFER`].
     pub async fn bind(address: SocketAddr) -> Result<Self, WorkerError> {
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| WorkerError::ClientBind { address, source })?;
+        let listen = || {
+            let socket =
+                if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            socket.set_reuseaddr(true)?;
+            socket.set_recv_buffer_size(CLIENT_RECEIVE_BUFFER)?;
+            socket.bind(address)?;
+            socket.listen(1_024)
+        };
+        let listener = listen().map_err(|source| WorkerError::ClientBind { address, source })?;
         Ok(Self::Tokio(listener))
     }
 

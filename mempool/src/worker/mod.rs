@@ -28,13 +28,14 @@ use std::sync::Arc;
 use mako_network::{Endpoint, Inbound, NetworkError};
 use mako_storage::{Durability, Store, StoreError};
 use mako_types::{BatchDigest, Committee, WorkerId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::admission::Progress;
 use crate::config::MempoolParameters;
 use crate::messages::{PrimaryToWorker, WorkerMessage, WorkerToPrimary};
 
-pub use batch_maker::{BatchMaker, SealedBatch};
+pub use batch_maker::{Admitting, BatchMaker, SealedBatch};
 pub use client::{ClientListener, ClientPort};
 pub use handler::Handler;
 pub use metrics::{WorkerMetrics, WorkerMetricsSnapshot};
@@ -43,8 +44,8 @@ pub use synchronizer::Synchronizer;
 
 /// Transactions waiting for the batch maker (at most 64 MB with the default 64 KB transaction limit).
 const TRANSACTION_CHANNEL_CAPACITY: usize = 1_000;
-/// Sealed batches waiting to be stored and broadcast.
-const SEALED_CHANNEL_CAPACITY: usize = 16;
+/// Sealed batches waiting to be stored and broadcast (few: each is admitted transactions that wait).
+const SEALED_CHANNEL_CAPACITY: usize = 2;
 
 /// Everything a worker needs, built by the node (or a test) and handed to [`Worker::spawn`].
 pub struct WorkerSetup {
@@ -82,12 +83,14 @@ impl Worker {
         let client_address = clients.local_addr().ok();
         let (tx_transaction, rx_transaction) = mpsc::channel(TRANSACTION_CHANNEL_CAPACITY);
         let (tx_sealed, rx_sealed) = mpsc::channel(SEALED_CHANNEL_CAPACITY);
+        let (tx_progress, rx_progress) = watch::channel(Progress::default());
 
         let tasks = vec![
             ClientPort::spawn(clients, parameters.max_transaction_size, tx_transaction, Arc::clone(&metrics)),
             BatchMaker::spawn(
                 parameters.batch_size,
                 parameters.max_batch_delay,
+                Admitting { progress: rx_progress, max_execution_lag: parameters.max_execution_lag },
                 rx_transaction,
                 tx_sealed,
                 Arc::clone(&metrics),
@@ -117,6 +120,7 @@ impl Worker {
                 endpoint,
                 from_primary,
                 to_primary,
+                tx_progress,
                 Arc::clone(&metrics),
             ),
         ];

@@ -29,7 +29,7 @@ use super::store_batch;
 use crate::messages::{WorkerMessage, WorkerToPrimary};
 
 /// Batches waiting for their quorum at once; beyond this the batch maker waits.
-pub const MAX_PENDING_QUORUMS: usize = 16;
+pub const MAX_PENDING_QUORUMS: usize = 4;
 
 /// One of our batches on its way to a quorum.
 struct PendingQuorum {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use mako_network::{Endpoint, NetworkError};
 use mako_storage::Store;
 use mako_types::{AuthorityIndex, Batch, BatchDigest, WorkerId};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, warn};
@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 use super::handler::MAX_DIGESTS_PER_REQUEST;
 use super::metrics::{bump, WorkerMetrics};
 use super::store_batch;
+use crate::admission::Progress;
 use crate::messages::{PrimaryToWorker, WorkerMessage, WorkerToPrimary};
 
 /// Digests being fetched at most; beyond this the oldest request is dropped.
@@ -56,6 +57,8 @@ pub struct Synchronizer {
     endpoint: Endpoint<WorkerMessage>,
     from_primary: mpsc::Receiver<PrimaryToWorker>,
     to_primary: mpsc::Sender<WorkerToPrimary>,
+    /// The executor's progress, as the primary reports it, for the batch maker's admission.
+    progress: watch::Sender<Progress>,
     metrics: Arc<WorkerMetrics>,
     /// Every peer but us, in index order.
     others: Vec<AuthorityIndex>,
@@ -67,6 +70,7 @@ pub struct Synchronizer {
 
 impl Synchronizer {
     /// `retry_delay` is both the wait before asking every peer again and the timeout of one request.
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         id: WorkerId,
         retry_delay: Duration,
@@ -74,6 +78,7 @@ impl Synchronizer {
         endpoint: Endpoint<WorkerMessage>,
         from_primary: mpsc::Receiver<PrimaryToWorker>,
         to_primary: mpsc::Sender<WorkerToPrimary>,
+        progress: watch::Sender<Progress>,
         metrics: Arc<WorkerMetrics>,
     ) -> JoinHandle<()> {
         let me = endpoint.me();
@@ -85,6 +90,7 @@ impl Synchronizer {
             endpoint,
             from_primary,
             to_primary,
+            progress,
             metrics,
             others,
             pending: BTreeMap::new(),
@@ -116,6 +122,13 @@ impl Synchronizer {
                     }
                     Some(PrimaryToWorker::Delete { digests }) => {
                         self.delete(&digests);
+                        Ok(())
+                    }
+                    Some(PrimaryToWorker::Progress(progress)) => {
+                        self.progress.send_if_modified(|known| {
+                            let newer = known.merge(progress);
+                            std::mem::replace(known, newer) != newer
+                        });
                         Ok(())
                     }
                     None => return,
