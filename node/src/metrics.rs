@@ -76,6 +76,15 @@ impl PrimaryHalf {
         counter(e, "mako_primary_votes_sent", "Votes this primary sent", get(&p.votes_sent))?;
         counter(e, "mako_primary_syncs", "Disk syncs that released votes and headers", get(&p.syncs))?;
         counter(e, "mako_primary_sync_micros", "Time spent in those syncs, microseconds", get(&p.sync_micros))?;
+        let verifications = get(&p.certificate_verifications);
+        counter(
+            e,
+            "mako_primary_certificate_verifications",
+            "Batch verifications of peers' certificates",
+            verifications,
+        )?;
+        let verified = get(&p.certificates_verified);
+        counter(e, "mako_primary_certificates_verified", "Peers' certificates those verifications covered", verified)?;
         counter(e, "mako_primary_certificates_formed", "Certificates of our headers", get(&p.certificates_formed))?;
         let accepted = get(&p.certificates_accepted);
         counter(e, "mako_primary_certificates_accepted", "Certificates added to the DAG", accepted)?;

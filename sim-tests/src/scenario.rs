@@ -227,6 +227,18 @@ fn flood_bounded(records: &Records, honest: &[usize]) -> Result<(), Violation> {
                 format!("node {node} kept every batch of the Byzantine worker's flood"),
             ));
         }
+        // Its frames of junk certificates, verified together with honest peers' frames, were still traced back
+        // to it: it served penalties, during which its frames were dropped unverified (DESIGN.md §9.9).
+        let penalized = records
+            .get(node)
+            .and_then(|r| r.metrics.as_ref())
+            .map_or(0, |m| m.rejected().get("penalized_peer").copied().unwrap_or(0));
+        if penalized == 0 {
+            return Err(Violation::new(
+                "bounded verification (§9.9)",
+                format!("node {node} never penalized the peer that sent it junk certificates"),
+            ));
+        }
     }
     Ok(())
 }

@@ -20,7 +20,8 @@
 //!   validators' batches in its own headers, ends with a batch delivered in two sub-DAGs (integrity, §9.2).
 //! - **send before the sync** (issue 15, finding 4): the equivocation test, whose Byzantine author sends
 //!   validator 0 a second header of a round after validator 0's machine lost power, gets two votes from it.
-//! - **forget acknowledged batches** (validity across restarts): the crash-restart scenario (seed 2) ends
+//! - **forget acknowledged batches** (validity across restarts): the crash-restart scenario (the first of seeds
+//!   1-20 whose crash falls between an acknowledgement and the next proposal) ends
 //!   with a batch that validator 1 acknowledged before a crash and never proposed after it (§9.3).
 //! - **ignore what an arrival unblocks** (issue 15, finding 6): the figure where a whole round waits for a
 //!   late parent commits nothing when the parent comes last.
@@ -138,8 +139,9 @@ fn each_injected_bug_is_caught() {
             Bug::CommitWithF | Bug::SkipRecursiveCommit => bullshark_agreement().err(),
             Bug::KeepBatchAfterTableChange | Bug::GcPerBatch | Bug::IgnoreUnblocked => check_figures().err(),
             // Acknowledgements leave with the next header's sync, so a forgotten batch is usually in the header
-            // the restarted primary sends again; seed 2 crashes between the two (13 of seeds 1-40 do).
-            Bug::ForgetAcknowledged => run(Scenario::CrashRestart, 2).verdict().err(),
+            // the restarted primary sends again; only some seeds crash between the two (12 of seeds 1-40 at
+            // 2af61e7), and which ones moves whenever timing does: the first of seeds 1-20 that does.
+            Bug::ForgetAcknowledged => (1..=20).find_map(|seed| run(Scenario::CrashRestart, seed).verdict().err()),
             Bug::SendBeforeSync => restarted_validator_never_votes_twice_and_bad_input_is_counted(5).err(),
         };
         inject(None);

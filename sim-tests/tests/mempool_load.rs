@@ -44,7 +44,7 @@ fn four_validators_under_load_reach_round_50() {
     for (node, record) in records.iter() {
         let mut rng = rand::rngs::mock::StepRng::new(1, 7);
         for chunk in record.delivered.chunks(64) {
-            Certificate::verify_batch(chunk, &committee, &mut rng)
+            Certificate::verify_batch(chunk, &committee, &mako_types::VoteMessages::default(), &mut rng)
                 .unwrap_or_else(|e| panic!("seed {seed}: node {node} delivered a bad certificate: {e}"));
         }
         for certificate in &record.delivered {

@@ -5,14 +5,16 @@
 //! Round 0 holds one genesis certificate per validator: unsigned, known to all, and accepted only if equal
 //! to the committee's own genesis.
 
+use std::borrow::Cow;
+
 use rand::RngCore;
 
 use crate::committee::{AuthorityIndex, Committee, Stake};
-use crate::crypto::{batch_verify, verify_aggregate, BatchItem, BlsSignature, Domain, SignatureBytes};
+use crate::crypto::{batch_verify, verify_aggregate_hashed, BatchItem, BlsSignature, HashedMessage, SignatureBytes};
 use crate::digest::{context, CertificateDigest, Digest};
 use crate::error::DagError;
 use crate::header::Header;
-use crate::vote::Vote;
+use crate::vote::{Vote, VoteMessages};
 use crate::Round;
 
 /// Which validators' votes a certificate aggregates: bit i is [`AuthorityIndex`] i.
@@ -101,30 +103,44 @@ impl Certificate {
         if self.round() == 0 {
             return self.verify_genesis(committee);
         }
-        let keys = self.signer_keys(committee)?;
-        let signature = self.aggregate_signature()?;
-        verify_aggregate(keys, Domain::Vote, self.header.digest().as_bytes(), &signature)
-            .map_err(|_| self.bad_signature())
+        self.verify_hashed(committee, &Vote::message(&self.header.digest()))
     }
 
-    /// Verifies many certificates in one multi-Miller loop with random weights. On failure, callers that need
-    /// to know which certificate was bad verify them one by one.
+    /// [`Self::verify`] with the vote message ([`Vote::message`] of the header's digest) hashed already.
+    pub fn verify_hashed(&self, committee: &Committee, message: &HashedMessage) -> Result<(), DagError> {
+        if self.round() == 0 {
+            return self.verify_genesis(committee);
+        }
+        let keys = self.signer_keys(committee)?;
+        let signature = self.aggregate_signature()?;
+        verify_aggregate_hashed(keys, message, &signature).map_err(|_| self.bad_signature())
+    }
+
+    /// Verifies many certificates in one multi-Miller loop with random weights, reusing the vote messages
+    /// `known` holds (headers we voted for) and hashing the others. On failure, callers that need to know
+    /// which certificate was bad verify them one by one.
     pub fn verify_batch(
         certificates: &[Certificate],
         committee: &Committee,
+        known: &VoteMessages,
         rng: &mut impl RngCore,
     ) -> Result<(), DagError> {
-        let digests: Vec<_> = certificates.iter().map(|c| c.header.digest()).collect();
+        let messages: Vec<Cow<'_, HashedMessage>> = certificates
+            .iter()
+            .map(|c| {
+                let digest = c.header.digest();
+                known.get(&digest).map_or_else(|| Cow::Owned(Vote::message(&digest)), Cow::Borrowed)
+            })
+            .collect();
         let mut items = Vec::with_capacity(certificates.len());
-        for (certificate, digest) in certificates.iter().zip(&digests) {
+        for (certificate, message) in certificates.iter().zip(&messages) {
             if certificate.round() == 0 {
                 certificate.verify_genesis(committee)?;
                 continue;
             }
             items.push(BatchItem {
                 keys: certificate.signer_keys(committee)?,
-                domain: Domain::Vote,
-                message: digest.as_bytes(),
+                message,
                 signature: certificate.aggregate_signature()?,
             });
         }
@@ -186,7 +202,7 @@ mod tests {
     use rand::SeedableRng;
 
     use super::*;
-    use crate::ValidatorKeys;
+    use crate::{Domain, ValidatorKeys};
 
     struct Fixture {
         keys: Vec<ValidatorKeys>,
@@ -284,9 +300,29 @@ mod tests {
             (0..8).map(|i| f.certificate(f.header(i % 4, 1 + i as u64 / 4), [0, 1, 2, 3])).collect();
         certs.extend(Certificate::genesis(&f.committee));
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-        Certificate::verify_batch(&certs, &f.committee, &mut rng).unwrap();
+        Certificate::verify_batch(&certs, &f.committee, &VoteMessages::default(), &mut rng).unwrap();
         certs[5].signature = certs[4].signature;
-        assert!(Certificate::verify_batch(&certs, &f.committee, &mut rng).is_err());
+        assert!(Certificate::verify_batch(&certs, &f.committee, &VoteMessages::default(), &mut rng).is_err());
+    }
+
+    /// The vote messages a voter hashed serve the certificates of exactly those headers: a certificate whose
+    /// signature is another header's fails whether its own message is known or not.
+    #[test]
+    fn batch_verification_reuses_the_messages_we_hashed_and_still_catches_a_swap() {
+        let f = Fixture::new(4);
+        let mut certs: Vec<_> = (0..4).map(|i| f.certificate(f.header(i, 1), [0, 1, 2, 3])).collect();
+        let mut known = VoteMessages::default();
+        for certificate in &certs[..3] {
+            known.of(&certificate.header);
+        }
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+        Certificate::verify_batch(&certs, &f.committee, &known, &mut rng).unwrap();
+        certs[0].signature = certs[3].signature;
+        assert!(Certificate::verify_batch(&certs, &f.committee, &known, &mut rng).is_err());
+        certs[0].signature = certs[1].signature;
+        assert!(Certificate::verify_batch(&certs[..1], &f.committee, &known, &mut rng).is_err());
+        known.forget_through(1);
+        assert!(known.is_empty());
     }
 
     #[test]

@@ -17,6 +17,7 @@ use bls12_381::hash_to_curve::{ExpandMsgXmd, HashToCurve};
 use bls12_381::{multi_miller_loop, G1Affine, G1Projective, G2Affine, G2Prepared, G2Projective, Scalar};
 use group::{Curve, Group};
 use rand::RngCore;
+use subtle::{ConditionallySelectable, ConstantTimeEq};
 
 use crate::error::{CryptoError, KeyError};
 pub use stand_in::use_stand_in_signatures;
@@ -50,6 +51,42 @@ impl Domain {
 /// Hashes a message to a point of G2 under the domain's tag.
 pub fn hash_to_g2(domain: Domain, message: &[u8]) -> G2Affine {
     <G2Projective as HashToCurve<ExpandMsgXmd<sha2::Sha256>>>::hash_to_curve([message], domain.tag()).to_affine()
+}
+
+/// A message with its hash to G2, computed once: hash-to-curve is about a third of a signature's cost
+/// (DESIGN.md §2), and a validator signs a header's vote message, then checks the certificate of the same
+/// header: one hash serves both.
+#[derive(Clone)]
+pub struct HashedMessage {
+    domain: Domain,
+    message: Vec<u8>,
+    /// None where the process uses the stand-in, which hashes the bytes its own way.
+    point: Option<G2Affine>,
+}
+
+impl HashedMessage {
+    pub fn new(domain: Domain, message: &[u8]) -> Self {
+        let point = (!stand_in::in_use()).then(|| hash_to_g2(domain, message));
+        Self { domain, message: message.to_vec(), point }
+    }
+
+    pub fn domain(&self) -> Domain {
+        self.domain
+    }
+
+    pub fn message(&self) -> &[u8] {
+        &self.message
+    }
+
+    fn point(&self) -> G2Affine {
+        self.point.unwrap_or_else(|| hash_to_g2(self.domain, &self.message))
+    }
+}
+
+impl fmt::Debug for HashedMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.domain.name(), hex::encode(&self.message[..self.message.len().min(6)]))
+    }
 }
 
 /// A compressed public key as it travels and is stored.
@@ -116,7 +153,7 @@ impl BlsPublicKey {
     /// Checks a single signature.
     pub fn verify(&self, domain: Domain, message: &[u8], signature: &BlsSignature) -> Result<(), CryptoError> {
         let valid = match signature.0 {
-            Signed::Point(point) => pairing_check(&self.point, domain, message, &point),
+            Signed::Point(point) => pairing_check(&self.point, &hash_to_g2(domain, message), &point),
             Signed::StandIn(sum) => sum == StandIn::sign(domain, &self.bytes, message),
         };
         if valid {
@@ -219,13 +256,25 @@ pub fn verify_aggregate<'a>(
     message: &[u8],
     signature: &BlsSignature,
 ) -> Result<(), CryptoError> {
+    verify_aggregate_hashed(keys, &HashedMessage::new(domain, message), signature)
+}
+
+/// [`verify_aggregate`] of a message already hashed.
+pub fn verify_aggregate_hashed<'a>(
+    keys: impl IntoIterator<Item = &'a BlsPublicKey>,
+    message: &HashedMessage,
+    signature: &BlsSignature,
+) -> Result<(), CryptoError> {
     let keys: Vec<&BlsPublicKey> = keys.into_iter().collect();
     if keys.is_empty() {
         return Err(CryptoError::Empty);
     }
+    let domain = message.domain;
     let valid = match signature.0 {
-        Signed::Point(point) => pairing_check(&aggregate_public_keys(keys.iter().copied())?, domain, message, &point),
-        Signed::StandIn(sum) => sum == StandIn::sum(keys.iter().map(|k| StandIn::sign(domain, &k.bytes, message))),
+        Signed::Point(point) => pairing_check(&aggregate_public_keys(keys.iter().copied())?, &message.point(), &point),
+        Signed::StandIn(sum) => {
+            sum == StandIn::sum(keys.iter().map(|k| StandIn::sign(domain, &k.bytes, &message.message)))
+        }
     };
     if valid {
         Ok(())
@@ -235,13 +284,13 @@ pub fn verify_aggregate<'a>(
 }
 
 /// e(-g1, σ) · e(pk, H(m)) == 1, as one multi-Miller loop and one final exponentiation.
-fn pairing_check(public: &G1Affine, domain: Domain, message: &[u8], signature: &G2Affine) -> bool {
+fn pairing_check(public: &G1Affine, hashed: &G2Affine, signature: &G2Affine) -> bool {
     if bool::from(public.is_identity()) {
         return false;
     }
     let minus_g1 = -G1Affine::generator();
     let sig = G2Prepared::from(*signature);
-    let hashed = G2Prepared::from(hash_to_g2(domain, message));
+    let hashed = G2Prepared::from(*hashed);
     multi_miller_loop(&[(&minus_g1, &sig), (public, &hashed)]).final_exponentiation().is_identity().into()
 }
 
@@ -249,8 +298,7 @@ fn pairing_check(public: &G1Affine, domain: Domain, message: &[u8], signature: &
 pub struct BatchItem<'a> {
     /// The signers' (possession-checked) keys.
     pub keys: Vec<&'a BlsPublicKey>,
-    pub domain: Domain,
-    pub message: &'a [u8],
+    pub message: &'a HashedMessage,
     pub signature: BlsSignature,
 }
 
@@ -270,7 +318,7 @@ pub fn batch_verify(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(
             Signed::StandIn(_) => {
                 // The stand-in has nothing to batch: each item costs a few hashes.
                 return items.iter().try_for_each(|item| {
-                    verify_aggregate(item.keys.iter().copied(), item.domain, item.message, &item.signature)
+                    verify_aggregate_hashed(item.keys.iter().copied(), item.message, &item.signature)
                         .map_err(|_| invalid())
                 });
             }
@@ -289,8 +337,7 @@ pub fn batch_verify(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(
     }
     let mut keys_affine = vec![G1Affine::identity(); weighted_keys.len()];
     G1Projective::batch_normalize(&weighted_keys, &mut keys_affine);
-    let hashed: Vec<G2Prepared> =
-        items.iter().map(|item| G2Prepared::from(hash_to_g2(item.domain, item.message))).collect();
+    let hashed: Vec<G2Prepared> = items.iter().map(|item| G2Prepared::from(item.message.point())).collect();
     let minus_g1 = -G1Affine::generator();
     let sum_prepared = G2Prepared::from(signature_sum.to_affine());
     let mut terms: Vec<(&G1Affine, &G2Prepared)> = Vec::with_capacity(items.len() + 1);
@@ -311,6 +358,31 @@ fn mul_u64<G: Group>(point: G, scalar: u64) -> G {
         acc = acc.double();
         if (scalar >> bit) & 1 == 1 {
             acc += point;
+        }
+    }
+    acc
+}
+
+/// `scalar · point` for a secret scalar, in constant time, with a fixed 4-bit window: 256 doublings and 64
+/// additions of a table entry chosen by a full scan of the table, where the crate's `*` does 255 doublings and
+/// 255 additions (every bit's addition is computed and kept or not). The signature is the same point; signing
+/// is the one scalar multiplication a validator does per vote (`cargo bench -p mako-types --bench crypto`,
+/// case `sign`).
+fn mul_secret(point: &G2Affine, scalar: &Scalar) -> G2Projective {
+    let mut table = [G2Projective::identity(); 16];
+    let base = G2Projective::from(point);
+    for i in 1..table.len() {
+        table[i] = table[i - 1] + base;
+    }
+    let mut acc = G2Projective::identity();
+    for byte in scalar.to_bytes().iter().rev() {
+        for nibble in [byte >> 4, byte & 0x0f] {
+            acc = acc.double().double().double().double();
+            let mut entry = G2Projective::identity();
+            for (i, candidate) in table.iter().enumerate() {
+                entry.conditional_assign(candidate, (i as u8).ct_eq(&nibble));
+            }
+            acc += entry;
         }
     }
     acc
@@ -366,10 +438,15 @@ impl BlsKeyPair {
     }
 
     pub fn sign(&self, domain: Domain, message: &[u8]) -> BlsSignature {
+        self.sign_hashed(&HashedMessage::new(domain, message))
+    }
+
+    /// Signs a message already hashed.
+    pub fn sign_hashed(&self, message: &HashedMessage) -> BlsSignature {
         if stand_in::in_use() {
-            return BlsSignature(Signed::StandIn(StandIn::sign(domain, &self.public.bytes, message)));
+            return BlsSignature(Signed::StandIn(StandIn::sign(message.domain, &self.public.bytes, &message.message)));
         }
-        BlsSignature(Signed::Point((hash_to_g2(domain, message) * self.secret).to_affine()))
+        BlsSignature(Signed::Point(mul_secret(&message.point(), &self.secret).to_affine()))
     }
 
     /// Signs this key itself: the proof that whoever lists the key holds its secret.
@@ -402,6 +479,18 @@ mod tests {
         assert!(key.public().verify(Domain::Vote, b"other message", &sig).is_err());
         let other = BlsKeyPair::from_seed([2; 32]);
         assert!(other.public().verify(Domain::Vote, b"header digest", &sig).is_err());
+    }
+
+    #[test]
+    fn windowed_signing_multiplies_as_the_crate_does() {
+        let point = hash_to_g2(Domain::Vote, b"header digest");
+        for seed in 0..8u8 {
+            let key = BlsKeyPair::from_seed([seed; 32]);
+            assert_eq!(mul_secret(&point, &key.secret).to_affine(), (point * key.secret).to_affine());
+        }
+        for scalar in [Scalar::zero(), Scalar::one(), -Scalar::one(), Scalar::from(15u64), Scalar::from(16u64)] {
+            assert_eq!(mul_secret(&point, &scalar).to_affine(), (point * scalar).to_affine());
+        }
     }
 
     #[test]
@@ -455,15 +544,13 @@ mod tests {
     fn batch_verify_accepts_valid_and_rejects_one_bad_item() {
         let keys = keys(4);
         let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
-        let messages: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 32]).collect();
+        let messages: Vec<HashedMessage> = (0..5u8).map(|i| HashedMessage::new(Domain::Vote, &[i; 32])).collect();
         let mut items: Vec<BatchItem> = messages
             .iter()
             .map(|m| BatchItem {
                 keys: publics.iter().collect(),
-                domain: Domain::Vote,
                 message: m,
-                signature: BlsSignature::aggregate(&keys.iter().map(|k| k.sign(Domain::Vote, m)).collect::<Vec<_>>())
-                    .unwrap(),
+                signature: BlsSignature::aggregate(&keys.iter().map(|k| k.sign_hashed(m)).collect::<Vec<_>>()).unwrap(),
             })
             .collect();
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(9);

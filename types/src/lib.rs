@@ -24,7 +24,8 @@ pub use batch::{Batch, Transaction};
 pub use certificate::{Certificate, SignerBitmap};
 pub use committee::{Authority, AuthorityIndex, Committee, Stake, WorkerId};
 pub use crypto::{
-    use_stand_in_signatures, BlsKeyPair, BlsPublicKey, BlsSignature, Domain, PublicKeyBytes, SignatureBytes,
+    use_stand_in_signatures, BlsKeyPair, BlsPublicKey, BlsSignature, Domain, HashedMessage, PublicKeyBytes,
+    SignatureBytes,
 };
 pub use digest::{BatchDigest, CertificateDigest, Digest, HeaderDigest};
 pub use error::{CommitteeError, CryptoError, DagError, KeyError, WireError};
@@ -34,7 +35,7 @@ pub use keys::ValidatorKeys;
 pub use leader::LeaderTable;
 pub use network_key::{NetworkKeyPair, NetworkPublicKey};
 pub use protocol::{ProtocolParameters, ScheduleKind};
-pub use vote::Vote;
+pub use vote::{Vote, VoteMessages};
 
 /// A DAG round. Round 0 holds the genesis certificates.
 pub type Round = u64;

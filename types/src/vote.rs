@@ -1,8 +1,10 @@
 //! A vote: a validator's signature on a header's digest (DESIGN.md §3). Votes for one header are summed
 //! into a certificate's aggregate signature, so the signed message is the header digest alone.
 
+use std::collections::BTreeMap;
+
 use crate::committee::{AuthorityIndex, Committee};
-use crate::crypto::{BlsKeyPair, BlsSignature, Domain, SignatureBytes};
+use crate::crypto::{BlsKeyPair, BlsSignature, Domain, HashedMessage, SignatureBytes};
 use crate::digest::HeaderDigest;
 use crate::error::DagError;
 use crate::header::Header;
@@ -20,13 +22,23 @@ pub struct Vote {
 
 impl Vote {
     pub fn new(header: &Header, voter: AuthorityIndex, key: &BlsKeyPair) -> Self {
-        let header_digest = header.digest();
+        Self::new_hashed(header, &Self::message(&header.digest()), voter, key)
+    }
+
+    /// What a vote for the header of `digest` signs, hashed.
+    pub fn message(digest: &HeaderDigest) -> HashedMessage {
+        HashedMessage::new(Domain::Vote, digest.as_bytes())
+    }
+
+    /// A vote whose message (the header digest's, [`Self::message`]) is hashed already.
+    pub fn new_hashed(header: &Header, message: &HashedMessage, voter: AuthorityIndex, key: &BlsKeyPair) -> Self {
+        debug_assert_eq!(message.message(), header.digest().as_bytes());
         Self {
-            header_digest,
+            header_digest: header.digest(),
             round: header.round(),
             header_author: header.author(),
             voter,
-            signature: key.sign(Domain::Vote, header_digest.as_bytes()).to_bytes(),
+            signature: key.sign_hashed(message).to_bytes(),
         }
     }
 
@@ -41,5 +53,40 @@ impl Vote {
         };
         let signature = BlsSignature::from_bytes(&self.signature).map_err(|_| bad())?;
         voter.bls_key.verify(Domain::Vote, self.header_digest.as_bytes(), &signature).map_err(|_| bad())
+    }
+}
+
+/// The vote messages a validator hashed to sign its votes, kept until garbage collection: the certificate of
+/// a header we voted for (ours, from our aggregator; anyone's, from the network) is checked against the same
+/// hash, so each header's message is hashed to the curve once (DESIGN.md §2). Bounded as our votes are: one
+/// header per author and round above the GC round.
+#[derive(Default)]
+pub struct VoteMessages {
+    by_header: BTreeMap<HeaderDigest, (Round, HashedMessage)>,
+}
+
+impl VoteMessages {
+    /// The message of `header`'s votes, hashed now if it was not before.
+    pub fn of(&mut self, header: &Header) -> &HashedMessage {
+        let digest = header.digest();
+        &self.by_header.entry(digest).or_insert_with(|| (header.round(), Vote::message(&digest))).1
+    }
+
+    /// The message of the header of `digest`, if we hashed it.
+    pub fn get(&self, digest: &HeaderDigest) -> Option<&HashedMessage> {
+        self.by_header.get(digest).map(|(_, message)| message)
+    }
+
+    /// Forgets the messages of headers of `round` and below.
+    pub fn forget_through(&mut self, round: Round) {
+        self.by_header.retain(|_, (r, _)| *r > round);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_header.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_header.is_empty()
     }
 }

@@ -2,7 +2,7 @@
 //! is for the whole process, and the unit tests beside the code check real BLS.
 
 use mako_types::crypto::{batch_verify, verify_aggregate, BatchItem};
-use mako_types::{use_stand_in_signatures, BlsKeyPair, BlsSignature, Domain, SignatureBytes};
+use mako_types::{use_stand_in_signatures, BlsKeyPair, BlsSignature, Domain, HashedMessage, SignatureBytes};
 use rand::SeedableRng;
 
 #[test]
@@ -34,12 +34,15 @@ fn stand_in_signatures_bind_to_key_domain_message_and_signers() {
     let doubled = BlsSignature::aggregate([&parts[0], &parts[0], &parts[1]]).unwrap();
     assert!(verify_aggregate(&publics[..3], Domain::Vote, b"m", &doubled).is_err(), "one signer twice");
 
+    let (m, x) = (HashedMessage::new(Domain::Vote, b"m"), HashedMessage::new(Domain::Vote, b"x"));
     let mut items = vec![
-        BatchItem { keys: publics.iter().collect(), domain: Domain::Vote, message: b"m", signature: all },
-        BatchItem { keys: publics[..3].iter().collect(), domain: Domain::Vote, message: b"m", signature: three },
+        BatchItem { keys: publics.iter().collect(), message: &m, signature: all },
+        BatchItem { keys: publics[..3].iter().collect(), message: &m, signature: three },
     ];
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
     batch_verify(&items, &mut rng).unwrap();
-    items[1].message = b"x";
+    items[1].message = &x;
     assert!(batch_verify(&items, &mut rng).is_err());
+    // A message hashed once signs and verifies as the plain calls do.
+    assert_eq!(keys[0].sign_hashed(&m), keys[0].sign(Domain::Vote, b"m"));
 }

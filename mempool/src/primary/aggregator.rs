@@ -6,10 +6,12 @@
 
 use std::collections::BTreeMap;
 
-use mako_types::{AuthorityIndex, Certificate, Committee, DagError, Header, Stake, Vote};
+use mako_types::{AuthorityIndex, Certificate, Committee, DagError, HashedMessage, Header, Stake, Vote};
 
 pub struct VotesAggregator {
     header: Header,
+    /// What the votes sign, hashed (once, when we voted for our own header).
+    message: HashedMessage,
     votes: BTreeMap<AuthorityIndex, Vote>,
     stake: Stake,
     done: bool,
@@ -24,8 +26,9 @@ pub struct Aggregation {
 }
 
 impl VotesAggregator {
-    pub fn new(header: Header) -> Self {
-        Self { header, votes: BTreeMap::new(), stake: 0, done: false }
+    /// `message` is the header's vote message ([`Vote::message`]).
+    pub fn new(header: Header, message: HashedMessage) -> Self {
+        Self { header, message, votes: BTreeMap::new(), stake: 0, done: false }
     }
 
     pub fn header(&self) -> &Header {
@@ -51,7 +54,7 @@ impl VotesAggregator {
         }
         let votes: Vec<Vote> = self.votes.values().cloned().collect();
         let optimistic = Certificate::from_votes(self.header.clone(), &votes, committee)
-            .and_then(|certificate| certificate.verify(committee).map(|()| certificate));
+            .and_then(|certificate| certificate.verify_hashed(committee, &self.message).map(|()| certificate));
         match optimistic {
             Ok(certificate) => {
                 self.done = true;
@@ -95,7 +98,7 @@ mod tests {
         let header = Header::new(AuthorityIndex(0), 1, vec![], vec![]);
         let vote = |v: u16| Vote::new(&header, AuthorityIndex(v), &keys[v as usize].bls);
 
-        let mut aggregator = VotesAggregator::new(header.clone());
+        let mut aggregator = VotesAggregator::new(header.clone(), Vote::message(&header.digest()));
         assert!(aggregator.add(vote(0), &committee).certificate.is_none());
         let mut forged = vote(1);
         forged.signature = SignatureBytes(keys[1].bls.sign(mako_types::Domain::Vote, b"something else").to_bytes().0);

@@ -11,15 +11,15 @@
 //! certificate is accepted or a batch arrives. Every reliable send is kept under its round and cancelled by
 //! garbage collection, so retries to a dead peer stop once they no longer matter.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use mako_network::{Delivery, Endpoint, Inbound};
 use mako_storage::{Durability, LastVote, Store};
 use mako_types::bug::{injected, Bug};
 use mako_types::{
-    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, Committee, DagError, Header, LeaderTable, Round, Vote,
-    WorkerId,
+    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CertificateDigest, Committee, DagError, Header, LeaderTable,
+    Round, Vote, VoteMessages, WorkerId,
 };
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
@@ -41,6 +41,13 @@ pub(crate) const MAX_CERTIFICATES_PER_REPLY: usize = 500;
 
 /// Most loop steps a written vote or header waits for its sync while input keeps arriving.
 const MAX_UNSYNCED_STEPS: usize = 16;
+/// How long a certificate waits for others to be verified with it, unless a header needs them first or they
+/// complete a quorum of their round: the certificates of a round arrive from several peers some milliseconds
+/// apart, and one multi-pairing for two or three costs about half of one each.
+const CERTIFICATE_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// Certificates waiting to be verified together; past this they are verified at once (a bound on memory and on
+/// how long a certificate waits under a steady stream of input).
+const MAX_UNVERIFIED_CERTIFICATES: usize = 64;
 
 /// A message that may leave only once a sync has made its record durable.
 enum Outgoing {
@@ -84,6 +91,14 @@ pub struct Core {
     network: Endpoint<PrimaryMessage>,
     dag: Dag,
     aggregator: Option<VotesAggregator>,
+    /// The vote messages we hashed to sign our votes, for the certificates of the same headers.
+    vote_messages: VoteMessages,
+    /// Frames of certificates that passed the cheap checks, waiting to be verified together, and how many
+    /// certificates they hold.
+    unverified: Vec<(AuthorityIndex, Vec<Certificate>)>,
+    unverified_count: usize,
+    /// When the first of them arrived.
+    unverified_since: tokio::time::Instant,
     parked: BTreeMap<AuthorityIndex, Header>,
     /// Votes and headers persisted but not synced yet, and the loop steps they have waited.
     outbox: Vec<Outgoing>,
@@ -126,6 +141,10 @@ impl Core {
             network,
             dag,
             aggregator: None,
+            vote_messages: VoteMessages::default(),
+            unverified: Vec::new(),
+            unverified_count: 0,
+            unverified_since: tokio::time::Instant::now(),
             parked: BTreeMap::new(),
             outbox: Vec::new(),
             unsynced_steps: 0,
@@ -183,6 +202,8 @@ impl Core {
                     let Some(inbound) = inbound else { return };
                     self.on_message(inbound).await;
                 }
+                () = tokio::time::sleep_until(self.unverified_since + CERTIFICATE_BATCH_WAIT),
+                    if !self.unverified.is_empty() => self.verify_unverified().await,
                 // Last: only when no input is ready, so that one sync covers a whole burst.
                 () = std::future::ready(()), if sync_due => self.flush_outbox().await,
             }
@@ -198,7 +219,7 @@ impl Core {
         };
         if header.round() > self.dag.gc_round() && self.dag.get_at(header.round(), self.me).is_none() {
             debug!(round = header.round(), "re-sending our last header after restart");
-            self.aggregator = Some(VotesAggregator::new(header.clone()));
+            self.aggregator = Some(VotesAggregator::new(header.clone(), self.vote_messages.of(&header).clone()));
             self.vote_for_own(&header).await;
             self.outbox.push(Outgoing::Header(header));
         }
@@ -231,7 +252,8 @@ impl Core {
         }
         PrimaryMetrics::bump(&self.metrics.headers_proposed);
         self.metrics.observe_round(header.round());
-        if let Some(abandoned) = self.aggregator.replace(VotesAggregator::new(header.clone())) {
+        let message = self.vote_messages.of(&header).clone();
+        if let Some(abandoned) = self.aggregator.replace(VotesAggregator::new(header.clone(), message)) {
             self.requeue_payload(abandoned.header()).await;
         }
         self.vote_for_own(&header).await;
@@ -303,6 +325,12 @@ impl Core {
                 if header.author() != from {
                     self.metrics.reject("relayed_header");
                     return;
+                }
+                // Its parents may be among the certificates waiting for verification.
+                let parents: BTreeSet<CertificateDigest> = header.parents().iter().copied().collect();
+                let waiting = self.unverified.iter().flat_map(|(_, certificates)| certificates);
+                if waiting.map(Certificate::digest).any(|digest| parents.contains(&digest)) {
+                    self.verify_unverified().await;
                 }
                 self.on_header(header).await;
             }
@@ -377,7 +405,8 @@ impl Core {
             Ok(VoteDecision::Revote) => {
                 // Through the outbox too: the first vote's record may not be synced yet.
                 self.unpark(&header);
-                self.outbox.push(Outgoing::Vote(Vote::new(&header, self.me, &self.key)));
+                let message = self.vote_messages.of(&header);
+                self.outbox.push(Outgoing::Vote(Vote::new_hashed(&header, message, self.me, &self.key)));
             }
             Ok(VoteDecision::FetchParents(missing)) => {
                 let _ = self
@@ -424,7 +453,7 @@ impl Core {
         let mut writes = self.store.write_set();
         writes.put_last_vote(header.author(), &LastVote { round: header.round(), header_digest: header.digest() });
         match writes.commit(Durability::Buffered) {
-            Ok(()) => Some(Vote::new(header, self.me, &self.key)),
+            Ok(()) => Some(Vote::new_hashed(header, self.vote_messages.of(header), self.me, &self.key)),
             Err(error) => {
                 self.storage_error(&error);
                 None
@@ -462,15 +491,13 @@ impl Core {
         }
     }
 
-    /// Verifies and accepts the certificates of one frame from `from`. The cheap checks (round window, list
-    /// bounds) come first; then one batch verification for the whole frame. A frame that fails it is dropped
-    /// whole: an honest peer only sends certificates it verified, and whatever good ones the frame held come
-    /// again from other peers through the synchronizer, so a Byzantine peer's frame of junk certificates costs
-    /// one multi-pairing, not one pairing per certificate, and buys it a penalty during which its frames are
-    /// not verified at all ([`PeerPenalties`], DESIGN.md §9.9).
+    /// Checks the certificates of one frame from `from` cheaply (round window, list bounds) and queues them for
+    /// verification. The queue is verified as one batch when the core has no other input ready, before a header
+    /// is decided (it may need them as parents), or once [`MAX_UNVERIFIED_CERTIFICATES`] wait: the certificates
+    /// of a round arrive from several peers at about the same time, and one multi-pairing for all of them costs
+    /// about half of one per frame (DESIGN.md §2).
     async fn process_certificates(&mut self, from: AuthorityIndex, certificates: Vec<Certificate>) {
-        let now = tokio::time::Instant::now();
-        if self.penalties.decide(from, now) == FrameDecision::Drop {
+        if self.penalties.decide(from, tokio::time::Instant::now()) == FrameDecision::Drop {
             return self.metrics.reject("penalized_peer");
         }
         let gc_round = self.dag.gc_round();
@@ -487,12 +514,75 @@ impl Core {
         if fresh.is_empty() {
             return;
         }
-        if let Err(error) = Certificate::verify_batch(&fresh, &self.committee, &mut self.rng) {
-            warn!(%from, certificates = fresh.len(), %error, "a frame of certificates failed verification; dropped");
-            self.penalties.failed(from, now);
-            return self.reject(&error);
+        if self.unverified.is_empty() {
+            self.unverified_since = tokio::time::Instant::now();
         }
-        self.accept_verified(from, fresh).await;
+        let rounds: BTreeSet<Round> = fresh.iter().map(Certificate::round).collect();
+        self.unverified_count += fresh.len();
+        self.unverified.push((from, fresh));
+        if self.unverified_count >= MAX_UNVERIFIED_CERTIFICATES || rounds.into_iter().any(|r| self.completes_quorum(r))
+        {
+            self.verify_unverified().await;
+        }
+    }
+
+    /// Whether the certificates waiting for verification make a quorum of round `round` with the DAG's, where
+    /// the DAG alone does not: the proposer may move on once they are in, so they are verified now.
+    fn completes_quorum(&self, round: Round) -> bool {
+        let in_dag: BTreeSet<AuthorityIndex> = self.dag.round(round).map(Certificate::author).collect();
+        let stake = |authors: &BTreeSet<AuthorityIndex>| authors.iter().map(|a| self.committee.stake(*a)).sum();
+        if self.committee.is_quorum(stake(&in_dag)) {
+            return false;
+        }
+        let mut with_waiting = in_dag;
+        let waiting = self.unverified.iter().flat_map(|(_, certificates)| certificates);
+        with_waiting.extend(waiting.filter(|c| c.round() == round).map(Certificate::author));
+        self.committee.is_quorum(stake(&with_waiting))
+    }
+
+    /// Verifies the queued frames in one batch and accepts them. If the batch fails, each frame is verified on
+    /// its own: the good ones are accepted, and a frame that fails is dropped whole and costs its sender a
+    /// penalty, during which its frames are not verified at all ([`PeerPenalties`], DESIGN.md §9.9). An honest
+    /// peer only sends certificates it verified, and whatever good ones a dropped frame held come again from
+    /// other peers through the synchronizer, so a Byzantine peer's junk costs a few multi-pairings per penalty.
+    async fn verify_unverified(&mut self) {
+        if self.unverified.is_empty() {
+            return;
+        }
+        let mut frames = std::mem::take(&mut self.unverified);
+        self.unverified_count = 0;
+        // A certificate several peers sent (its author, and a synchronizer's answer) is verified once.
+        let mut seen = BTreeSet::new();
+        for (_, certificates) in &mut frames {
+            certificates.retain(|certificate| seen.insert(certificate.digest()));
+        }
+        frames.retain(|(_, certificates)| !certificates.is_empty());
+        let all: Vec<Certificate> = frames.iter().flat_map(|(_, certificates)| certificates.iter().cloned()).collect();
+        let verified = Certificate::verify_batch(&all, &self.committee, &self.vote_messages, &mut self.rng);
+        PrimaryMetrics::bump(&self.metrics.certificate_verifications);
+        let count = all.len() as u64;
+        self.metrics.certificates_verified.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        if verified.is_ok() || frames.len() == 1 {
+            if let Err(error) = verified {
+                return self.penalize(frames[0].0, frames[0].1.len(), &error);
+            }
+            for (from, certificates) in frames {
+                self.accept_verified(from, certificates).await;
+            }
+            return;
+        }
+        for (from, certificates) in frames {
+            match Certificate::verify_batch(&certificates, &self.committee, &self.vote_messages, &mut self.rng) {
+                Ok(()) => self.accept_verified(from, certificates).await,
+                Err(error) => self.penalize(from, certificates.len(), &error),
+            }
+        }
+    }
+
+    fn penalize(&mut self, from: AuthorityIndex, certificates: usize, error: &DagError) {
+        warn!(%from, certificates, %error, "a frame of certificates failed verification; dropped");
+        self.penalties.failed(from, tokio::time::Instant::now());
+        self.reject(error);
     }
 
     async fn accept_verified(&mut self, from: AuthorityIndex, certificates: Vec<Certificate>) {
@@ -652,6 +742,7 @@ impl Core {
     async fn hold(&mut self, digest: BatchDigest) {
         self.held.insert(digest);
         if !self.parked.is_empty() {
+            self.verify_unverified().await; // the parked headers' parents may be waiting there
             self.retry_parked().await;
         }
     }
@@ -699,6 +790,7 @@ impl Core {
             self.requeue_payload(header).await;
         }
         let completed = self.dag.garbage_collect(gc_round);
+        self.vote_messages.forget_through(gc_round);
         self.metrics.gc_round.store(gc_round, std::sync::atomic::Ordering::Relaxed);
         self.observe_dag_size();
         self.deliveries = self.deliveries.split_off(&(gc_round + 1)); // dropping a delivery cancels it

@@ -31,6 +31,10 @@ pub struct PrimaryMetrics {
     /// Disk syncs that released votes and headers (one per burst, DESIGN.md §9.7), and the time they took.
     pub syncs: AtomicU64,
     pub sync_micros: AtomicU64,
+    /// Batch verifications of peers' certificates, and the certificates they covered (their ratio is how many
+    /// one multi-pairing checks).
+    pub certificate_verifications: AtomicU64,
+    pub certificates_verified: AtomicU64,
     rejected: Mutex<BTreeMap<&'static str, u64>>,
     /// Batch sealed → our certificate holding it formed, in microseconds (the last `LATENCY_SAMPLES`).
     batch_to_certificate_us: Mutex<std::collections::VecDeque<u64>>,
