@@ -29,6 +29,18 @@ pub struct NetworkConfig {
     pub idle_timeout: Duration,
     /// Keep-alive period, well below `idle_timeout`.
     pub keep_alive_interval: Duration,
+    /// Largest UDP payload a QUIC packet may grow to. Packets start at 1,200 bytes and quinn's path-MTU
+    /// discovery probes up to this, falling back when a probe is lost, so a high bound is safe on any path; on
+    /// loopback (MTU 64 KiB) a batch then crosses in a few packets instead of one per 1,452 bytes, each with
+    /// its own encryption, acknowledgement and system-call share (issue 16, item 5). Bounded by quinn to
+    /// 1,200..=65,527.
+    pub max_udp_payload: u16,
+    /// The UDP socket's kernel receive buffer, in bytes (capped by `net.core.rmem_max`, 4 MiB here). Linux's
+    /// default, 208 KiB, overflowed under load: on the 2-core testnet at 35k tx/s, 14% of the datagrams
+    /// arriving at the validators were dropped by the kernel (`RcvbufErrors` in `/proc/net/snmp`), each drop a
+    /// QUIC loss to detect and resend, and a lost path-MTU probe that kept the busiest links at 1,200-byte
+    /// packets.
+    pub socket_receive_buffer: usize,
     /// Seed of quinn's randomness (connection ids, packet-number skips). Set it under simulation, derived
     /// from the simulation seed and the node, or same-seed runs differ (DESIGN.md §6).
     pub rng_seed: Option<[u8; 32]>,
@@ -49,6 +61,8 @@ impl Default for NetworkConfig {
             frame_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(5),
             keep_alive_interval: Duration::from_secs(1),
+            max_udp_payload: 65_527,
+            socket_receive_buffer: 4 << 20,
             rng_seed: None,
         }
     }

@@ -86,6 +86,10 @@ impl<M: Message> Endpoint<M> {
         let address = socket
             .local_addr()
             .map_err(|source| NetworkError::Bind { address: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
+        // Best effort: the kernel caps it at net.core.rmem_max, and a smaller buffer only costs drops.
+        if let Err(error) = socket2::SockRef::from(&socket).set_recv_buffer_size(config.socket_receive_buffer) {
+            tracing::warn!(%address, %error, "cannot size the UDP receive buffer");
+        }
         Self::start(config, key, peers, |endpoint_config, server_config| {
             quinn::Endpoint::new(endpoint_config, Some(server_config), socket, Arc::new(quinn::TokioRuntime))
                 .map_err(|source| NetworkError::Bind { address, source })
@@ -135,6 +139,9 @@ impl<M: Message> Endpoint<M> {
             quinn::VarInt::from_u32(u32::try_from(config.max_streams_per_peer.max(1) * 2).unwrap_or(u32::MAX));
         transport.max_concurrent_bidi_streams(streams);
         transport.max_concurrent_uni_streams(streams);
+        let mut mtu_discovery = quinn::MtuDiscoveryConfig::default();
+        mtu_discovery.upper_bound(config.max_udp_payload);
+        transport.mtu_discovery_config(Some(mtu_discovery));
         let transport = Arc::new(transport);
 
         let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto(key, Arc::clone(&peers))?));
@@ -143,6 +150,9 @@ impl<M: Message> Endpoint<M> {
         client_config.transport_config(transport);
         let mut endpoint_config = quinn::EndpointConfig::default();
         endpoint_config.rng_seed(config.rng_seed);
+        endpoint_config
+            .max_udp_payload_size(config.max_udp_payload)
+            .map_err(|e| NetworkError::InvalidConfig(format!("max_udp_payload {}: {e}", config.max_udp_payload)))?;
         let quic = open(endpoint_config, server_config)?;
 
         let (inbound, inbound_rx) = mpsc::channel(config.inbound_capacity);
