@@ -1,11 +1,12 @@
 //! The primary–worker link on loopback QUIC: the worker's reports reach the primary's channel (its seal time
-//! carried as an age), the primary's synchronize requests reach the worker's channel, a committed batch is
+//! carried as an age), the primary's synchronize requests and progress reports reach the worker's channel, a committed batch is
 //! read from the worker's store, a stranger with another key cannot speak on the link, and batch reads go on
 //! while the primary takes no reports (its executor must not wait on its core).
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use mako_mempool::admission::Progress;
 use mako_mempool::messages::{PrimaryToWorker, WorkerToPrimary};
 use mako_mempool::worker_link::{link_peers, LinkMessage, PrimaryLink, WorkerLink};
 use mako_network::{Endpoint, NetworkConfig};
@@ -91,6 +92,12 @@ async fn reports_requests_and_batches_cross_the_link() {
     to_link.send(request.clone()).await.unwrap();
     let forwarded = timeout(Duration::from_secs(10), from_primary.recv()).await.expect("request in time").unwrap();
     assert_eq!(forwarded, request);
+
+    // The executor's progress, by which the worker admits client transactions, crosses too.
+    let progress = PrimaryToWorker::Progress(Progress { committed: 12, executed: 9 });
+    to_link.send(progress.clone()).await.unwrap();
+    let forwarded = timeout(Duration::from_secs(10), from_primary.recv()).await.expect("progress in time").unwrap();
+    assert_eq!(forwarded, progress);
 
     assert_eq!(link.fetch(batch.digest()).await.unwrap(), Some(batch.clone()));
     let unknown = Batch::new(vec![Transaction(vec![1])]).digest();
