@@ -5,7 +5,7 @@
 //! Round 0 holds one genesis certificate per validator: unsigned, known to all, and accepted only if equal
 //! to the committee's own genesis.
 
-use std::borrow::Cow;
+use std::borrow::{Borrow, Cow};
 
 use rand::RngCore;
 
@@ -119,25 +119,30 @@ impl Certificate {
     /// Verifies many certificates in one multi-Miller loop with random weights, reusing the vote messages
     /// `known` holds (headers we voted for) and hashing the others. On failure, callers that need to know
     /// which certificate was bad verify them one by one.
-    pub fn verify_batch(
-        certificates: &[Certificate],
+    pub fn verify_batch<C: Borrow<Certificate>>(
+        certificates: &[C],
         committee: &Committee,
         known: &VoteMessages,
         rng: &mut impl RngCore,
     ) -> Result<(), DagError> {
-        let messages: Vec<Cow<'_, HashedMessage>> = certificates
+        // No message for a genesis certificate: it is compared with the committee's, not verified.
+        let messages: Vec<Option<Cow<'_, HashedMessage>>> = certificates
             .iter()
             .map(|c| {
-                let digest = c.header.digest();
-                known.get(&digest).map_or_else(|| Cow::Owned(Vote::message(&digest)), Cow::Borrowed)
+                let c = c.borrow();
+                (c.round() != 0).then(|| {
+                    let digest = c.header.digest();
+                    known.get(&digest).map_or_else(|| Cow::Owned(Vote::message(&digest)), Cow::Borrowed)
+                })
             })
             .collect();
         let mut items = Vec::with_capacity(certificates.len());
         for (certificate, message) in certificates.iter().zip(&messages) {
-            if certificate.round() == 0 {
+            let certificate = certificate.borrow();
+            let Some(message) = message else {
                 certificate.verify_genesis(committee)?;
                 continue;
-            }
+            };
             items.push(BatchItem {
                 keys: certificate.signer_keys(committee)?,
                 message,

@@ -18,8 +18,8 @@ use mako_network::{Delivery, Endpoint, Inbound};
 use mako_storage::{Durability, LastVote, Store};
 use mako_types::bug::{injected, Bug};
 use mako_types::{
-    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CertificateDigest, Committee, DagError, Header, LeaderTable,
-    Round, Vote, VoteMessages, WorkerId,
+    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, Committee, DagError, Header, LeaderTable, Round, Vote,
+    VoteMessages, WorkerId,
 };
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
@@ -326,10 +326,8 @@ impl Core {
                     self.metrics.reject("relayed_header");
                     return;
                 }
-                // Its parents may be among the certificates waiting for verification.
-                let parents: BTreeSet<CertificateDigest> = header.parents().iter().copied().collect();
-                let waiting = self.unverified.iter().flat_map(|(_, certificates)| certificates);
-                if waiting.map(Certificate::digest).any(|digest| parents.contains(&digest)) {
+                // Parents it names that the DAG lacks may be among the certificates waiting for verification.
+                if !self.unverified.is_empty() && header.parents().iter().any(|parent| !self.dag.contains(parent)) {
                     self.verify_unverified().await;
                 }
                 self.on_header(header).await;
@@ -492,10 +490,11 @@ impl Core {
     }
 
     /// Checks the certificates of one frame from `from` cheaply (round window, list bounds) and queues them for
-    /// verification. The queue is verified as one batch when the core has no other input ready, before a header
-    /// is decided (it may need them as parents), or once [`MAX_UNVERIFIED_CERTIFICATES`] wait: the certificates
-    /// of a round arrive from several peers at about the same time, and one multi-pairing for all of them costs
-    /// about half of one per frame (DESIGN.md §2).
+    /// verification. The queue is verified as one batch [`CERTIFICATE_BATCH_WAIT`] after its first frame, or
+    /// sooner: when it completes a quorum of a round, when a header names a parent the DAG lacks, when a batch
+    /// arrives for a parked header, or once [`MAX_UNVERIFIED_CERTIFICATES`] wait. The certificates of a round
+    /// arrive from several peers some milliseconds apart, and one multi-pairing for two or three of them costs
+    /// about half of one each (DESIGN.md §2).
     async fn process_certificates(&mut self, from: AuthorityIndex, certificates: Vec<Certificate>) {
         if self.penalties.decide(from, tokio::time::Instant::now()) == FrameDecision::Drop {
             return self.metrics.reject("penalized_peer");
@@ -557,11 +556,10 @@ impl Core {
             certificates.retain(|certificate| seen.insert(certificate.digest()));
         }
         frames.retain(|(_, certificates)| !certificates.is_empty());
-        let all: Vec<Certificate> = frames.iter().flat_map(|(_, certificates)| certificates.iter().cloned()).collect();
+        let all: Vec<&Certificate> = frames.iter().flat_map(|(_, certificates)| certificates).collect();
         let verified = Certificate::verify_batch(&all, &self.committee, &self.vote_messages, &mut self.rng);
         PrimaryMetrics::bump(&self.metrics.certificate_verifications);
-        let count = all.len() as u64;
-        self.metrics.certificates_verified.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.certificates_verified.fetch_add(all.len() as u64, std::sync::atomic::Ordering::Relaxed);
         if verified.is_ok() || frames.len() == 1 {
             if let Err(error) = verified {
                 return self.penalize(frames[0].0, frames[0].1.len(), &error);
