@@ -63,6 +63,62 @@ pub async fn run(committee: &Path, options: ClientOptions) -> anyhow::Result<()>
     Ok(())
 }
 
+/// `mako client --to-sinks N`: the client alone (issue 16, item 7). It sends to `sinks` local listeners that
+/// read and discard, served by their own thread, while the client runs on the calling thread: the CPU it
+/// reports is the client's alone, and the rate it reaches is what it can offer when nothing else competes.
+pub fn to_sinks(sinks: usize, options: &ClientOptions) -> anyhow::Result<()> {
+    anyhow::ensure!(sinks > 0, "--to-sinks needs at least one sink");
+    let listeners = (0..sinks)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+            listener.set_nonblocking(true)?;
+            Ok(listener)
+        })
+        .collect::<std::io::Result<Vec<_>>>()?;
+    let addresses: Vec<(AuthorityIndex, SocketAddr)> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| Ok((AuthorityIndex(i as u16), l.local_addr()?)))
+        .collect::<std::io::Result<_>>()?;
+    let sink = std::thread::spawn(move || -> std::io::Result<u64> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        runtime.block_on(async move {
+            let mut drains = Vec::new();
+            for listener in listeners {
+                drains.push(tokio::spawn(discard(tokio::net::TcpListener::from_std(listener)?)));
+            }
+            let mut bytes = 0;
+            for drain in drains {
+                bytes += drain.await.unwrap_or(0);
+            }
+            Ok(bytes)
+        })
+    });
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let cpu_before = crate::cpu::this_thread_seconds();
+    let report = runtime.block_on(send(&addresses, options))?;
+    let cpu = crate::cpu::this_thread_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    drop(runtime);
+    let bytes = sink.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
+    let seconds = report.elapsed.as_secs_f64().max(1e-9);
+    let per_tx = cpu.filter(|_| report.sent > 0).map_or("-".into(), |c| format!("{:.2}", c * 1e6 / report.sent as f64));
+    println!(
+        "client alone: offered {} tx/s to {sinks} sinks, sent {:.0} tx/s ({} transactions, {:.1} MB read by the \
+         sinks), {per_tx} µs of the client thread's CPU per transaction",
+        options.rate,
+        report.sent as f64 / seconds,
+        report.sent,
+        bytes as f64 / 1e6,
+    );
+    Ok(())
+}
+
+/// Accepts one connection and reads it to its end; the bytes read.
+async fn discard(listener: tokio::net::TcpListener) -> u64 {
+    let Ok((mut stream, _)) = listener.accept().await else { return 0 };
+    tokio::io::copy(&mut stream, &mut tokio::io::sink()).await.unwrap_or(0)
+}
+
 /// What a run of the client did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ClientReport {
@@ -149,6 +205,8 @@ pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOp
     let (mut last_report, mut sent_at_report) = (start, 0u64);
     let mut numbered = 0u64;
     let mut frames = vec![(Vec::new(), 0u64); connections.len()];
+    // Every transaction is encoded once: the padding that makes it `size` bytes is computed once.
+    let memo_len = mako_execution::Transaction::memo_len_for(options.size);
     while start.elapsed() < options.duration {
         ticker.tick().await;
         let mut up = Vec::with_capacity(connections.len());
@@ -166,7 +224,7 @@ pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOp
             continue;
         }
         for mut transaction in batch {
-            transaction.pad_to(options.size);
+            transaction.memo.resize(memo_len.max(transaction.memo.len()), 0);
             if numbered.is_multiple_of(options.sample_every.max(1)) {
                 transaction.stamp_sample(std::time::SystemTime::now());
             }
