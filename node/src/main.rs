@@ -84,8 +84,12 @@ enum Command {
     /// Send transfers between genesis accounts to every worker of a committee at a fixed rate.
     Client {
         /// The committee file.
-        #[arg(long)]
-        committee: PathBuf,
+        #[arg(long, required_unless_present = "to_sinks")]
+        committee: Option<PathBuf>,
+        /// Instead of a committee, send to this many local sinks that discard what they read: what the client
+        /// alone can offer, and its CPU per transaction.
+        #[arg(long, conflicts_with = "committee")]
+        to_sinks: Option<usize>,
         /// Transactions per second, in all.
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
@@ -123,6 +127,10 @@ enum Command {
         /// Committee sizes, comma-separated (overrides --nodes).
         #[arg(long = "sizes", value_delimiter = ',', default_value = "4")]
         sizes: Vec<usize>,
+        /// After each committee size's sweep, offer these multiples of its peak executed rate (what it keeps
+        /// executing past saturation); empty for none.
+        #[arg(long, value_delimiter = ',', default_value = "1.5,3")]
+        overload: Vec<f64>,
         /// Where to write the report (each run's testnet folder goes under it).
         #[arg(long, default_value = "bench")]
         out: PathBuf,
@@ -272,10 +280,13 @@ fn main() -> anyhow::Result<()> {
             let role = worker.map_or(validator::Role::Validator, validator::Role::Worker);
             runtime.block_on(validator::run(&committee, &keys, config.as_deref(), role))
         }
-        Command::Client { committee, rate, duration, accounts, seed, size, sample_every, workload } => {
-            let runtime = tokio::runtime::Runtime::new()?;
+        Command::Client { committee, to_sinks, rate, duration, accounts, seed, size, sample_every, workload } => {
             let options = client::ClientOptions { rate, duration, accounts, seed, size, sample_every, workload };
-            runtime.block_on(client::run(&committee, options))
+            match (committee, to_sinks) {
+                (_, Some(sinks)) => client::to_sinks(sinks, &options),
+                (Some(committee), None) => tokio::runtime::Runtime::new()?.block_on(client::run(&committee, options)),
+                (None, None) => anyhow::bail!("give --committee, or --to-sinks to measure the client alone"),
+            }
         }
         Command::Testnet { testnet } => {
             let runtime = tokio::runtime::Runtime::new()?;
@@ -283,9 +294,13 @@ fn main() -> anyhow::Result<()> {
             testnet::print_summary(&report);
             Ok(())
         }
-        Command::Bench { rates, sizes, out, testnet } => {
+        Command::Bench { rates, sizes, overload, out, testnet } => {
+            anyhow::ensure!(
+                overload.iter().all(|f| f.is_finite() && *f > 0.0),
+                "--overload takes positive multiples of the peak, not {overload:?}"
+            );
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(bench::run(&testnet.options(false), &rates, &sizes, &out))
+            runtime.block_on(bench::run(&testnet.options(false), &rates, &sizes, &overload, &out))
         }
         Command::Config { out: Some(out), .. } => {
             std::fs::write(&out, config::ValidatorConfig::default().to_toml())?;
