@@ -2,7 +2,9 @@
 //! other validators (both over the network, validated rkyv frames), and a primary to its own workers (in
 //! process, over bounded channels).
 
-use mako_types::{AuthorityIndex, Batch, BatchDigest, Certificate, CertificateDigest, Header, Round, Vote, WorkerId};
+use mako_types::{
+    AuthorityIndex, BatchDigest, Certificate, CertificateDigest, EncodedBatch, Header, Round, Vote, WorkerId,
+};
 use tokio::time::Instant;
 
 /// Between primaries.
@@ -25,12 +27,13 @@ pub enum PrimaryMessage {
 /// Between the workers of one id.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub enum WorkerMessage {
-    /// A sealed batch; the receiver stores it durably before acknowledging.
-    Batch(Batch),
+    /// A sealed batch, in the canonical bytes its worker encoded once; the receiver checks them in place and
+    /// stores them durably, as they came, before acknowledging.
+    Batch(EncodedBatch),
     /// "Send me these batches".
     BatchRequest(Vec<BatchDigest>),
-    /// The answer to a request: the batches the sender holds, in any order.
-    Batches(Vec<Batch>),
+    /// The answer to a request: the batches the sender holds, in any order, as stored.
+    Batches(Vec<EncodedBatch>),
 }
 
 /// From a worker to its own primary.

@@ -10,7 +10,7 @@ use mako_mempool::messages::{PrimaryToWorker, WorkerMessage, WorkerToPrimary};
 use mako_mempool::worker::{ClientListener, Worker, WorkerSetup};
 use mako_network::{Endpoint, Inbound, NetworkConfig, Peers};
 use mako_storage::Store;
-use mako_types::{Authority, AuthorityIndex, Batch, Committee, Transaction, ValidatorKeys};
+use mako_types::{Authority, AuthorityIndex, Batch, Committee, EncodedBatch, Transaction, ValidatorKeys};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -237,7 +237,7 @@ async fn a_forged_answer_is_refused_and_another_peer_asked() {
     let hostile = tokio::spawn(async move {
         while let Some(inbound) = hostile_inbound.recv().await {
             if let WorkerMessage::BatchRequest(_) = inbound.message {
-                let _ = inbound.responder.reply(&WorkerMessage::Batches(vec![forged.clone()])).await;
+                let _ = inbound.responder.reply(&WorkerMessage::Batches(vec![EncodedBatch::new(&forged)])).await;
             }
         }
     });
@@ -251,6 +251,43 @@ async fn a_forged_answer_is_refused_and_another_peer_asked() {
     let metrics = fetcher.worker.metrics().snapshot();
     assert_eq!((metrics.batches_fetched, metrics.invalid_batches), (1, 1));
     hostile.abort();
+}
+
+/// A hostile peer pushes bytes that are not a batch, and a batch no honest worker could seal (a transaction
+/// over `max_transaction_size`): both are refused in place, stored nowhere and counted; the next good batch
+/// from the same peer is stored as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushed_bytes_that_are_not_an_honest_batch_are_refused() {
+    let (committee, mut networks) = committee();
+    let mut nodes = Vec::new();
+    for network in networks.drain(1..) {
+        nodes.push(spawn_worker(&committee, network).await);
+    }
+    let (hostile, _hostile_inbound) = networks.pop().unwrap();
+    let garbage = EncodedBatch(vec![0xff; 700]);
+    let oversized = EncodedBatch::new(&Batch::new(vec![Transaction(vec![7; 201])]));
+    let good = Batch::new(vec![Transaction(b"good".to_vec())]);
+    // Refused frames are sent again by a reliable sender: keep the deliveries until every worker counted both.
+    let mut deliveries = Vec::new();
+    for message in [garbage.clone(), oversized.clone(), EncodedBatch::new(&good)] {
+        deliveries.extend(hostile.broadcast_reliable(&WorkerMessage::Batch(message)).await.unwrap());
+    }
+    for node in &mut nodes {
+        let report = next_report(node).await;
+        assert!(
+            matches!(report, WorkerToPrimary::PeerBatch { digest, .. } if digest == good.digest()),
+            "{report:?}"
+        );
+        let counted = async {
+            while node.worker.metrics().snapshot().invalid_batches < 2 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), counted).await.expect("both refusals counted");
+        for refused in [&garbage, &oversized] {
+            assert!(!node.store.batches.contains(&refused.digest()).unwrap());
+        }
+    }
 }
 
 /// The same worker code under turmoil (simulated QUIC and TCP, simulated time): a client streams to every

@@ -30,8 +30,8 @@ use std::time::Duration;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
 use mako_network::{Endpoint, Peers};
 use mako_types::{
-    AuthorityIndex, Batch, BatchDigest, Certificate, CertificateDigest, Digest, Domain, ExecutedState, Header,
-    HeaderContent, Round, SignatureBytes, Transaction, Vote,
+    AuthorityIndex, Batch, BatchDigest, Certificate, CertificateDigest, Digest, Domain, EncodedBatch, ExecutedState,
+    Header, HeaderContent, Round, SignatureBytes, Transaction, Vote,
 };
 use rand::{Rng, SeedableRng};
 
@@ -233,7 +233,7 @@ async fn flood_batches(node: usize, validators: usize, seed: u64) {
             Some(_) = inbound.recv() => {}
             () = tokio::time::sleep(Duration::from_millis(20)) => {
                 let junk: Vec<u8> = (0..1_024).map(|_| rng.gen()).collect();
-                let batch = WorkerMessage::Batch(Batch::new(vec![Transaction(junk)]));
+                let batch = WorkerMessage::Batch(EncodedBatch::new(&Batch::new(vec![Transaction(junk)])));
                 for to in &others {
                     let _ = endpoint.send(*to, &batch);
                 }

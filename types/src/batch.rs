@@ -2,6 +2,7 @@
 //! is opaque bytes; execution gives them meaning.
 
 use crate::digest::{context, BatchDigest, Digest};
+use crate::error::WireError;
 
 /// One client transaction: opaque bytes, size-limited at the worker's client port.
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -35,6 +36,56 @@ impl Batch {
     }
 }
 
+/// A batch in its canonical bytes (the rkyv encoding of [`Batch`]), as workers send, store and serve it
+/// (issue 16, item 2): encoded once, by the worker that sealed it. A receiver checks the bytes in place,
+/// digests them and stores them as they came; no batch is deserialized and encoded again on its way.
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct EncodedBatch(pub Vec<u8>);
+
+impl EncodedBatch {
+    pub fn new(batch: &Batch) -> Self {
+        Self(crate::encode(batch).to_vec())
+    }
+
+    pub fn digest(&self) -> BatchDigest {
+        Batch::digest_of_encoded(&self.0)
+    }
+
+    /// The size of each transaction, read from the bytes in place (validated first): an error if they are
+    /// not a batch.
+    pub fn transaction_sizes(&self) -> Result<Vec<usize>, WireError> {
+        transaction_sizes(&self.0)
+    }
+
+    pub fn decode(&self) -> Result<Batch, WireError> {
+        crate::decode(&self.0)
+    }
+}
+
+fn transaction_sizes(bytes: &[u8]) -> Result<Vec<usize>, WireError> {
+    with_aligned(bytes, |aligned| {
+        let archived =
+            rkyv::access::<ArchivedBatch, rkyv::rancor::Error>(aligned).map_err(|e| WireError::Malformed {
+                type_name: std::any::type_name::<Batch>(),
+                len: aligned.len(),
+                reason: e.to_string(),
+            })?;
+        Ok(archived.transactions.iter().map(|t| t.0.len()).collect())
+    })
+}
+
+/// Runs `f` over `bytes` aligned as rkyv needs, copying them only when they are not (a buffer from the
+/// allocator always is).
+fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
+    const ALIGN: usize = 16;
+    if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
+        return f(bytes);
+    }
+    let mut aligned = rkyv::util::AlignedVec::<ALIGN>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    f(&aligned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,6 +104,24 @@ mod tests {
     fn garbage_bytes_are_an_error_not_a_panic() {
         for bytes in [&[][..], &[0xff; 3][..], &[0xff; 64][..]] {
             assert!(crate::decode::<Batch>(bytes).is_err());
+            assert!(EncodedBatch(bytes.to_vec()).transaction_sizes().is_err());
         }
+    }
+
+    /// The bytes are the batch's canonical encoding, read in place wherever they sit in memory.
+    #[test]
+    fn encoded_batch_is_read_in_place_aligned_or_not() {
+        let batch = Batch::new(vec![Transaction(vec![1; 5]), Transaction(vec![2; 300]), Transaction(vec![3])]);
+        let encoded = EncodedBatch::new(&batch);
+        assert_eq!(encoded.digest(), batch.digest());
+        assert_eq!(encoded.decode().unwrap(), batch);
+        assert_eq!(encoded.transaction_sizes().unwrap(), vec![5, 300, 1]);
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&encoded.0);
+        assert_ne!(shifted[1..].as_ptr() as usize % 16, 0);
+        assert_eq!(transaction_sizes(&shifted[1..]).unwrap(), vec![5, 300, 1], "misaligned bytes are copied first");
+        let mut truncated = encoded.clone();
+        truncated.0.truncate(encoded.0.len() - 3);
+        assert!(truncated.transaction_sizes().is_err());
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use mako_network::{Endpoint, Inbound, Responder};
 use mako_storage::Store;
-use mako_types::{AuthorityIndex, Batch, BatchDigest, WorkerId};
+use mako_types::{AuthorityIndex, BatchDigest, EncodedBatch, WorkerId};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
@@ -89,17 +89,17 @@ impl Handler {
     async fn receive_batch(
         &mut self,
         from: AuthorityIndex,
-        batch: Batch,
+        batch: EncodedBatch,
         responder: Responder<WorkerMessage>,
     ) -> Result<(), mpsc::error::SendError<WorkerToPrimary>> {
-        if let Err(reason) = check_batch(&batch, &self.parameters) {
+        let checked = batch.transaction_sizes().map_err(|e| e.to_string());
+        if let Err(reason) = checked.and_then(|sizes| check_batch(&sizes, &self.parameters)) {
             bump(&self.metrics.invalid_batches);
             warn!(%from, %reason, "refused a batch");
             responder.reject();
             return Ok(());
         }
-        let encoded = mako_types::encode(&batch);
-        let digest = Batch::digest_of_encoded(&encoded);
+        let digest = batch.digest();
         match self.store.batches.contains(&digest) {
             // A duplicate (a retry whose ack was lost): acknowledge again, report nothing new.
             Ok(true) => return Ok(()),
@@ -111,7 +111,7 @@ impl Handler {
                 return Ok(());
             }
         }
-        if let Err(error) = store_batch(&self.store, &digest, &encoded) {
+        if let Err(error) = store_batch(&self.store, &digest, &batch.0) {
             bump(&self.metrics.storage_errors);
             warn!(%from, %digest, %error, "cannot store a peer's batch; the sender will retry");
             responder.reject();
@@ -120,7 +120,7 @@ impl Handler {
         // Stored: only now may the sender count us toward its quorum.
         responder.ack();
         bump(&self.metrics.batches_received);
-        let size = encoded.len() as u64;
+        let size = batch.0.len() as u64;
         self.to_primary.send(WorkerToPrimary::PeerBatch { digest, worker: self.id, from, size }).await
     }
 
@@ -146,16 +146,9 @@ impl Handler {
                 // The rest does not fit this frame; the requester asks again for what is missing.
                 continue;
             }
-            match mako_types::decode::<Batch>(&encoded) {
-                Ok(batch) => {
-                    size += encoded.len() + PER_BATCH_SLACK;
-                    batches.push(batch);
-                }
-                Err(error) => {
-                    bump(&self.metrics.storage_errors);
-                    warn!(%digest, %error, "stored batch does not decode");
-                }
-            }
+            // Served as stored: the requester checks the digest and the bytes.
+            size += encoded.len() + PER_BATCH_SLACK;
+            batches.push(EncodedBatch(encoded));
         }
         bump(&self.metrics.batch_requests_served);
         let reply = WorkerMessage::Batches(batches);
@@ -169,12 +162,11 @@ impl Handler {
     }
 }
 
-/// What an honest worker can have sealed with these parameters: no transaction empty or above
-/// `max_transaction_size`, and at most `batch_size` bytes before the last transaction.
-pub(crate) fn check_batch(batch: &Batch, parameters: &MempoolParameters) -> Result<(), String> {
+/// What an honest worker can have sealed with these parameters, given the sizes of the batch's transactions:
+/// no transaction empty or above `max_transaction_size`, and at most `batch_size` bytes before the last one.
+pub(crate) fn check_batch(sizes: &[usize], parameters: &MempoolParameters) -> Result<(), String> {
     let mut bytes = 0usize;
-    for (i, transaction) in batch.transactions.iter().enumerate() {
-        let size = transaction.0.len();
+    for (i, &size) in sizes.iter().enumerate() {
         if size == 0 || size > parameters.max_transaction_size {
             return Err(format!("transaction {i} has {size} bytes, outside 1..={}", parameters.max_transaction_size));
         }
@@ -183,7 +175,7 @@ pub(crate) fn check_batch(batch: &Batch, parameters: &MempoolParameters) -> Resu
         }
         bytes += size;
     }
-    if batch.transactions.is_empty() {
+    if sizes.is_empty() {
         return Err("batch is empty".to_owned());
     }
     Ok(())
@@ -191,7 +183,7 @@ pub(crate) fn check_batch(batch: &Batch, parameters: &MempoolParameters) -> Resu
 
 #[cfg(test)]
 mod tests {
-    use mako_types::Transaction;
+    use mako_types::{Batch, Transaction};
 
     use super::*;
 
@@ -199,10 +191,12 @@ mod tests {
     fn only_batches_an_honest_worker_could_seal_pass() {
         let parameters = MempoolParameters { batch_size: 100, max_transaction_size: 60, ..Default::default() };
         let batch = |sizes: &[usize]| Batch::new(sizes.iter().map(|&s| Transaction(vec![1; s])).collect());
-        assert!(check_batch(&batch(&[60, 39, 60]), &parameters).is_ok());
-        assert!(check_batch(&batch(&[60, 40, 1]), &parameters).is_err(), "past batch_size");
-        assert!(check_batch(&batch(&[61]), &parameters).is_err(), "oversized transaction");
-        assert!(check_batch(&batch(&[5, 0]), &parameters).is_err(), "empty transaction");
-        assert!(check_batch(&batch(&[]), &parameters).is_err(), "empty batch");
+        let check =
+            |sizes: &[usize]| check_batch(&EncodedBatch::new(&batch(sizes)).transaction_sizes().unwrap(), &parameters);
+        assert!(check(&[60, 39, 60]).is_ok());
+        assert!(check(&[60, 40, 1]).is_err(), "past batch_size");
+        assert!(check(&[61]).is_err(), "oversized transaction");
+        assert!(check(&[5, 0]).is_err(), "empty transaction");
+        assert!(check(&[]).is_err(), "empty batch");
     }
 }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use mako_network::{Delivery, Endpoint};
 use mako_storage::Store;
-use mako_types::{AuthorityIndex, Batch, BatchDigest, Committee, Stake, WorkerId};
+use mako_types::{AuthorityIndex, BatchDigest, Committee, EncodedBatch, Stake, WorkerId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -113,14 +113,15 @@ impl QuorumWaiter {
     /// transactions are lost, as if the worker had crashed before sealing); it is logged and counted.
     async fn disseminate(&mut self, sealed: SealedBatch) -> Result<(), mpsc::error::SendError<WorkerToPrimary>> {
         let SealedBatch { batch, created } = sealed;
-        let encoded = mako_types::encode(&batch);
-        let digest = Batch::digest_of_encoded(&encoded);
-        if let Err(error) = store_batch(&self.store, &digest, &encoded) {
+        // Encoded once: these bytes are stored, digested and sent to every peer.
+        let encoded = EncodedBatch::new(&batch);
+        let digest = encoded.digest();
+        if let Err(error) = store_batch(&self.store, &digest, &encoded.0) {
             bump(&self.metrics.storage_errors);
             warn!(%digest, %error, "cannot store our own batch; dropped");
             return Ok(());
         }
-        let deliveries = match self.endpoint.broadcast_reliable(&WorkerMessage::Batch(batch)).await {
+        let deliveries = match self.endpoint.broadcast_reliable(&WorkerMessage::Batch(encoded)).await {
             Ok(deliveries) => deliveries,
             Err(error) => {
                 warn!(%digest, %error, "cannot broadcast our batch");

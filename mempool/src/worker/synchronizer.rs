@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use mako_network::{Endpoint, NetworkError};
 use mako_storage::Store;
-use mako_types::{AuthorityIndex, Batch, BatchDigest, WorkerId};
+use mako_types::{AuthorityIndex, BatchDigest, EncodedBatch, WorkerId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
@@ -325,16 +325,19 @@ impl Synchronizer {
     }
 }
 
-/// The batches of a reply whose digests we asked for, with their canonical bytes, and how many others came.
-pub(crate) fn verify(batches: Vec<Batch>, asked: &BTreeSet<BatchDigest>) -> (Vec<(BatchDigest, Vec<u8>)>, usize) {
+/// The batches of a reply whose digests we asked for and whose bytes are a batch, with those bytes, and how
+/// many others came.
+pub(crate) fn verify(
+    batches: Vec<EncodedBatch>,
+    asked: &BTreeSet<BatchDigest>,
+) -> (Vec<(BatchDigest, Vec<u8>)>, usize) {
     let mut verified = Vec::new();
     let mut invalid = 0;
     let mut seen = BTreeSet::new();
     for batch in batches {
-        let encoded = mako_types::encode(&batch);
-        let digest = Batch::digest_of_encoded(&encoded);
-        if asked.contains(&digest) && seen.insert(digest) {
-            verified.push((digest, encoded.to_vec()));
+        let digest = batch.digest();
+        if asked.contains(&digest) && batch.transaction_sizes().is_ok() && seen.insert(digest) {
+            verified.push((digest, batch.0));
         } else {
             invalid += 1;
         }
@@ -344,7 +347,7 @@ pub(crate) fn verify(batches: Vec<Batch>, asked: &BTreeSet<BatchDigest>) -> (Vec
 
 #[cfg(test)]
 mod tests {
-    use mako_types::Transaction;
+    use mako_types::{Batch, Transaction};
 
     use super::*;
 
@@ -352,11 +355,14 @@ mod tests {
     fn only_batches_asked_for_are_kept() {
         let wanted = Batch::new(vec![Transaction(b"wanted".to_vec())]);
         let other = Batch::new(vec![Transaction(b"not asked".to_vec())]);
-        let asked: BTreeSet<_> = [wanted.digest()].into();
-        let (verified, invalid) = verify(vec![other, wanted.clone(), wanted.clone()], &asked);
+        let garbage = EncodedBatch(b"certified, but not a batch".to_vec());
+        let asked: BTreeSet<_> = [wanted.digest(), garbage.digest()].into();
+        let encoded = |batch: &Batch| EncodedBatch::new(batch);
+        let reply = vec![encoded(&other), encoded(&wanted), encoded(&wanted), garbage];
+        let (verified, invalid) = verify(reply, &asked);
         assert_eq!(verified.len(), 1);
         assert_eq!(verified[0].0, wanted.digest());
         assert_eq!(mako_types::decode::<Batch>(&verified[0].1).unwrap(), wanted);
-        assert_eq!(invalid, 2, "a batch not asked for and a duplicate");
+        assert_eq!(invalid, 3, "a batch not asked for, a duplicate, and bytes that are not a batch");
     }
 }
