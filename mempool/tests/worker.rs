@@ -274,10 +274,7 @@ async fn pushed_bytes_that_are_not_an_honest_batch_are_refused() {
     }
     for node in &mut nodes {
         let report = next_report(node).await;
-        assert!(
-            matches!(report, WorkerToPrimary::PeerBatch { digest, .. } if digest == good.digest()),
-            "{report:?}"
-        );
+        assert!(matches!(report, WorkerToPrimary::PeerBatch { digest, .. } if digest == good.digest()), "{report:?}");
         let counted = async {
             while node.worker.metrics().snapshot().invalid_batches < 2 {
                 tokio::time::sleep(Duration::from_millis(10)).await;

@@ -99,7 +99,7 @@ fn row(report: &TestnetReport) -> String {
 }
 
 /// One point's columns, in the order of [`COLUMNS`].
-fn cells(point: &Point) -> [String; 14] {
+fn cells(point: &Point) -> [String; 18] {
     let r = &point.report;
     let us = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
     let (kind, of_peak) = match point.overload {
@@ -117,6 +117,10 @@ fn cells(point: &Point) -> [String; 14] {
         format!("{:.0}", ms(r, 0.95)),
         us(r.cpu_us_per_tx.total()),
         us(r.cpu_us_per_tx.validators),
+        us(r.cpu_us_per_tx.split.map(|s| s.crypto)),
+        us(r.cpu_us_per_tx.split.map(|s| s.storage)),
+        us(r.cpu_us_per_tx.split.map(|s| s.execution)),
+        us(r.cpu_us_per_tx.split.map(|s| s.rest)),
         us(r.cpu_us_per_tx.client),
         format!("{:.1}", r.rounds_per_second),
         r.latency.count().to_string(),
@@ -124,7 +128,7 @@ fn cells(point: &Point) -> [String; 14] {
     ]
 }
 
-const COLUMNS: [(&str, &str); 14] = [
+const COLUMNS: [(&str, &str); 18] = [
     ("validators", "validators"),
     ("point", "point"),
     ("offered tx/s", "offered_tps"),
@@ -135,6 +139,10 @@ const COLUMNS: [(&str, &str); 14] = [
     ("latency p95 (ms)", "latency_p95_ms"),
     ("CPU µs/tx", "cpu_us_per_tx"),
     ("of which validators", "validators_cpu_us_per_tx"),
+    ("validators: crypto", "crypto_cpu_us_per_tx"),
+    ("validators: storage", "storage_cpu_us_per_tx"),
+    ("validators: execution", "execution_cpu_us_per_tx"),
+    ("validators: rest", "rest_cpu_us_per_tx"),
     ("of which client", "client_cpu_us_per_tx"),
     ("rounds/s", "rounds_per_second"),
     ("samples", "samples"),

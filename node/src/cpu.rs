@@ -9,6 +9,19 @@ pub fn seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / ticks_per_second())
 }
 
+/// CPU seconds of the threads of process `pid` whose name starts with `prefix` (fjall's own threads are
+/// `fjall:…`), those still running; none if the process is gone.
+pub fn threads_seconds(pid: u32, prefix: &str) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    let ticks: u64 = tasks
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("stat")).ok())
+        .filter(|stat| stat.split_once('(').is_some_and(|(_, rest)| rest.starts_with(prefix)))
+        .filter_map(|stat| parse_ticks(&stat))
+        .sum();
+    Some(ticks as f64 / ticks_per_second())
+}
+
 /// User plus system CPU seconds that the calling thread has used so far (`/proc/thread-self/stat`).
 pub fn this_thread_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
@@ -48,5 +61,18 @@ mod tests {
         assert!(seconds(std::process::id()).is_some_and(|s| s >= 0.0));
         assert_eq!(seconds(u32::MAX), None);
         assert!(this_thread_seconds().is_some_and(|s| s >= 0.0));
+        let named = std::thread::Builder::new().name("cpu-test-spin".into());
+        let spinner = named
+            .spawn(|| {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+                while std::time::Instant::now() < deadline {}
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            })
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(350));
+        let spun = threads_seconds(std::process::id(), "cpu-test-spin").unwrap();
+        spinner.join().unwrap();
+        assert!(spun >= 0.1, "a named thread's CPU is found: {spun}");
+        assert_eq!(threads_seconds(std::process::id(), "no-such-thread"), Some(0.0));
     }
 }

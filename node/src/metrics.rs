@@ -14,6 +14,7 @@ use mako_execution::pipeline::ExecutionMetrics;
 use mako_mempool::primary::PrimaryMetrics;
 use mako_mempool::worker::WorkerMetrics;
 use mako_network::NetworkMetrics;
+use mako_types::cpu_time::{self, Component};
 use mako_types::HistogramSnapshot;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
@@ -152,6 +153,11 @@ impl Collector for ValidatorCollector {
         counter(&mut e, "mako_network_frames_dropped", "Malformed or oversized frames dropped", dropped)?;
         counter(&mut e, "mako_network_queue_full", "Messages dropped on a full queue", net(&|n| n.dropped_queue_full))?;
         counter(&mut e, "mako_network_retries", "Reliable sends retried", net(&|n| n.retries))?;
+        for component in Component::ALL {
+            let name = format!("mako_cpu_{}_micros", component.name());
+            let micros = (cpu_time::spent_seconds(component) * 1e6) as u64;
+            counter(&mut e, &name, "CPU time of this process's threads in this component, microseconds", micros)?;
+        }
         Ok(())
     }
 }

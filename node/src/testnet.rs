@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use mako_storage::Store;
+use mako_types::cpu_time::Component;
 use mako_types::HistogramSnapshot;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
@@ -80,6 +81,27 @@ pub struct TestnetReport {
 pub struct CpuPerTransaction {
     pub validators: Option<f64>,
     pub client: Option<f64>,
+    /// The validators' share, split by component (their own counters, and fjall's threads for storage).
+    pub split: Option<CpuSplit>,
+}
+
+/// µs of the validators' CPU per executed transaction in each component; `rest` is what no counter covers
+/// (the network with its encryption and system calls, consensus, the mempool's logic, the runtime).
+#[derive(Clone, Copy, Debug)]
+pub struct CpuSplit {
+    pub crypto: f64,
+    pub storage: f64,
+    pub execution: f64,
+    pub rest: f64,
+}
+
+impl CpuSplit {
+    pub fn text(&self) -> String {
+        format!(
+            "crypto {:.1}, storage {:.1}, execution {:.1}, rest {:.1}",
+            self.crypto, self.storage, self.execution, self.rest
+        )
+    }
 }
 
 impl CpuPerTransaction {
@@ -90,7 +112,10 @@ impl CpuPerTransaction {
     /// `T (validators V + client C)` µs, `-` when unknown.
     pub fn text(&self) -> String {
         match (self.total(), self.validators, self.client) {
-            (Some(t), Some(v), Some(c)) => format!("{t:.1} µs (validators {v:.1} + client {c:.1})"),
+            (Some(t), Some(v), Some(c)) => {
+                let split = self.split.map_or(String::new(), |s| format!(": {}", s.text()));
+                format!("{t:.1} µs (validators {v:.1}{split}; client {c:.1})")
+            }
             _ => "-".to_string(),
         }
     }
@@ -111,13 +136,23 @@ fn client_rate(log: &str) -> Option<f64> {
 }
 
 /// The validator and client processes; dropping it interrupts (SIGINT) then kills whatever still runs.
-struct Processes(Vec<(String, Child, f64)>);
+struct Processes(Vec<Process>);
+
+struct Process {
+    name: String,
+    child: Child,
+    /// Its CPU seconds at the last sample, and those of its fjall threads.
+    cpu: f64,
+    storage_threads: f64,
+}
 
 /// CPU seconds the testnet's processes have used so far: validators (with their worker processes) and client.
 #[derive(Clone, Copy, Debug, Default)]
 struct CpuSpent {
     validators: f64,
     client: f64,
+    /// fjall's own threads (flushes, compactions) in the validators' processes.
+    storage_threads: f64,
 }
 
 impl Processes {
@@ -125,14 +160,19 @@ impl Processes {
     /// time is not lost when it finishes between two samples (at most one tick of it is).
     fn cpu(&mut self) -> CpuSpent {
         let mut spent = CpuSpent::default();
-        for (name, child, seconds) in &mut self.0 {
-            if let Some(now) = cpu::seconds(child.id()) {
-                *seconds = seconds.max(now);
+        for process in &mut self.0 {
+            if let Some(now) = cpu::seconds(process.child.id()) {
+                process.cpu = process.cpu.max(now);
             }
-            if name == "client" {
-                spent.client += *seconds;
+            if process.name == "client" {
+                spent.client += process.cpu;
             } else {
-                spent.validators += *seconds;
+                // Threads that have exited are gone from /proc; fjall's run as long as the store is open.
+                if let Some(now) = cpu::threads_seconds(process.child.id(), "fjall") {
+                    process.storage_threads = process.storage_threads.max(now);
+                }
+                spent.validators += process.cpu;
+                spent.storage_threads += process.storage_threads;
             }
         }
         spent
@@ -147,23 +187,23 @@ impl Processes {
             .stderr(file)
             .spawn()
             .with_context(|| format!("cannot start {name}"))?;
-        self.0.push((name.to_string(), child, 0.0));
+        self.0.push(Process { name: name.to_string(), child, cpu: 0.0, storage_threads: 0.0 });
         Ok(())
     }
 
     /// The first process that exited, with its status.
     fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
-        self.0.iter_mut().find_map(|(name, child, _)| Some((name.clone(), child.try_wait().ok()??)))
+        self.0.iter_mut().find_map(|p| Some((p.name.clone(), p.child.try_wait().ok()??)))
     }
 
     /// Interrupts every process and waits up to `grace` for them to exit, then kills the rest.
     fn stop(&mut self, grace: Duration) {
-        for (_, child, _) in &self.0 {
-            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+        for process in &self.0 {
+            let pid = nix::unistd::Pid::from_raw(process.child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
         }
         let deadline = std::time::Instant::now() + grace;
-        for (_, child, _) in &mut self.0 {
+        for Process { child, .. } in &mut self.0 {
             while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(20));
             }
@@ -281,6 +321,8 @@ struct Totals {
     up: usize,
     /// The highest DAG round any of them has seen.
     round: f64,
+    /// CPU seconds the validators counted in each component ([`Component::ALL`]'s order), summed.
+    cpu: [f64; 3],
 }
 
 fn totals(scrapes: &[Option<Scrape>]) -> Totals {
@@ -289,6 +331,9 @@ fn totals(scrapes: &[Option<Scrape>]) -> Totals {
         totals.executed += scrape.value(EXECUTED);
         totals.latency.merge(&scrape.histogram(LATENCY));
         totals.round = totals.round.max(scrape.value(ROUND));
+        for (spent, component) in totals.cpu.iter_mut().zip(Component::ALL) {
+            *spent += scrape.value(&format!("mako_cpu_{}_micros", component.name())) / 1e6;
+        }
         totals.up += 1;
     }
     totals
@@ -450,9 +495,20 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         _ => (0.0, HistogramSnapshot::default(), 0.0, 0.0),
     };
     let per_transaction = |seconds: f64| (window_executed > 0.0).then(|| seconds * 1e6 / window_executed);
+    let validators_us = per_transaction(cpu_end.validators - cpu_start.validators);
+    let split = match (&window_start, &window_end, validators_us) {
+        (Some((_, start)), Some((_, end)), Some(validators)) => {
+            let component = |i: usize| per_transaction(end.cpu[i] - start.cpu[i]).unwrap_or(0.0);
+            let storage_threads = per_transaction(cpu_end.storage_threads - cpu_start.storage_threads).unwrap_or(0.0);
+            let (crypto, storage, execution) = (component(0), component(1) + storage_threads, component(2));
+            Some(CpuSplit { crypto, storage, execution, rest: validators - crypto - storage - execution })
+        }
+        _ => None,
+    };
     let cpu_us_per_tx = CpuPerTransaction {
-        validators: per_transaction(cpu_end.validators - cpu_start.validators),
+        validators: validators_us,
         client: per_transaction(cpu_end.client - cpu_start.client),
+        split,
     };
     let agreed_blocks = check_agreement(&validators.iter().map(|v| v.config.clone()).collect::<Vec<_>>())?;
     let sent_tps = std::fs::read_to_string(dir.join("logs/client.log")).ok().and_then(|log| client_rate(&log));

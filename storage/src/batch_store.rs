@@ -1,6 +1,7 @@
 //! Batches by digest. Workers store a batch durably before acknowledging it (DESIGN.md §3); GC removes them.
 
 use fjall::Keyspace;
+use mako_types::cpu_time::{measure, Component};
 use mako_types::{Batch, BatchDigest};
 
 use crate::{decode_value, StoreError};
@@ -25,7 +26,8 @@ impl BatchStore {
 
     /// Stores a batch already in canonical bytes (as received), without decoding and encoding it again.
     pub fn put_encoded(&self, digest: &BatchDigest, bytes: &[u8]) -> Result<(), StoreError> {
-        self.keyspace.insert(digest.as_bytes(), bytes).map_err(StoreError::fjall("write batch"))
+        measure(Component::Storage, || self.keyspace.insert(digest.as_bytes(), bytes))
+            .map_err(StoreError::fjall("write batch"))
     }
 
     pub fn get(&self, digest: &BatchDigest) -> Result<Option<Batch>, StoreError> {
@@ -37,8 +39,8 @@ impl BatchStore {
 
     /// The stored canonical bytes, e.g. to serve a peer without decoding.
     pub fn get_encoded(&self, digest: &BatchDigest) -> Result<Option<Vec<u8>>, StoreError> {
-        let value = self.keyspace.get(digest.as_bytes()).map_err(StoreError::fjall("read batch"))?;
-        Ok(value.map(|v| v.to_vec()))
+        let value = measure(Component::Storage, || self.keyspace.get(digest.as_bytes()).map(|v| v.map(|v| v.to_vec())));
+        value.map_err(StoreError::fjall("read batch"))
     }
 
     pub fn contains(&self, digest: &BatchDigest) -> Result<bool, StoreError> {

@@ -79,7 +79,10 @@ impl Store {
                 self.db.persist(fjall::PersistMode::Buffer).map_err(StoreError::fjall("sync"))?;
                 unsynced.synced();
             }
-            None => self.db.persist(fjall::PersistMode::SyncAll).map_err(StoreError::fjall("sync"))?,
+            None => mako_types::cpu_time::measure(mako_types::cpu_time::Component::Storage, || {
+                self.db.persist(fjall::PersistMode::SyncAll)
+            })
+            .map_err(StoreError::fjall("sync"))?,
         }
         Ok(())
     }

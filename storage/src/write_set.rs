@@ -1,6 +1,7 @@
 //! A set of writes committed as one atomic fjall batch: after a crash either all of them are there or none.
 
 use fjall::{Keyspace, OwnedWriteBatch, PersistMode};
+use mako_types::cpu_time::{measure, Component};
 use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round, WorkerId};
 
 use crate::certificate_store::round_key;
@@ -32,7 +33,7 @@ impl WriteSet {
 
     fn insert(&mut self, keyspace: &Keyspace, key: impl AsRef<[u8]>, value: &[u8]) {
         self.touch(keyspace, key.as_ref());
-        self.batch.insert(keyspace, key.as_ref(), value);
+        measure(Component::Storage, || self.batch.insert(keyspace, key.as_ref(), value));
     }
 
     fn remove(&mut self, keyspace: &Keyspace, key: impl AsRef<[u8]>) {
@@ -137,7 +138,8 @@ impl WriteSet {
         if let Some(unsynced) = &self.store.unsynced {
             unsynced.record(&self.touched)?;
         }
-        self.batch.durability(Some(mode)).commit().map_err(StoreError::fjall("commit write set"))?;
+        let batch = self.batch.durability(Some(mode));
+        measure(Component::Storage, || batch.commit()).map_err(StoreError::fjall("commit write set"))?;
         if let (Durability::Synced, Some(unsynced)) = (durability, &self.store.unsynced) {
             unsynced.synced();
         }

@@ -19,6 +19,7 @@ use group::{Curve, Group};
 use rand::RngCore;
 use subtle::{ConditionallySelectable, ConstantTimeEq};
 
+use crate::cpu_time::{measure, Component};
 use crate::error::{CryptoError, KeyError};
 pub use stand_in::use_stand_in_signatures;
 use stand_in::StandIn;
@@ -50,7 +51,9 @@ impl Domain {
 
 /// Hashes a message to a point of G2 under the domain's tag.
 pub fn hash_to_g2(domain: Domain, message: &[u8]) -> G2Affine {
-    <G2Projective as HashToCurve<ExpandMsgXmd<sha2::Sha256>>>::hash_to_curve([message], domain.tag()).to_affine()
+    measure(Component::Crypto, || {
+        <G2Projective as HashToCurve<ExpandMsgXmd<sha2::Sha256>>>::hash_to_curve([message], domain.tag()).to_affine()
+    })
 }
 
 /// A message with its hash to G2, computed once: hash-to-curve is about a third of a signature's cost
@@ -193,7 +196,7 @@ impl BlsSignature {
                 .map(|s| Self(Signed::StandIn(s)))
                 .ok_or(KeyError::InvalidPoint("stand-in signature"));
         }
-        Option::<G2Affine>::from(G2Affine::from_compressed(&bytes.0))
+        measure(Component::Crypto, || Option::<G2Affine>::from(G2Affine::from_compressed(&bytes.0)))
             .map(|p| Self(Signed::Point(p)))
             .ok_or(KeyError::InvalidPoint("BLS12-381 G2 signature"))
     }
@@ -224,7 +227,8 @@ impl BlsSignature {
             .map(|s| if let Signed::Point(p) = s { Some(G2Projective::from(*p)) } else { None })
             .collect();
         if let Some(points) = points {
-            return Ok(Self(Signed::Point(points.into_iter().sum::<G2Projective>().to_affine())));
+            let sum = measure(Component::Crypto, || points.into_iter().sum::<G2Projective>().to_affine());
+            return Ok(Self(Signed::Point(sum)));
         }
         let stand_ins: Option<Vec<StandIn>> =
             signatures.iter().map(|s| if let Signed::StandIn(t) = s { Some(*t) } else { None }).collect();
@@ -288,10 +292,12 @@ fn pairing_check(public: &G1Affine, hashed: &G2Affine, signature: &G2Affine) -> 
     if bool::from(public.is_identity()) {
         return false;
     }
-    let minus_g1 = -G1Affine::generator();
-    let sig = G2Prepared::from(*signature);
-    let hashed = G2Prepared::from(*hashed);
-    multi_miller_loop(&[(&minus_g1, &sig), (public, &hashed)]).final_exponentiation().is_identity().into()
+    measure(Component::Crypto, || {
+        let minus_g1 = -G1Affine::generator();
+        let sig = G2Prepared::from(*signature);
+        let hashed = G2Prepared::from(*hashed);
+        multi_miller_loop(&[(&minus_g1, &sig), (public, &hashed)]).final_exponentiation().is_identity().into()
+    })
 }
 
 /// One aggregate to check in a [`batch_verify`].
@@ -307,6 +313,10 @@ pub struct BatchItem<'a> {
 /// final exponentiation; a forged item passes with probability about 2⁻⁶⁴. On failure the caller falls
 /// back to checking items one by one to find the bad one.
 pub fn batch_verify(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(), CryptoError> {
+    measure(Component::Crypto, || batch_verify_measured(items, rng))
+}
+
+fn batch_verify_measured(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(), CryptoError> {
     if items.is_empty() {
         return Ok(());
     }
@@ -446,7 +456,9 @@ impl BlsKeyPair {
         if stand_in::in_use() {
             return BlsSignature(Signed::StandIn(StandIn::sign(message.domain, &self.public.bytes, &message.message)));
         }
-        BlsSignature(Signed::Point(mul_secret(&message.point(), &self.secret).to_affine()))
+        BlsSignature(Signed::Point(measure(Component::Crypto, || {
+            mul_secret(&message.point(), &self.secret).to_affine()
+        })))
     }
 
     /// Signs this key itself: the proof that whoever lists the key holds its secret.

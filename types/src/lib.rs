@@ -9,6 +9,7 @@ pub mod batch;
 pub mod bug;
 pub mod certificate;
 pub mod committee;
+pub mod cpu_time;
 pub mod crypto;
 pub mod digest;
 pub mod error;

@@ -17,6 +17,8 @@ mod mv_memory;
 mod scheduler;
 mod worker;
 
+use mako_types::cpu_time::{measure, Component};
+
 use crate::output::{assemble, BlockOutput, ExecutionStats};
 use crate::state::StateView;
 use crate::transaction::BlockTransaction;
@@ -118,7 +120,9 @@ impl BlockStm {
         } else {
             std::thread::scope(|scope| {
                 let (run, parts) = (&run, self.threads);
-                let workers: Vec<_> = (0..parts).map(|part| scope.spawn(move || run.work(part, parts))).collect();
+                let workers: Vec<_> = (0..parts)
+                    .map(|part| scope.spawn(move || measure(Component::Execution, || run.work(part, parts))))
+                    .collect();
                 for worker in workers {
                     // A worker only panics on a broken invariant; surface it rather than return a wrong block.
                     let (counters, part) = worker.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
