@@ -10,6 +10,7 @@ mod bench;
 mod client;
 mod config;
 mod cpu;
+mod faults;
 mod metrics;
 mod setup;
 mod testnet;
@@ -190,6 +191,13 @@ struct TestnetArgs {
     /// Run each worker as its own process (`mako validator --worker <i>`), linked to its primary over QUIC.
     #[arg(long)]
     workers_apart: bool,
+    /// Crash faults, comma-separated or repeated: V@T kills validator V's processes with SIGKILL T after the
+    /// client starts, V@T-R also restarts them at R on the store they left (e.g. 2@15s-25s).
+    #[arg(long = "crash", value_delimiter = ',')]
+    crashes: Vec<faults::Crash>,
+    /// Never start the last N validators (the committee still counts them), as the Narwhal benchmark's faults.
+    #[arg(long, default_value_t = 0)]
+    down: usize,
     #[command(flatten)]
     protocol: ProtocolArgs,
 }
@@ -244,6 +252,8 @@ impl TestnetArgs {
             workers_apart: self.workers_apart,
             protocol: self.protocol.parameters(),
             live,
+            crashes: self.crashes.clone(),
+            down: self.down,
         }
     }
 }

@@ -23,12 +23,14 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use crate::client::WorkloadKind;
 use crate::config::{ValidatorConfig, WorkerLinkConfig};
+use crate::faults::{Crash, FaultAction, FaultSchedule};
 use crate::metrics::Scrape;
 use crate::{cpu, setup};
 
 const LATENCY: &str = "mako_end_to_end_latency_seconds";
 const EXECUTED: &str = "mako_executed_transactions";
 const ROUND: &str = "mako_primary_round";
+const EXECUTED_INDEX: &str = "mako_executed_index";
 
 #[derive(Clone, Debug)]
 pub struct TestnetOptions {
@@ -51,6 +53,10 @@ pub struct TestnetOptions {
     pub protocol: mako_types::ProtocolParameters,
     /// Print the live line (the bench runs quietly).
     pub live: bool,
+    /// Validators killed (SIGKILL) and restarted during the run ([`crate::faults`]).
+    pub crashes: Vec<Crash>,
+    /// The last `down` validators are never started.
+    pub down: usize,
 }
 
 /// What a run measured.
@@ -61,9 +67,12 @@ pub struct TestnetReport {
     /// Executed transactions per second over the window, mean over validators.
     pub end_to_end_tps: f64,
     pub latency: HistogramSnapshot,
-    /// Blocks every validator executed, all to equal roots.
+    /// Validators started (`nodes` minus those never started).
+    pub started: usize,
+    /// Blocks every started validator executed, all to equal roots.
     pub agreed_blocks: u64,
-    /// Transactions the least advanced validator executed in all.
+    /// Transactions the least advanced validator executed in all (of those no crash touched: a restarted
+    /// validator counts from its restart).
     pub executed: u64,
     /// What the client achieved over its run, tx/s (below `rate` when the machine cannot generate that much
     /// beside the validators); none if its log has no summary (it did not finish).
@@ -74,6 +83,18 @@ pub struct TestnetReport {
     /// DAG rounds per second over the window: each round costs every validator the same signatures and
     /// pairings, whatever it carries.
     pub rounds_per_second: f64,
+    /// Each restart of a crashed validator: when (after the client started), and how long until it had
+    /// executed as far as the furthest validator had at its restart (none: not by the end of the run).
+    pub restarts: Vec<Restart>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Restart {
+    pub validator: usize,
+    pub at: Duration,
+    /// The executed index it had to reach.
+    pub target: u64,
+    pub caught_up_after: Option<Duration>,
 }
 
 /// [`TestnetReport::cpu_us_per_tx`], split into the validators (all of them, workers included) and the client.
@@ -140,10 +161,46 @@ struct Processes(Vec<Process>);
 
 struct Process {
     name: String,
+    /// The validator it belongs to (none: the client).
+    validator: Option<usize>,
+    args: Vec<String>,
+    log: PathBuf,
     child: Child,
-    /// Its CPU seconds at the last sample, and those of its fjall threads.
-    cpu: f64,
-    storage_threads: f64,
+    /// Killed on purpose (a crash fault): its exit is not a failure.
+    killed: bool,
+    /// Its CPU seconds, and those of its fjall threads.
+    cpu: Seconds,
+    storage_threads: Seconds,
+}
+
+/// CPU seconds of a process over its incarnations: the last sample of the running one (a sample never goes
+/// back, so the time of a process that exits between two samples is kept), plus the earlier ones' (a crash
+/// fault restarts it from zero).
+#[derive(Clone, Copy, Default)]
+struct Seconds {
+    now: f64,
+    earlier: f64,
+}
+
+impl Seconds {
+    fn total(&self) -> f64 {
+        self.now + self.earlier
+    }
+
+    fn restarted(&mut self) {
+        *self = Seconds { now: 0.0, earlier: self.total() };
+    }
+}
+
+/// Starts `mako` with `args`, its output into `log`.
+fn start(name: &str, args: &[String], log: std::fs::File) -> anyhow::Result<Child> {
+    Command::new(std::env::current_exe()?)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))
 }
 
 /// CPU seconds the testnet's processes have used so far: validators (with their worker processes) and client.
@@ -161,39 +218,78 @@ impl Processes {
     fn cpu(&mut self) -> CpuSpent {
         let mut spent = CpuSpent::default();
         for process in &mut self.0 {
-            if let Some(now) = cpu::seconds(process.child.id()) {
-                process.cpu = process.cpu.max(now);
-            }
-            if process.name == "client" {
-                spent.client += process.cpu;
-            } else {
-                // Threads that have exited are gone from /proc; fjall's run as long as the store is open.
-                if let Some(now) = cpu::threads_seconds(process.child.id(), "fjall") {
-                    process.storage_threads = process.storage_threads.max(now);
+            let client = process.validator.is_none();
+            if !process.killed {
+                let pid = process.child.id();
+                if let Some(now) = cpu::seconds(pid) {
+                    process.cpu.now = process.cpu.now.max(now);
                 }
-                spent.validators += process.cpu;
-                spent.storage_threads += process.storage_threads;
+                // Threads that have exited are gone from /proc; fjall's run as long as the store is open.
+                if let Some(now) = cpu::threads_seconds(pid, "fjall").filter(|_| !client) {
+                    process.storage_threads.now = process.storage_threads.now.max(now);
+                }
+            }
+            if client {
+                spent.client += process.cpu.total();
+            } else {
+                spent.validators += process.cpu.total();
+                spent.storage_threads += process.storage_threads.total();
             }
         }
         spent
     }
 
-    fn spawn(&mut self, name: &str, args: &[&str], log: &Path) -> anyhow::Result<()> {
+    fn spawn(&mut self, name: &str, validator: Option<usize>, args: &[&str], log: &Path) -> anyhow::Result<()> {
         let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(std::env::current_exe()?)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(file.try_clone()?)
-            .stderr(file)
-            .spawn()
-            .with_context(|| format!("cannot start {name}"))?;
-        self.0.push(Process { name: name.to_string(), child, cpu: 0.0, storage_threads: 0.0 });
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        let child = start(name, &args, file)?;
+        self.0.push(Process {
+            name: name.to_string(),
+            validator,
+            args,
+            log: log.to_path_buf(),
+            child,
+            killed: false,
+            cpu: Seconds::default(),
+            storage_threads: Seconds::default(),
+        });
         Ok(())
     }
 
-    /// The first process that exited, with its status.
+    /// SIGKILLs every process of `validator`: a crash, with whatever its store had not synced.
+    fn kill(&mut self, validator: usize) {
+        for process in self.0.iter_mut().filter(|p| p.validator == Some(validator) && !p.killed) {
+            let _ = process.child.kill();
+            let _ = process.child.wait();
+            process.killed = true;
+        }
+    }
+
+    /// Starts the killed processes of `validator` again with the same arguments, on the same store; their
+    /// logs go on in the same files.
+    fn restart(&mut self, validator: usize) -> anyhow::Result<()> {
+        for process in self.0.iter_mut().filter(|p| p.validator == Some(validator) && p.killed) {
+            let log = std::fs::File::options()
+                .append(true)
+                .open(&process.log)
+                .with_context(|| format!("cannot open {}", process.log.display()))?;
+            process.child = start(&process.name, &process.args, log)?;
+            process.killed = false;
+            process.cpu.restarted();
+            process.storage_threads.restarted();
+        }
+        Ok(())
+    }
+
+    /// The client's exit status, if it has exited.
+    fn client_status(&mut self) -> Option<std::process::ExitStatus> {
+        let client = self.0.iter_mut().find(|p| p.validator.is_none())?;
+        client.child.try_wait().ok()?
+    }
+
+    /// The first process that exited without being killed on purpose, with its status.
     fn exited(&mut self) -> Option<(String, std::process::ExitStatus)> {
-        self.0.iter_mut().find_map(|p| Some((p.name.clone(), p.child.try_wait().ok()??)))
+        self.0.iter_mut().filter(|p| !p.killed).find_map(|p| Some((p.name.clone(), p.child.try_wait().ok()??)))
     }
 
     /// Interrupts every process and waits up to `grace` for them to exit, then kills the rest.
@@ -323,10 +419,27 @@ struct Totals {
     round: f64,
     /// CPU seconds the validators counted in each component ([`Component::ALL`]'s order), summed.
     cpu: [f64; 3],
+    /// Each validator's executed transactions and executed index; none if it did not answer.
+    executed_each: Vec<Option<f64>>,
+    index: Vec<Option<f64>>,
+}
+
+impl Totals {
+    /// Transactions executed between `self` and `end`, per validator, over those of `validators` that
+    /// answered at both moments (all that did, if none of those did).
+    fn mean_executed_since(&self, end: &Totals, validators: &[usize]) -> f64 {
+        let delta = |v: usize| Some(end.executed_each.get(v).copied()?? - self.executed_each.get(v).copied()??);
+        let mut deltas: Vec<f64> = validators.iter().filter_map(|v| delta(*v)).collect();
+        if deltas.is_empty() {
+            deltas = (0..end.executed_each.len()).filter_map(delta).collect();
+        }
+        deltas.iter().sum::<f64>() / deltas.len().max(1) as f64
+    }
 }
 
 fn totals(scrapes: &[Option<Scrape>]) -> Totals {
-    let mut totals = Totals::default();
+    let each = |name: &str| scrapes.iter().map(|s| s.as_ref().map(|s| s.value(name))).collect();
+    let mut totals = Totals { executed_each: each(EXECUTED), index: each(EXECUTED_INDEX), ..Totals::default() };
     for scrape in scrapes.iter().flatten() {
         totals.executed += scrape.value(EXECUTED);
         totals.latency.merge(&scrape.histogram(LATENCY));
@@ -347,12 +460,23 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     if options.nodes < 1 {
         bail!("--nodes must be at least 1");
     }
+    let mut schedule = FaultSchedule::new(&options.crashes, options.nodes, options.down).map_err(anyhow::Error::msg)?;
+    let started_validators = options.nodes - options.down;
+    let tolerated = (options.nodes - 1) / 3;
+    if schedule.most_down_at_once(options.down) > tolerated {
+        println!(
+            "testnet: warning: up to {} of {} validators down at once, more than the {tolerated} the committee \
+             tolerates: nothing commits while they are",
+            schedule.most_down_at_once(options.down),
+            options.nodes
+        );
+    }
     let validators = prepare(options)?;
     let addresses: Vec<SocketAddr> = validators.iter().map(|v| v.metrics).collect();
     let dir = &options.dir;
     let committee = dir.join("committee.toml");
     let mut processes = Processes(Vec::new());
-    for (i, validator) in validators.iter().enumerate() {
+    for (i, validator) in validators.iter().enumerate().take(started_validators) {
         let keys = setup::key_file(&dir.join("keys"), i);
         let args = [
             "validator",
@@ -363,19 +487,22 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
             "--config",
             path_arg(&validator.config)?,
         ];
-        processes.spawn(&format!("validator {i}"), &args, &dir.join(format!("logs/validator-{i}.log")))?;
+        processes.spawn(&format!("validator {i}"), Some(i), &args, &dir.join(format!("logs/validator-{i}.log")))?;
         for w in 0..validator.worker_metrics.len() {
             let id = w.to_string();
             let args: Vec<&str> = args.iter().copied().chain(["--worker", &id]).collect();
             let log = dir.join(format!("logs/validator-{i}-worker-{w}.log"));
-            processes.spawn(&format!("validator {i} worker {w}"), &args, &log)?;
+            processes.spawn(&format!("validator {i} worker {w}"), Some(i), &args, &log)?;
         }
     }
 
     // Start the client once every process serves metrics (its listeners are bound by then).
     let started = Instant::now();
-    let every_page: Vec<SocketAddr> =
-        validators.iter().flat_map(|v| std::iter::once(v.metrics).chain(v.worker_metrics.iter().copied())).collect();
+    let every_page: Vec<SocketAddr> = validators
+        .iter()
+        .take(started_validators)
+        .flat_map(|v| std::iter::once(v.metrics).chain(v.worker_metrics.iter().copied()))
+        .collect();
     while scrape_all(&every_page).await.iter().any(Option::is_none) {
         if let Some((name, status)) = processes.exited() {
             bail!("{name} exited at start ({status}); see {}", dir.join("logs").display());
@@ -401,12 +528,13 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         clap::ValueEnum::to_possible_value(&options.workload).expect("no skipped variants").get_name().to_string(),
     ];
     let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
-    processes.spawn("client", &client_args, &dir.join("logs/client.log"))?;
+    processes.spawn("client", None, &client_args, &dir.join("logs/client.log"))?;
     let client_started = Instant::now();
     if options.live {
         println!(
-            "testnet: {} validators, client at {} tx/s for {}; logs in {}",
+            "testnet: {} validators{}, client at {} tx/s for {}; logs in {}",
             options.nodes,
+            if options.down > 0 { format!(" ({} never started)", options.down) } else { String::new() },
             options.rate,
             humantime::format_duration(options.duration),
             dir.join("logs").display()
@@ -418,6 +546,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let (mut last, mut window_start, mut window_end) = (totals(&scrape_all(&addresses).await), None, None);
     let (mut cpu_start, mut cpu_end) = (CpuSpent::default(), CpuSpent::default());
     let mut drained_at: Option<(Instant, f64)> = None;
+    let mut restarts: Vec<Restart> = Vec::new();
     let live_line = options.live && std::io::stdout().is_terminal();
     loop {
         tokio::select! {
@@ -427,9 +556,29 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
             }
             _ = ticker.tick() => {}
         }
+        let elapsed = client_started.elapsed();
+        for action in schedule.due(elapsed) {
+            let v = action.validator();
+            match action {
+                FaultAction::Kill(_) => processes.kill(v),
+                FaultAction::Restart(_) => {
+                    processes.restart(v)?;
+                    let furthest = last.index.iter().flatten().fold(0.0, |a: f64, b| a.max(*b)) as u64;
+                    restarts.push(Restart { validator: v, at: elapsed, target: furthest, caught_up_after: None });
+                }
+            }
+            if options.live {
+                let what = if matches!(action, FaultAction::Kill(_)) { "killed (SIGKILL)" } else { "restarted" };
+                println!("t={:>4}s  validator {v} {what}", elapsed.as_secs());
+            }
+        }
         let now = totals(&scrape_all(&addresses).await);
         let cpu = processes.cpu();
-        let elapsed = client_started.elapsed();
+        for restart in restarts.iter_mut().filter(|r| r.caught_up_after.is_none()) {
+            if now.index[restart.validator].is_some_and(|index| index as u64 >= restart.target) {
+                restart.caught_up_after = Some(elapsed.saturating_sub(restart.at));
+            }
+        }
         let up = now.up.max(1) as f64;
         if options.live {
             let recent = now.latency.since(&last.latency);
@@ -481,14 +630,21 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     if live_line {
         println!();
     }
+    // Throughput is what the validators no fault touched executed (a crashed one's counters restart from zero
+    // and miss its time down); with every validator touched, those that answered at both ends.
+    let steady: Vec<usize> = (0..started_validators).filter(|v| !schedule.touches(*v)).collect();
+    if let Some(status) = processes.client_status().filter(|status| !status.success()) {
+        processes.stop(Duration::from_secs(5));
+        bail!("the client exited with {status}; see {}", dir.join("logs/client.log").display());
+    }
     let final_scrapes = scrape_all(&addresses).await;
-    let executed = final_scrapes.iter().flatten().map(|s| s.value(EXECUTED) as u64).min().unwrap_or(0);
+    let executed_by = |v: &usize| Some(final_scrapes.get(*v)?.as_ref()?.value(EXECUTED) as u64);
+    let executed = steady.iter().filter_map(executed_by).min().unwrap_or(0);
     processes.stop(Duration::from_secs(10));
-
     let (end_to_end_tps, latency, window_executed, rounds_per_second) = match (&window_start, &window_end) {
         (Some((t0, start)), Some((t1, end))) => {
             let seconds = t1.duration_since(*t0).as_secs_f64().max(1e-3);
-            let executed = (end.executed - start.executed) / end.up.max(1) as f64;
+            let executed = start.mean_executed_since(end, &steady);
             let rounds = (end.round - start.round) / seconds;
             (executed / seconds, end.latency.since(&start.latency), executed, rounds)
         }
@@ -510,10 +666,12 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         client: per_transaction(cpu_end.client - cpu_start.client),
         split,
     };
-    let agreed_blocks = check_agreement(&validators.iter().map(|v| v.config.clone()).collect::<Vec<_>>())?;
+    let started_configs: Vec<PathBuf> = validators.iter().take(started_validators).map(|v| v.config.clone()).collect();
+    let agreed_blocks = check_agreement(&started_configs)?;
     let sent_tps = std::fs::read_to_string(dir.join("logs/client.log")).ok().and_then(|log| client_rate(&log));
     Ok(TestnetReport {
         nodes: options.nodes,
+        started: started_validators,
         rate: options.rate,
         end_to_end_tps,
         latency,
@@ -522,6 +680,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         sent_tps,
         cpu_us_per_tx,
         rounds_per_second,
+        restarts,
     })
 }
 
@@ -564,9 +723,33 @@ pub fn print_summary(report: &TestnetReport) {
         report.cpu_us_per_tx.text(),
         report.rounds_per_second,
         report.agreed_blocks,
-        report.nodes,
+        report.started,
         report.executed,
     );
+    for line in restart_lines(report) {
+        println!("{line}");
+    }
+}
+
+/// The restarts of crashed validators, a line each.
+pub fn restart_lines(report: &TestnetReport) -> Vec<String> {
+    report
+        .restarts
+        .iter()
+        .map(|r| {
+            let caught_up = match r.caught_up_after {
+                Some(after) => format!("caught up in {:.1} s", after.as_secs_f64()),
+                None => "had not caught up by the end".to_string(),
+            };
+            format!(
+                "testnet: validator {} restarted at t={:.1} s, {caught_up} (executed index {}, the furthest at its \
+                 restart)",
+                r.validator,
+                r.at.as_secs_f64(),
+                r.target
+            )
+        })
+        .collect()
 }
 
 #[cfg(test)]
