@@ -9,10 +9,23 @@
 //! is reconnected with backoff (100 ms doubling to 2 s) while its share of the load goes to the workers that
 //! are up; the client never exits because a worker is gone. Transactions it could not hand to any worker (none
 //! up, or a write that failed) are counted as not sent.
+//!
+//! Each worker acknowledges the client's transactions batch by batch, once a batch is stored by a quorum and
+//! recorded for proposal by its primary (`mako_mempool::worker::client_acks`): the promise that it will be
+//! ordered whatever crashes. The client counts what was acknowledged and, with `--acks-file`, writes each
+//! acknowledged batch's digest and count, so that `mako testnet` can check that every acknowledged
+//! transaction was executed.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use anyhow::Context;
+use mako_mempool::worker::client::{ACK_PAYLOAD, ACK_TAG};
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 
 use mako_execution::workload::{Distribution, Workload};
 use mako_types::{AuthorityIndex, Committee};
@@ -32,6 +45,8 @@ pub struct ClientOptions {
     pub size: usize,
     pub sample_every: u64,
     pub workload: WorkloadKind,
+    /// Where to write the acknowledged batches (`digest-hex count` lines), if anywhere.
+    pub acks_file: Option<std::path::PathBuf>,
 }
 
 /// What the client sends.
@@ -55,6 +70,19 @@ pub async fn run(committee: &Path, options: ClientOptions) -> anyhow::Result<()>
         "client: {} transactions not sent (no worker up, or its connection lost), {} connections made",
         report.not_sent, report.reconnections
     );
+    println!(
+        "client: acknowledged {} transactions in {} batches",
+        report.acknowledged,
+        report.acknowledged_batches.len()
+    );
+    if let Some(path) = &options.acks_file {
+        let lines: String = report
+            .acknowledged_batches
+            .iter()
+            .map(|(digest, count)| format!("{} {count}\n", hex::encode(digest)))
+            .collect();
+        std::fs::write(path, lines).with_context(|| format!("cannot write {}", path.display()))?;
+    }
     println!(
         "client: sent {} transactions in {seconds:.3} s ({:.0} tx/s)",
         report.sent,
@@ -120,13 +148,24 @@ async fn discard(listener: tokio::net::TcpListener) -> u64 {
 }
 
 /// What a run of the client did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientReport {
     pub sent: u64,
     pub not_sent: u64,
     pub reconnections: u64,
+    /// Sending time (the wait for the last acknowledgements after it is not counted).
     pub elapsed: Duration,
+    /// Transactions acknowledged, and how many in each acknowledged batch.
+    pub acknowledged: u64,
+    pub acknowledged_batches: BTreeMap<[u8; 32], u32>,
 }
+
+/// The acknowledgements read from every connection so far.
+type Acknowledged = Arc<Mutex<BTreeMap<[u8; 32], u32>>>;
+
+/// After sending, wait for acknowledgements while they still come (one within this), at most [`ACK_WAIT`].
+const ACK_QUIET: Duration = Duration::from_secs(2);
+const ACK_WAIT: Duration = Duration::from_secs(15);
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
@@ -135,14 +174,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 struct WorkerConnection {
     worker: AuthorityIndex,
     address: SocketAddr,
-    stream: Option<TcpStream>,
+    /// The sending half; the receiving half is read by a task that records acknowledgements.
+    stream: Option<OwnedWriteHalf>,
     retry_at: Instant,
     backoff: Duration,
 }
 
 impl WorkerConnection {
     /// Connects again if the worker is down and its backoff has passed; whether it is up.
-    async fn ensure(&mut self, reconnections: &mut u64) -> bool {
+    async fn ensure(&mut self, reconnections: &mut u64, acknowledged: &Acknowledged) -> bool {
         if self.stream.is_some() {
             return true;
         }
@@ -153,7 +193,9 @@ impl WorkerConnection {
         match attempt {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                self.stream = Some(stream);
+                let (reader, writer) = stream.into_split();
+                tokio::spawn(read_acks(reader, self.worker, Arc::clone(acknowledged)));
+                self.stream = Some(writer);
                 self.backoff = FIRST_BACKOFF;
                 *reconnections += 1;
                 true
@@ -178,6 +220,30 @@ impl WorkerConnection {
 /// and count as seconds of latency the system never saw. With a small buffer the client just sends less.
 const SEND_BUFFER: u32 = 256 * 1024;
 
+/// Reads a worker's frames until the connection closes: acks are recorded, an error frame is printed.
+async fn read_acks(reader: OwnedReadHalf, worker: AuthorityIndex, acknowledged: Acknowledged) {
+    let mut reader = tokio::io::BufReader::new(reader);
+    loop {
+        let mut length = [0u8; 4];
+        if reader.read_exact(&mut length).await.is_err() {
+            return;
+        }
+        let mut payload = vec![0u8; (u32::from_le_bytes(length) as usize).min(64 * 1024)];
+        if reader.read_exact(&mut payload).await.is_err() {
+            return;
+        }
+        match payload.strip_prefix(ACK_TAG) {
+            Some(ack) if payload.len() == ACK_PAYLOAD => {
+                let digest: [u8; 32] = ack[..32].try_into().expect("32 bytes");
+                let count = u32::from_le_bytes(ack[32..].try_into().expect("4 bytes"));
+                *acknowledged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(digest).or_default() +=
+                    count;
+            }
+            _ => eprintln!("client: {worker}'s worker says: {}", String::from_utf8_lossy(&payload)),
+        }
+    }
+}
+
 async fn connect(address: SocketAddr) -> std::io::Result<TcpStream> {
     let socket = if address.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_send_buffer_size(SEND_BUFFER)?;
@@ -198,6 +264,7 @@ pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOp
         })
         .collect();
     let mut report = ClientReport::default();
+    let acknowledged = Acknowledged::default();
     let mut workload = Workload::new(options.seed, options.accounts, Distribution::Uniform);
     let per_tick = (options.rate / TICKS_PER_SECOND).max(1) as usize;
     let mut ticker = interval(Duration::from_secs(1) / TICKS_PER_SECOND as u32);
@@ -211,7 +278,7 @@ pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOp
         ticker.tick().await;
         let mut up = Vec::with_capacity(connections.len());
         for (i, connection) in connections.iter_mut().enumerate() {
-            if connection.ensure(&mut report.reconnections).await {
+            if connection.ensure(&mut report.reconnections, &acknowledged).await {
                 up.push(i);
             }
         }
@@ -263,6 +330,20 @@ pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOp
         }
     }
     report.elapsed = start.elapsed();
+    // The last batches are acknowledged a round trip and a sync after they were sent.
+    let total =
+        || acknowledged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(|c| *c as u64).sum();
+    let (waiting, mut last, mut last_change) = (Instant::now(), total(), Instant::now());
+    while waiting.elapsed() < ACK_WAIT && last_change.elapsed() < ACK_QUIET && report.sent > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = total();
+        if now != last {
+            (last, last_change) = (now, Instant::now());
+        }
+    }
+    drop(connections);
+    report.acknowledged = total();
+    report.acknowledged_batches = acknowledged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Ok(report)
 }
 
@@ -282,6 +363,7 @@ mod tests {
             size: 0,
             sample_every: 100,
             workload: WorkloadKind::Transfers,
+            acks_file: None,
         }
     }
 

@@ -91,6 +91,9 @@ enum Command {
         /// alone can offer, and its CPU per transaction.
         #[arg(long, conflicts_with = "committee")]
         to_sinks: Option<usize>,
+        /// Write each acknowledged batch here, one `digest-hex count` line each.
+        #[arg(long)]
+        acks_file: Option<PathBuf>,
         /// Transactions per second, in all.
         #[arg(long, default_value_t = 10_000)]
         rate: u64,
@@ -290,8 +293,20 @@ fn main() -> anyhow::Result<()> {
             let role = worker.map_or(validator::Role::Validator, validator::Role::Worker);
             runtime.block_on(validator::run(&committee, &keys, config.as_deref(), role))
         }
-        Command::Client { committee, to_sinks, rate, duration, accounts, seed, size, sample_every, workload } => {
-            let options = client::ClientOptions { rate, duration, accounts, seed, size, sample_every, workload };
+        Command::Client {
+            committee,
+            to_sinks,
+            acks_file,
+            rate,
+            duration,
+            accounts,
+            seed,
+            size,
+            sample_every,
+            workload,
+        } => {
+            let options =
+                client::ClientOptions { rate, duration, accounts, seed, size, sample_every, workload, acks_file };
             match (committee, to_sinks) {
                 (_, Some(sinks)) => client::to_sinks(sinks, &options),
                 (Some(committee), None) => tokio::runtime::Runtime::new()?.block_on(client::run(&committee, options)),

@@ -86,6 +86,16 @@ pub struct TestnetReport {
     /// Each restart of a crashed validator: when (after the client started), and how long until it had
     /// executed as far as the furthest validator had at its restart (none: not by the end of the run).
     pub restarts: Vec<Restart>,
+    /// What became of the acknowledged transactions (none if the client wrote no acks file).
+    pub delivery: Option<Delivery>,
+}
+
+/// Acknowledged transactions, how many of them were executed, and how many were lost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    pub acknowledged: u64,
+    pub executed: u64,
+    pub lost: u64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -512,6 +522,8 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let acks_file = dir.join("acks.txt");
+    let _ = std::fs::remove_file(&acks_file);
     let client_args = [
         "client".to_string(),
         "--committee".into(),
@@ -526,6 +538,8 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         options.accounts.to_string(),
         "--workload".into(),
         clap::ValueEnum::to_possible_value(&options.workload).expect("no skipped variants").get_name().to_string(),
+        "--acks-file".into(),
+        path_arg(&acks_file)?.into(),
     ];
     let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
     processes.spawn("client", None, &client_args, &dir.join("logs/client.log"))?;
@@ -607,17 +621,19 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
             window_end = Some((Instant::now(), now.clone()));
             cpu_end = cpu;
         }
-        // After the client stops, wait until execution drains (no progress for 2 s, at most 15 s).
+        // After the client stops sending, wait until it has its last acknowledgements and exited, and execution
+        // drained (no progress for 2 s); at most 30 s.
         if window_end.is_some() {
+            let client_done = processes.client_status().is_some();
             match drained_at {
                 Some((since, executed)) if executed == now.executed => {
-                    if since.elapsed() >= Duration::from_secs(2) {
+                    if since.elapsed() >= Duration::from_secs(2) && client_done {
                         break;
                     }
                 }
                 _ => drained_at = Some((Instant::now(), now.executed)),
             }
-            if elapsed >= options.duration + Duration::from_secs(15) {
+            if elapsed >= options.duration + Duration::from_secs(30) {
                 break;
             }
         }
@@ -668,6 +684,16 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     };
     let started_configs: Vec<PathBuf> = validators.iter().take(started_validators).map(|v| v.config.clone()).collect();
     let agreed_blocks = check_agreement(&started_configs)?;
+    // Checked against the first validator that no crash touched (validator 0 if every one was).
+    let judge = steady.first().copied().unwrap_or(0);
+    let delivery = match std::fs::read_to_string(&acks_file) {
+        Ok(acks) => {
+            let storage = ValidatorConfig::load(&validators[judge].config)?.storage;
+            let store = Store::open(&storage).with_context(|| format!("cannot open {}", storage.display()))?;
+            Some(delivery(&acks, &store)?)
+        }
+        Err(_) => None,
+    };
     let sent_tps = std::fs::read_to_string(dir.join("logs/client.log")).ok().and_then(|log| client_rate(&log));
     Ok(TestnetReport {
         nodes: options.nodes,
@@ -681,7 +707,34 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         cpu_us_per_tx,
         rounds_per_second,
         restarts,
+        delivery,
     })
+}
+
+/// What became of the transactions workers acknowledged to the client ([`crate::client`]'s acks file): how
+/// many, and how many of them the validator with this store executed. An acknowledged batch never executed is
+/// lost.
+fn delivery(acks: &str, store: &Store) -> anyhow::Result<Delivery> {
+    let mut acknowledged: std::collections::HashMap<[u8; 32], u64> = std::collections::HashMap::new();
+    for line in acks.lines().filter(|l| !l.trim().is_empty()) {
+        let parsed = line.split_once(' ').and_then(|(digest, count)| {
+            let digest: [u8; 32] = hex::decode(digest).ok()?.try_into().ok()?;
+            Some((digest, count.trim().parse::<u64>().ok()?))
+        });
+        let (digest, count) = parsed.with_context(|| format!("malformed line in the acks file: {line:?}"))?;
+        *acknowledged.entry(digest).or_default() += count;
+    }
+    let executed_index = store.state.execution_progress()?.map_or(0, |p| p.last_executed_index);
+    let mut executed = 0;
+    let total: u64 = acknowledged.values().sum();
+    for index in 1..=executed_index {
+        let sub_dag = store.state.sub_dag(index)?.with_context(|| format!("sub-DAG {index} missing"))?;
+        for (digest, _, _) in &sub_dag.batches {
+            // A batch is executed once even if two certificates carry it.
+            executed += acknowledged.remove(&digest.0 .0).unwrap_or(0);
+        }
+    }
+    Ok(Delivery { acknowledged: total, executed, lost: total - executed })
 }
 
 /// Opens every validator's store (the processes have exited) and compares the roots of the blocks they all
@@ -726,6 +779,9 @@ pub fn print_summary(report: &TestnetReport) {
         report.started,
         report.executed,
     );
+    if let Some(d) = report.delivery {
+        println!("testnet: acknowledged {}, executed {}, lost {}", d.acknowledged, d.executed, d.lost);
+    }
     for line in restart_lines(report) {
         println!("{line}");
     }
@@ -755,6 +811,29 @@ pub fn restart_lines(report: &TestnetReport) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two batches acknowledged; the validator executed one (in a sub-DAG it executed) and committed the other
+    /// only in a sub-DAG it has not executed: that one's transactions are lost, as far as this run knows.
+    #[test]
+    fn acknowledged_batches_not_executed_are_lost() {
+        use mako_storage::{Durability, ExecutionProgress, SubDagRecord};
+        use mako_types::{AuthorityIndex, BatchDigest, CertificateDigest, Digest};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let batch = |byte: u8| BatchDigest(Digest([byte; 32]));
+        let mut writes = store.write_set();
+        for (index, byte) in [(1, 7u8), (2, 8)] {
+            let batches = vec![(batch(byte), 0, AuthorityIndex(0))];
+            let leader = CertificateDigest(Digest([index as u8; 32]));
+            writes.put_sub_dag(&SubDagRecord { index, leader, certificates: vec![leader], batches });
+        }
+        writes.put_execution_progress(&ExecutionProgress { last_executed_index: 1, state_root: Digest([0; 32]) });
+        writes.commit(Durability::Synced).unwrap();
+        let acks = format!("{} 40\n{} 2\n", hex::encode([7u8; 32]), hex::encode([8u8; 32]));
+        let outcome = delivery(&acks, &store).unwrap();
+        assert_eq!(outcome, Delivery { acknowledged: 42, executed: 40, lost: 2 });
+        assert!(delivery("not a digest 3\n", &store).is_err(), "a malformed acks file is an error");
+    }
 
     #[test]
     fn the_client_rate_comes_from_its_last_summary() {

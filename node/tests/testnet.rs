@@ -29,7 +29,8 @@ fn workers_in_their_own_processes_feed_the_same_chain() {
 
 /// Issue 17, item 6: validator 2's processes are killed with SIGKILL under load and started again on the store
 /// they left. The client runs to the end (exit status 0, or the testnet fails), every validator, the restarted
-/// one included, executed the same blocks to the same roots, and the restarted one caught up with the others.
+/// one included, executed the same blocks to the same roots, the restarted one caught up with the others, and
+/// no acknowledged transaction was lost (`run_testnet`'s checks).
 #[test]
 fn a_validator_killed_under_load_and_restarted_catches_up_on_the_same_chain() {
     let stdout = run_testnet(&["--crash", "2@3s-5s"], 17500, 19500);
@@ -77,5 +78,13 @@ fn run_testnet(extra: &[&str], base_port: u16, metrics_port: u16) -> String {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no executed count in: {stdout}"));
     assert!(executed > 1_000, "{executed} transactions executed of about 16,000 sent");
+    // Issue 17, item 1: every transaction a worker acknowledged to the client was executed.
+    let delivery =
+        stdout.lines().find(|l| l.starts_with("testnet: acknowledged ")).unwrap_or_else(|| panic!("{stdout}"));
+    let numbers: Vec<u64> =
+        delivery.split(|c: char| !c.is_ascii_digit()).filter(|n| !n.is_empty()).map(|n| n.parse().unwrap()).collect();
+    assert_eq!(numbers.len(), 3, "{delivery}");
+    assert!(numbers[0] > 1_000, "transactions acknowledged: {delivery}");
+    assert_eq!((numbers[1], numbers[2]), (numbers[0], 0), "every acknowledged transaction executed: {delivery}");
     stdout.into_owned()
 }

@@ -12,6 +12,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::client_acks::{ConnectionId, Origins};
 use super::metrics::{bump, WorkerMetrics};
 use crate::admission::{admission, Admission, Progress};
 
@@ -32,22 +33,26 @@ impl Admitting {
     }
 }
 
-/// A batch just sealed, with the moment it was sealed (the start of consensus latency, DESIGN.md §7).
+/// A batch just sealed, with the moment it was sealed (the start of consensus latency, DESIGN.md §7) and the
+/// client connections its transactions came from, run-length (for their acknowledgements).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedBatch {
     pub batch: Batch,
     pub created: Instant,
+    pub origins: Vec<(ConnectionId, u32)>,
 }
 
 pub struct BatchMaker {
     batch_size: usize,
     max_batch_delay: Duration,
     admitting: Admitting,
-    transactions: mpsc::Receiver<Transaction>,
+    transactions: mpsc::Receiver<(ConnectionId, Transaction)>,
     sealed: mpsc::Sender<SealedBatch>,
     metrics: Arc<WorkerMetrics>,
-    /// The batch being filled, its transaction bytes, and when it must be sealed at the latest.
+    /// The batch being filled, where its transactions came from, its transaction bytes, and when it must be
+    /// sealed at the latest.
     current: Vec<Transaction>,
+    origins: Origins,
     current_bytes: usize,
     deadline: Option<Instant>,
 }
@@ -57,7 +62,7 @@ impl BatchMaker {
         batch_size: usize,
         max_batch_delay: Duration,
         admitting: Admitting,
-        transactions: mpsc::Receiver<Transaction>,
+        transactions: mpsc::Receiver<(ConnectionId, Transaction)>,
         sealed: mpsc::Sender<SealedBatch>,
         metrics: Arc<WorkerMetrics>,
     ) -> JoinHandle<()> {
@@ -69,6 +74,7 @@ impl BatchMaker {
             sealed,
             metrics,
             current: Vec::new(),
+            origins: Origins::default(),
             current_bytes: 0,
             deadline: None,
         };
@@ -93,7 +99,7 @@ impl BatchMaker {
                 }
                 changed = self.admitting.progress.changed(), if reported => reported = changed.is_ok(),
                 transaction = self.transactions.recv(), if open => match transaction {
-                    Some(transaction) => {
+                    Some((connection, transaction)) => {
                         if self.current.is_empty() {
                             let deadline = Instant::now() + self.max_batch_delay;
                             self.deadline = Some(deadline);
@@ -101,6 +107,7 @@ impl BatchMaker {
                         }
                         self.current_bytes += transaction.0.len();
                         self.current.push(transaction);
+                        self.origins.push(connection);
                         if self.current_bytes >= self.batch_size && self.seal().await.is_err() {
                             return;
                         }
@@ -123,7 +130,8 @@ impl BatchMaker {
         self.current_bytes = 0;
         self.deadline = None;
         bump(&self.metrics.batches_sealed);
-        self.sealed.send(SealedBatch { batch, created: Instant::now() }).await
+        let origins = self.origins.take();
+        self.sealed.send(SealedBatch { batch, created: Instant::now(), origins }).await
     }
 }
 
@@ -132,7 +140,7 @@ mod tests {
     use super::*;
 
     struct Harness {
-        transactions: mpsc::Sender<Transaction>,
+        transactions: mpsc::Sender<(ConnectionId, Transaction)>,
         sealed: mpsc::Receiver<SealedBatch>,
         progress: watch::Sender<Progress>,
         _maker: JoinHandle<()>,
@@ -164,13 +172,13 @@ mod tests {
         let mut h = harness(100, Duration::from_secs(60));
         let start = Instant::now();
         for i in 0..4 {
-            h.transactions.send(tx(i, 30)).await.unwrap();
+            h.transactions.send((0, tx(i, 30))).await.unwrap();
         }
         let sealed = h.sealed.recv().await.unwrap();
         assert_eq!(sealed.batch.transactions, (0..4).map(|i| tx(i, 30)).collect::<Vec<_>>());
         assert_eq!(sealed.created, start, "sealed by size, without waiting for the delay");
         // The next transaction opens a new batch.
-        h.transactions.send(tx(9, 100)).await.unwrap();
+        h.transactions.send((0, tx(9, 100))).await.unwrap();
         assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(9, 100)]);
     }
 
@@ -178,9 +186,9 @@ mod tests {
     async fn seals_after_the_delay_since_the_first_transaction() {
         let mut h = harness(1_000, Duration::from_millis(100));
         let start = Instant::now();
-        h.transactions.send(tx(1, 10)).await.unwrap();
+        h.transactions.send((0, tx(1, 10))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
-        h.transactions.send(tx(2, 10)).await.unwrap();
+        h.transactions.send((0, tx(2, 10))).await.unwrap();
         let sealed = h.sealed.recv().await.unwrap();
         assert_eq!(sealed.batch.transactions, vec![tx(1, 10), tx(2, 10)]);
         assert_eq!(sealed.created - start, Duration::from_millis(100), "delay counts from the first transaction");
@@ -188,7 +196,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(h.sealed.try_recv().is_err());
         let reopened = Instant::now();
-        h.transactions.send(tx(3, 10)).await.unwrap();
+        h.transactions.send((0, tx(3, 10))).await.unwrap();
         let sealed = h.sealed.recv().await.unwrap();
         assert_eq!(sealed.batch.transactions, vec![tx(3, 10)]);
         assert_eq!(sealed.created - reopened, Duration::from_millis(100));
@@ -197,7 +205,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn seals_the_rest_when_clients_are_gone() {
         let mut h = harness(1_000, Duration::from_secs(60));
-        h.transactions.send(tx(1, 10)).await.unwrap();
+        h.transactions.send((0, tx(1, 10))).await.unwrap();
         drop(h.transactions);
         assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(1, 10)]);
         assert!(h.sealed.recv().await.is_none());
@@ -208,16 +216,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reads_nothing_while_the_executor_is_too_far_behind() {
         let mut h = harness(1_000, Duration::from_millis(100));
-        h.transactions.send(tx(1, 10)).await.unwrap();
+        h.transactions.send((0, tx(1, 10))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         h.progress.send_replace(Progress { committed: 14, executed: 10 });
         for i in 2..102 {
-            h.transactions.send(tx(i, 10)).await.unwrap();
+            h.transactions.send((0, tx(i, 10))).await.unwrap();
         }
         assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(1, 10)], "sealed on its delay");
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(h.sealed.try_recv().is_err(), "nothing read while closed");
-        assert!(h.transactions.try_send(tx(0, 10)).is_err(), "the channel is full: the clients wait");
+        assert!(h.transactions.try_send((0, tx(0, 10))).is_err(), "the channel is full: the clients wait");
         h.progress.send_replace(Progress { committed: 14, executed: 11 });
         let resumed = h.sealed.recv().await.unwrap();
         assert_eq!(resumed.batch.transactions.first(), Some(&tx(2, 10)), "reading resumes where it stopped");

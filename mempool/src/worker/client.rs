@@ -1,9 +1,11 @@
 //! The client port (DESIGN.md §3, worker step 1): clients stream transactions over long-lived TCP
 //! connections, each transaction one frame `u32 little-endian length ‖ bytes`.
 //!
-//! A transaction of zero bytes or above `max_transaction_size` is refused clearly: the worker writes one
-//! error frame back (`u32 little-endian length ‖ UTF-8 text`, the text starting with `rejected:`) and closes
-//! that connection, without disturbing any other. Accepted transactions go to the batch maker over a
+//! The worker writes frames back in the same framing. Once a batch carrying some of a connection's
+//! transactions is acknowledged ([`super::client_acks`]), an ack frame: `ack:` ‖ the batch digest (32 bytes) ‖
+//! how many of this connection's transactions it carries (`u32` little-endian). A transaction of zero bytes or
+//! above `max_transaction_size` is refused clearly: one error frame (UTF-8 text starting with `rejected:`),
+//! then the worker closes that connection, without disturbing any other. Accepted transactions go to the batch maker over a
 //! bounded channel; when it is full the connection stops reading, which pushes back on the client through
 //! TCP flow control. The per-connection code is generic over the stream, so production (tokio) and
 //! simulation (turmoil) share it and differ only in the accept call.
@@ -18,8 +20,14 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::{debug, warn};
 
+use super::client_acks::{Ack, ClientAcks, ConnectionId};
 use super::metrics::{bump, WorkerMetrics};
 use super::WorkerError;
+
+/// The tag that starts an ack frame's payload.
+pub const ACK_TAG: &[u8; 4] = b"ack:";
+/// An ack frame's payload: the tag, the digest, the count.
+pub const ACK_PAYLOAD: usize = 4 + 32 + 4;
 
 /// Client connections served at once; further clients wait in the listener's backlog.
 const MAX_CLIENT_CONNECTIONS: usize = 1_024;
@@ -85,7 +93,8 @@ impl ClientListener {
 pub struct ClientPort {
     listener: ClientListener,
     max_transaction_size: usize,
-    transactions: mpsc::Sender<Transaction>,
+    transactions: mpsc::Sender<(ConnectionId, Transaction)>,
+    acks: ClientAcks,
     metrics: Arc<WorkerMetrics>,
     connections: JoinSet<()>,
 }
@@ -94,10 +103,11 @@ impl ClientPort {
     pub fn spawn(
         listener: ClientListener,
         max_transaction_size: usize,
-        transactions: mpsc::Sender<Transaction>,
+        transactions: mpsc::Sender<(ConnectionId, Transaction)>,
+        acks: ClientAcks,
         metrics: Arc<WorkerMetrics>,
     ) -> JoinHandle<()> {
-        let port = Self { listener, max_transaction_size, transactions, metrics, connections: JoinSet::new() };
+        let port = Self { listener, max_transaction_size, transactions, acks, metrics, connections: JoinSet::new() };
         tokio::spawn(port.run())
     }
 
@@ -123,22 +133,59 @@ impl ClientPort {
     fn serve<S: AsyncRead + AsyncWrite + Unpin + Send + 'static>(&mut self, stream: S) {
         let (limit, transactions, metrics) =
             (self.max_transaction_size, self.transactions.clone(), Arc::clone(&self.metrics));
+        let connection = self.acks.connect();
         self.connections.spawn(async move {
-            if let Err(error) = serve_connection(stream, limit, &transactions, &metrics).await {
+            if let Err(error) = serve_connection(stream, limit, &transactions, connection, &metrics).await {
                 debug!(%error, "client connection closed");
             }
         });
     }
 }
 
-/// Reads transactions from one client until it disconnects, sends a bad transaction, or the worker stops.
+/// Reads transactions from one client until it disconnects, sends a bad transaction, or the worker stops,
+/// writing back the acks of its transactions meanwhile.
 pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
     stream: S,
     max_transaction_size: usize,
-    transactions: &mpsc::Sender<Transaction>,
+    transactions: &mpsc::Sender<(ConnectionId, Transaction)>,
+    mut connection: super::client_acks::Connection,
     metrics: &WorkerMetrics,
 ) -> Result<(), WorkerError> {
     let (reader, mut writer) = tokio::io::split(stream);
+    let reading = read_transactions(reader, max_transaction_size, transactions, connection.id, metrics);
+    let outcome = tokio::select! {
+        outcome = reading => outcome,
+        // Ends only when the worker stops acknowledging (shutdown) or the client stops reading for good.
+        () = write_acks(&mut writer, &mut connection.acks) => Ok(()),
+    };
+    if let Err(rejection @ (WorkerError::EmptyTransaction | WorkerError::TransactionTooLarge { .. })) = &outcome {
+        // Best effort: the client may already be gone.
+        let _ = write_error_frame(&mut writer, &format!("rejected: {rejection}")).await;
+    }
+    outcome
+}
+
+/// Writes each ack as a frame until the channel closes or a write fails.
+async fn write_acks<W: AsyncWrite + Unpin>(writer: &mut W, acks: &mut mpsc::Receiver<Ack>) {
+    while let Some(ack) = acks.recv().await {
+        let mut frame = [0u8; 4 + ACK_PAYLOAD];
+        frame[..4].copy_from_slice(&(ACK_PAYLOAD as u32).to_le_bytes());
+        frame[4..8].copy_from_slice(ACK_TAG);
+        frame[8..40].copy_from_slice(ack.digest.as_bytes());
+        frame[40..].copy_from_slice(&ack.count.to_le_bytes());
+        if writer.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn read_transactions<R: AsyncRead + Unpin>(
+    reader: R,
+    max_transaction_size: usize,
+    transactions: &mpsc::Sender<(ConnectionId, Transaction)>,
+    connection: ConnectionId,
+    metrics: &WorkerMetrics,
+) -> Result<(), WorkerError> {
     let mut reader = BufReader::new(reader);
     loop {
         let mut length = [0u8; 4];
@@ -151,13 +198,11 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
         let size = u32::from_le_bytes(length) as usize;
         if let Err(rejection) = check_size(size, max_transaction_size) {
             bump(&metrics.transactions_rejected);
-            // Best effort: the client may already be gone.
-            let _ = write_error_frame(&mut writer, &format!("rejected: {rejection}")).await;
             return Err(rejection);
         }
         let mut bytes = vec![0u8; size];
         reader.read_exact(&mut bytes).await?;
-        if transactions.send(Transaction(bytes)).await.is_err() {
+        if transactions.send((connection, Transaction(bytes))).await.is_err() {
             // The batch maker is gone: the worker is shutting down.
             return Ok(());
         }
@@ -197,7 +242,7 @@ mod tests {
         let (mut client, server) = tokio::io::duplex(1 << 16);
         let (tx, mut rx) = mpsc::channel(16);
         let metrics = WorkerMetrics::default();
-        let serve = serve_connection(server, limit, &tx, &metrics);
+        let serve = serve_connection(server, limit, &tx, ClientAcks::default().connect(), &metrics);
         let talk = async {
             client.write_all(&input).await.unwrap();
             client.shutdown().await.unwrap();
@@ -208,7 +253,7 @@ mod tests {
         let (result, answer) = tokio::join!(serve, talk);
         drop(tx);
         let mut received = Vec::new();
-        while let Some(transaction) = rx.recv().await {
+        while let Some((_, transaction)) = rx.recv().await {
             received.push(transaction);
         }
         (result, received, answer, metrics.snapshot().transactions_rejected)
@@ -251,6 +296,37 @@ mod tests {
         assert_eq!(rejected, 1);
     }
 
+    /// Two connections send; once the batch that carries their transactions is acknowledged, each reads one
+    /// ack frame with the batch's digest and its own count, while it goes on sending.
+    #[tokio::test]
+    async fn each_connection_reads_the_acks_of_its_own_transactions() {
+        let listener = ClientListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (tx, mut rx) = mpsc::channel(16);
+        let acks = ClientAcks::default();
+        let _port = ClientPort::spawn(listener, 100, tx, acks.clone(), Arc::new(WorkerMetrics::default()));
+        let mut first = tokio::net::TcpStream::connect(address).await.unwrap();
+        first.write_all(&[frame(b"a"), frame(b"b")].concat()).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(address).await.unwrap();
+        second.write_all(&frame(b"c")).await.unwrap();
+        let mut origins = super::super::client_acks::Origins::default();
+        for _ in 0..3 {
+            let (connection, _) = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
+            origins.push(connection);
+        }
+        let digest = mako_types::BatchDigest(mako_types::Digest([9; 32]));
+        acks.sealed(digest, origins.take());
+        acks.acknowledged(&digest);
+        for (stream, count) in [(&mut first, 2u32), (&mut second, 1)] {
+            let mut answer = [0u8; 4 + ACK_PAYLOAD];
+            tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut answer)).await.unwrap().unwrap();
+            assert_eq!(answer[..4], (ACK_PAYLOAD as u32).to_le_bytes());
+            assert_eq!(&answer[4..8], ACK_TAG);
+            assert_eq!(answer[8..40], [9; 32]);
+            assert_eq!(answer[40..], count.to_le_bytes());
+        }
+    }
+
     #[tokio::test]
     async fn a_truncated_transaction_is_dropped_not_forwarded() {
         let mut input = frame(&[3; 50]);
@@ -265,7 +341,7 @@ mod tests {
         let listener = ClientListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let address = listener.local_addr().unwrap();
         let (tx, mut rx) = mpsc::channel(16);
-        let _port = ClientPort::spawn(listener, 10, tx, Arc::new(WorkerMetrics::default()));
+        let _port = ClientPort::spawn(listener, 10, tx, ClientAcks::default(), Arc::new(WorkerMetrics::default()));
         let mut bad = tokio::net::TcpStream::connect(address).await.unwrap();
         let mut good = tokio::net::TcpStream::connect(address).await.unwrap();
         bad.write_all(&frame(&[0; 11])).await.unwrap();
@@ -275,7 +351,7 @@ mod tests {
         good.write_all(&[frame(b"a"), frame(b"b")].concat()).await.unwrap();
         for expected in [b"a", b"b"] {
             let received = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.unwrap().unwrap();
-            assert_eq!(received, Transaction(expected.to_vec()));
+            assert_eq!(received.1, Transaction(expected.to_vec()));
         }
     }
 
@@ -289,8 +365,9 @@ mod tests {
             async move {
                 let listener = ClientListener::bind_turmoil(SocketAddr::from(([0, 0, 0, 0], 7000))).await?;
                 let (tx, mut rx) = mpsc::channel(16);
-                let _port = ClientPort::spawn(listener, 10, tx, Arc::new(WorkerMetrics::default()));
-                while let Some(transaction) = rx.recv().await {
+                let _port =
+                    ClientPort::spawn(listener, 10, tx, ClientAcks::default(), Arc::new(WorkerMetrics::default()));
+                while let Some((_, transaction)) = rx.recv().await {
                     sink.lock().unwrap().push(transaction);
                 }
                 Ok(())

@@ -17,6 +17,7 @@
 
 pub mod batch_maker;
 pub mod client;
+pub mod client_acks;
 pub mod handler;
 pub mod metrics;
 pub mod quorum_waiter;
@@ -37,6 +38,7 @@ use crate::messages::{PrimaryToWorker, WorkerMessage, WorkerToPrimary};
 
 pub use batch_maker::{Admitting, BatchMaker, SealedBatch};
 pub use client::{ClientListener, ClientPort};
+pub use client_acks::ClientAcks;
 pub use handler::Handler;
 pub use metrics::{WorkerMetrics, WorkerMetricsSnapshot};
 pub use quorum_waiter::QuorumWaiter;
@@ -84,9 +86,16 @@ impl Worker {
         let (tx_transaction, rx_transaction) = mpsc::channel(TRANSACTION_CHANNEL_CAPACITY);
         let (tx_sealed, rx_sealed) = mpsc::channel(SEALED_CHANNEL_CAPACITY);
         let (tx_progress, rx_progress) = watch::channel(Progress::default());
+        let acks = ClientAcks::default();
 
         let tasks = vec![
-            ClientPort::spawn(clients, parameters.max_transaction_size, tx_transaction, Arc::clone(&metrics)),
+            ClientPort::spawn(
+                clients,
+                parameters.max_transaction_size,
+                tx_transaction,
+                acks.clone(),
+                Arc::clone(&metrics),
+            ),
             BatchMaker::spawn(
                 parameters.batch_size,
                 parameters.max_batch_delay,
@@ -102,6 +111,7 @@ impl Worker {
                 endpoint.clone(),
                 rx_sealed,
                 to_primary.clone(),
+                acks.clone(),
                 Arc::clone(&metrics),
             ),
             Handler::spawn(
@@ -121,6 +131,7 @@ impl Worker {
                 from_primary,
                 to_primary,
                 tx_progress,
+                acks,
                 Arc::clone(&metrics),
             ),
         ];

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::batch_maker::SealedBatch;
+use super::client_acks::ClientAcks;
 use super::metrics::{bump, WorkerMetrics};
 use super::store_batch;
 use crate::messages::{WorkerMessage, WorkerToPrimary};
@@ -54,6 +55,8 @@ pub struct QuorumWaiter {
     endpoint: Endpoint<WorkerMessage>,
     sealed: mpsc::Receiver<SealedBatch>,
     to_primary: mpsc::Sender<WorkerToPrimary>,
+    /// Where each batch's client acknowledgements go once the primary acknowledges it.
+    acks: ClientAcks,
     metrics: Arc<WorkerMetrics>,
     pending: Vec<PendingQuorum>,
     /// Deliveries past their batch's quorum, oldest first.
@@ -62,6 +65,7 @@ pub struct QuorumWaiter {
 }
 
 impl QuorumWaiter {
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         id: WorkerId,
         committee: Committee,
@@ -69,6 +73,7 @@ impl QuorumWaiter {
         endpoint: Endpoint<WorkerMessage>,
         sealed: mpsc::Receiver<SealedBatch>,
         to_primary: mpsc::Sender<WorkerToPrimary>,
+        acks: ClientAcks,
         metrics: Arc<WorkerMetrics>,
     ) -> JoinHandle<()> {
         // Leave room in each peer's reliable permits for the deliveries still short of a quorum.
@@ -80,6 +85,7 @@ impl QuorumWaiter {
             endpoint,
             sealed,
             to_primary,
+            acks,
             metrics,
             pending: Vec::new(),
             lingering: VecDeque::new(),
@@ -112,7 +118,7 @@ impl QuorumWaiter {
     /// Stores our batch and starts its reliable broadcast. A storage failure drops the batch (its
     /// transactions are lost, as if the worker had crashed before sealing); it is logged and counted.
     async fn disseminate(&mut self, sealed: SealedBatch) -> Result<(), mpsc::error::SendError<WorkerToPrimary>> {
-        let SealedBatch { batch, created } = sealed;
+        let SealedBatch { batch, created, origins } = sealed;
         // Encoded once: these bytes are stored, digested and sent to every peer.
         let encoded = EncodedBatch::new(&batch);
         let digest = encoded.digest();
@@ -121,6 +127,7 @@ impl QuorumWaiter {
             warn!(%digest, %error, "cannot store our own batch; dropped");
             return Ok(());
         }
+        self.acks.sealed(digest, origins);
         let deliveries = match self.endpoint.broadcast_reliable(&WorkerMessage::Batch(encoded)).await {
             Ok(deliveries) => deliveries,
             Err(error) => {

@@ -23,6 +23,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::{Instant, MissedTickBehavior};
 use tracing::{debug, warn};
 
+use super::client_acks::ClientAcks;
 use super::handler::MAX_DIGESTS_PER_REQUEST;
 use super::metrics::{bump, WorkerMetrics};
 use super::store_batch;
@@ -59,6 +60,8 @@ pub struct Synchronizer {
     to_primary: mpsc::Sender<WorkerToPrimary>,
     /// The executor's progress, as the primary reports it, for the batch maker's admission.
     progress: watch::Sender<Progress>,
+    /// Our primary's acknowledgements go on to the clients whose transactions the batch carries.
+    acks: ClientAcks,
     metrics: Arc<WorkerMetrics>,
     /// Every peer but us, in index order.
     others: Vec<AuthorityIndex>,
@@ -79,6 +82,7 @@ impl Synchronizer {
         from_primary: mpsc::Receiver<PrimaryToWorker>,
         to_primary: mpsc::Sender<WorkerToPrimary>,
         progress: watch::Sender<Progress>,
+        acks: ClientAcks,
         metrics: Arc<WorkerMetrics>,
     ) -> JoinHandle<()> {
         let me = endpoint.me();
@@ -91,6 +95,7 @@ impl Synchronizer {
             from_primary,
             to_primary,
             progress,
+            acks,
             metrics,
             others,
             pending: BTreeMap::new(),
@@ -116,8 +121,9 @@ impl Synchronizer {
                 },
                 request = self.from_primary.recv() => match request {
                     Some(PrimaryToWorker::Synchronize { digests, target }) => self.synchronize(digests, target).await,
-                    Some(PrimaryToWorker::Acknowledged { .. }) => {
+                    Some(PrimaryToWorker::Acknowledged { digest }) => {
                         bump(&self.metrics.batches_acknowledged);
+                        self.acks.acknowledged(&digest);
                         Ok(())
                     }
                     Some(PrimaryToWorker::Delete { digests }) => {
