@@ -1,8 +1,10 @@
-//! `mako bench`: a sweep of offered rates over committee sizes, one local testnet ([`crate::testnet`]) per
-//! point, and the report: `results.csv`, `results.md` (a markdown table) and `throughput_latency.png` (p50
-//! end-to-end latency against end-to-end throughput, one line per committee size).
+//! `mako bench`: a paper's experiment in one command (issue 17, item 5). It sweeps offered rates over every
+//! configuration (committee size × leader schedule × validators down from the start), one local testnet
+//! ([`crate::testnet`]) per point, and writes the report: `results.csv`, `results.md` (a markdown table under a
+//! caption naming the commit, the machine and the parameters) and `throughput_latency.png` (p50 end-to-end
+//! latency against end-to-end throughput, one line per configuration).
 //!
-//! After each committee size's sweep come its overload points (issue 16, item 6): offered `factor` × the
+//! After each configuration's sweep come its overload points (issue 16, item 6): offered `factor` × the
 //! sweep's peak executed rate, to show what the committee keeps executing when offered more than it can take
 //! (a system that collapses past saturation executes far less than its peak there). Each such row gives its
 //! executed rate as a share of the peak.
@@ -11,16 +13,76 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use mako_types::ScheduleKind;
 use plotters::prelude::*;
 
 use crate::testnet::{self, TestnetOptions, TestnetReport};
 
 const PLOT: &str = "throughput_latency.png";
 
-/// One run of the bench, and whether it was an overload point.
+/// What the bench sweeps.
+pub struct Sweep {
+    pub rates: Vec<u64>,
+    pub sizes: Vec<usize>,
+    pub schedules: Vec<ScheduleKind>,
+    pub down: Vec<Down>,
+    pub overload: Vec<f64>,
+}
+
+/// Validators never started, per configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Down {
+    Count(usize),
+    /// As many as the committee tolerates, f = ⌊(n − 1) / 3⌋.
+    F,
+}
+
+impl std::str::FromStr for Down {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "f" => Ok(Down::F),
+            n => n.parse().map(Down::Count).map_err(|_| format!("{text:?}: a count of validators down, or f")),
+        }
+    }
+}
+
+impl Down {
+    fn of(self, nodes: usize) -> usize {
+        match self {
+            Down::Count(n) => n,
+            Down::F => nodes.saturating_sub(1) / 3,
+        }
+    }
+}
+
+/// One line of the experiment: everything about a point but its offered rate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Configuration {
+    nodes: usize,
+    schedule: ScheduleKind,
+    down: usize,
+}
+
+fn schedule_name(schedule: ScheduleKind) -> &'static str {
+    match schedule {
+        ScheduleKind::RoundRobin => "round-robin",
+        ScheduleKind::Reputation => "reputation",
+    }
+}
+
+impl Configuration {
+    fn label(&self) -> String {
+        format!("{} validators, {}, {} down", self.nodes, schedule_name(self.schedule), self.down)
+    }
+}
+
+/// One run of the bench, its configuration, and whether it was an overload point.
 struct Point {
+    configuration: Configuration,
     report: TestnetReport,
-    /// `factor` × `peak`, the best executed tx/s of the same committee size's sweep.
+    /// `factor` × `peak`, the best executed tx/s of the same configuration's sweep.
     overload: Option<Overload>,
 }
 
@@ -30,55 +92,98 @@ struct Overload {
     peak: f64,
 }
 
-/// Runs every (nodes, rate) point, then each size's overload points, and writes the report into `out`.
-pub async fn run(
-    base: &TestnetOptions,
-    rates: &[u64],
-    nodes: &[usize],
-    overload_factors: &[f64],
-    out: &Path,
-) -> anyhow::Result<()> {
+/// Runs every configuration's sweep and overload points, and writes the report into `out`.
+pub async fn run(base: &TestnetOptions, sweep: &Sweep, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut points: Vec<Point> = Vec::new();
-    let total = (rates.len() + overload_factors.len()) * nodes.len();
-    for &n in nodes {
-        let mut peak = 0f64;
-        for &rate in rates {
-            let report = run_point(base, n, rate, points.len() + 1, total, out).await?;
-            peak = peak.max(report.end_to_end_tps);
-            points.push(Point { report, overload: None });
-        }
-        for &factor in overload_factors {
-            let rate = (peak * factor).round() as u64;
-            if rate == 0 {
-                println!("bench: no overload point at {factor}× for {n} validators: the sweep executed nothing");
-                continue;
+    let mut configurations = Vec::new();
+    for &nodes in &sweep.sizes {
+        for &schedule in &sweep.schedules {
+            for down in &sweep.down {
+                let configuration = Configuration { nodes, schedule, down: down.of(nodes) };
+                if !configurations.contains(&configuration) {
+                    configurations.push(configuration);
+                }
             }
-            let report = run_point(base, n, rate, points.len() + 1, total, out).await?;
-            let overload = Overload { factor, peak };
-            println!("  {:.0}% of the sweep's peak ({:.0} tx/s)", 100.0 * report.end_to_end_tps / peak, peak);
-            points.push(Point { report, overload: Some(overload) });
         }
     }
-    write_report(&points, out)?;
-    println!("\n{}", markdown(&points));
+    let caption = caption(base, out);
+    println!("bench: {caption}");
+    let mut points: Vec<Point> = Vec::new();
+    let total = (sweep.rates.len() + sweep.overload.len()) * configurations.len();
+    for configuration in configurations {
+        let mut peak = 0f64;
+        for &rate in &sweep.rates {
+            let report = run_point(base, configuration, rate, points.len() + 1, total, out).await?;
+            peak = peak.max(report.end_to_end_tps);
+            points.push(Point { configuration, report, overload: None });
+        }
+        for &factor in &sweep.overload {
+            let rate = (peak * factor).round() as u64;
+            if rate == 0 {
+                println!(
+                    "bench: no overload point at {factor}× for {}: the sweep executed nothing",
+                    configuration.label()
+                );
+                continue;
+            }
+            let report = run_point(base, configuration, rate, points.len() + 1, total, out).await?;
+            let overload = Overload { factor, peak };
+            println!("  {:.0}% of the sweep's peak ({:.0} tx/s)", 100.0 * report.end_to_end_tps / peak, peak);
+            points.push(Point { configuration, report, overload: Some(overload) });
+        }
+    }
+    write_report(&points, &caption, out)?;
+    println!("\n{}", markdown(&points, &caption));
     println!("wrote results.csv, results.md and {PLOT} to {}", out.display());
     Ok(())
 }
 
 async fn run_point(
     base: &TestnetOptions,
-    nodes: usize,
+    configuration: Configuration,
     rate: u64,
     index: usize,
     total: usize,
     out: &Path,
 ) -> anyhow::Result<TestnetReport> {
-    let options = TestnetOptions { nodes, rate, dir: out.join("testnet"), live: false, ..base.clone() };
-    println!("bench [{index}/{total}]: {nodes} validators at {rate} tx/s for {:?} ...", base.duration);
+    let Configuration { nodes, schedule, down } = configuration;
+    let protocol = mako_types::ProtocolParameters { leader_schedule: schedule, ..base.protocol };
+    let options = TestnetOptions { nodes, rate, down, protocol, dir: out.join("testnet"), live: false, ..base.clone() };
+    println!("bench [{index}/{total}]: {} at {rate} tx/s for {:?} ...", configuration.label(), base.duration);
     let report = testnet::run(&options).await?;
     println!("  {}", row(&report));
     Ok(report)
+}
+
+/// What produced the figures: the commit (if the bench runs in a git checkout), the machine, the date and
+/// the parameters every point shares.
+fn caption(base: &TestnetOptions, out: &Path) -> String {
+    let git = |args: &[&str]| {
+        let output = std::process::Command::new("git").args(args).current_dir(".").output().ok()?;
+        output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let commit = git(&["rev-parse", "--short", "HEAD"]).map_or("an unknown commit".into(), |c| format!("commit {c}"));
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            Some(info.lines().find(|l| l.starts_with("model name"))?.split_once(':')?.1.trim().to_string())
+        })
+        .unwrap_or_else(|| "an unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
+    let _ = out;
+    format!(
+        "mako at {commit}, {cores} cores ({cpu}), {date}; each point {} after a {} warm-up, {}-byte {:?} \
+         transactions over {} accounts, {} worker(s) per validator{}, GC depth {}",
+        humantime::format_duration(base.duration),
+        humantime::format_duration(base.warmup),
+        base.size,
+        base.workload,
+        base.accounts,
+        base.workers,
+        if base.workers_apart { " in their own processes" } else { "" },
+        base.protocol.gc_depth,
+    )
 }
 
 fn ms(report: &TestnetReport, q: f64) -> f64 {
@@ -99,8 +204,9 @@ fn row(report: &TestnetReport) -> String {
 }
 
 /// One point's columns, in the order of [`COLUMNS`].
-fn cells(point: &Point) -> [String; 18] {
+fn cells(point: &Point) -> [String; 20] {
     let r = &point.report;
+    let c = &point.configuration;
     let us = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
     let (kind, of_peak) = match point.overload {
         None => ("sweep".to_string(), "-".to_string()),
@@ -108,6 +214,8 @@ fn cells(point: &Point) -> [String; 18] {
     };
     [
         r.nodes.to_string(),
+        schedule_name(c.schedule).to_string(),
+        c.down.to_string(),
         kind,
         r.rate.to_string(),
         r.sent_text(),
@@ -128,8 +236,10 @@ fn cells(point: &Point) -> [String; 18] {
     ]
 }
 
-const COLUMNS: [(&str, &str); 18] = [
+const COLUMNS: [(&str, &str); 20] = [
     ("validators", "validators"),
+    ("leader schedule", "leader_schedule"),
+    ("down", "validators_down"),
     ("point", "point"),
     ("offered tx/s", "offered_tps"),
     ("client sent tx/s", "sent_tps"),
@@ -149,8 +259,8 @@ const COLUMNS: [(&str, &str); 18] = [
     ("blocks agreed", "blocks_agreed"),
 ];
 
-fn markdown(points: &[Point]) -> String {
-    let mut text = format!("| {} |\n", COLUMNS.map(|(title, _)| title).join(" | "));
+fn markdown(points: &[Point], caption: &str) -> String {
+    let mut text = format!("{caption}\n\n| {} |\n", COLUMNS.map(|(title, _)| title).join(" | "));
     let _ = writeln!(text, "|{}", "---|".repeat(COLUMNS.len()));
     for point in points {
         let _ = writeln!(text, "| {} |", cells(point).join(" | "));
@@ -158,30 +268,34 @@ fn markdown(points: &[Point]) -> String {
     text
 }
 
-fn write_report(points: &[Point], out: &Path) -> anyhow::Result<()> {
+fn write_report(points: &[Point], caption: &str, out: &Path) -> anyhow::Result<()> {
     let mut csv = format!("{}\n", COLUMNS.map(|(_, name)| name).join(","));
     for point in points {
         let _ = writeln!(csv, "{}", cells(point).join(","));
     }
     std::fs::write(out.join("results.csv"), csv).context("cannot write results.csv")?;
-    std::fs::write(out.join("results.md"), markdown(points)).context("cannot write results.md")?;
-    let reports: Vec<&TestnetReport> = points.iter().map(|p| &p.report).collect();
-    plot(&reports, &out.join(PLOT)).map_err(|e| anyhow::anyhow!("cannot draw {PLOT}: {e}"))
+    std::fs::write(out.join("results.md"), markdown(points, caption)).context("cannot write results.md")?;
+    plot(points, caption, &out.join(PLOT)).map_err(|e| anyhow::anyhow!("cannot draw {PLOT}: {e}"))
 }
 
-/// p50 latency against throughput, a line per committee size. The font (DejaVu Sans) is compiled in, so the
-/// plot draws the same on a machine without fonts.
-fn plot(reports: &[&TestnetReport], path: &Path) -> Result<(), Box<dyn std::error::Error>> {
+/// p50 latency against throughput: a line through each configuration's sweep, its overload points as crosses
+/// of the same colour, and the caption under the chart. The font (DejaVu Sans) is compiled in, so the plot
+/// draws the same on a machine without fonts.
+fn plot(points: &[Point], caption: &str, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
     static FONT: std::sync::Once = std::sync::Once::new();
     FONT.call_once(|| {
         // A font that does not parse only loses the labels; `register_font` cannot fail on DejaVu.
         let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
     });
-    let max_x = reports.iter().map(|r| r.end_to_end_tps).fold(1.0, f64::max) * 1.1;
-    let max_y = reports.iter().map(|r| ms(r, 0.5)).filter(|y| y.is_finite()).fold(1.0, f64::max) * 1.2;
-    let root = BitMapBackend::new(path, (900, 600)).into_drawing_area();
+    let max_x = points.iter().map(|p| p.report.end_to_end_tps).fold(1.0, f64::max) * 1.1;
+    let max_y = points.iter().map(|p| ms(&p.report, 0.5)).filter(|y| y.is_finite()).fold(1.0, f64::max) * 1.2;
+    let root = BitMapBackend::new(path, (1000, 680)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (upper, lower) = root.split_vertically(630);
+    for (line, text) in caption.splitn(2, "; ").enumerate() {
+        lower.draw_text(text, &("sans-serif", 13).into_text_style(&lower), (15, 5 + 20 * line as i32))?;
+    }
+    let mut chart = ChartBuilder::on(&upper)
         .caption("mako: end-to-end latency (p50) against throughput", ("sans-serif", 22))
         .margin(15)
         .x_label_area_size(45)
@@ -194,23 +308,42 @@ fn plot(reports: &[&TestnetReport], path: &Path) -> Result<(), Box<dyn std::erro
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()?;
-    let mut sizes: Vec<usize> = reports.iter().map(|r| r.nodes).collect();
-    sizes.dedup();
-    for (i, &n) in sizes.iter().enumerate() {
+    let mut configurations: Vec<Configuration> = Vec::new();
+    for point in points {
+        if !configurations.contains(&point.configuration) {
+            configurations.push(point.configuration);
+        }
+    }
+    for (i, configuration) in configurations.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
-        let points: Vec<(f64, f64)> = reports
-            .iter()
-            .filter(|r| r.nodes == n)
-            .map(|r| (r.end_to_end_tps, ms(r, 0.5)))
-            .filter(|(_, y)| y.is_finite())
-            .collect();
+        let xy = |p: &Point| (p.report.end_to_end_tps, ms(&p.report, 0.5));
+        let mine = || points.iter().filter(|p| p.configuration == *configuration);
+        let sweep: Vec<(f64, f64)> =
+            mine().filter(|p| p.overload.is_none()).map(xy).filter(|(_, y)| y.is_finite()).collect();
+        let overload: Vec<(f64, f64)> =
+            mine().filter(|p| p.overload.is_some()).map(xy).filter(|(_, y)| y.is_finite()).collect();
         chart
-            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))?
-            .label(format!("{n} validators"))
+            .draw_series(LineSeries::new(sweep.clone(), color.stroke_width(2)))?
+            .label(configuration.label())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+        chart.draw_series(sweep.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
+        chart.draw_series(overload.into_iter().map(|p| Cross::new(p, 6, color.stroke_width(2))))?;
     }
     chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
     root.present()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validators_down_are_a_count_or_f() {
+        assert_eq!("f".parse(), Ok(Down::F));
+        assert_eq!("2".parse(), Ok(Down::Count(2)));
+        assert!("two".parse::<Down>().is_err());
+        assert_eq!([4, 7, 10, 50].map(|n| Down::F.of(n)), [1, 2, 3, 16]);
+        assert_eq!(Down::Count(0).of(4), 0);
+    }
 }

@@ -131,6 +131,13 @@ enum Command {
         /// Committee sizes, comma-separated (overrides --nodes).
         #[arg(long = "sizes", value_delimiter = ',', default_value = "4")]
         sizes: Vec<usize>,
+        /// Leader schedules, comma-separated: round-robin, reputation (overrides --leader-schedule).
+        #[arg(long, value_delimiter = ',', default_value = "round-robin", value_parser = parse_schedule)]
+        schedules: Vec<ScheduleKind>,
+        /// Validators never started, comma-separated counts or f (the most the committee tolerates); overrides
+        /// --down.
+        #[arg(long = "down-sweep", value_delimiter = ',', default_value = "0")]
+        down_sweep: Vec<bench::Down>,
         /// After each committee size's sweep, offer these multiples of its peak executed rate (what it keeps
         /// executing past saturation); empty for none.
         #[arg(long, value_delimiter = ',', default_value = "1.5,3")]
@@ -319,13 +326,14 @@ fn main() -> anyhow::Result<()> {
             testnet::print_summary(&report);
             Ok(())
         }
-        Command::Bench { rates, sizes, overload, out, testnet } => {
+        Command::Bench { rates, sizes, schedules, down_sweep, overload, out, testnet } => {
             anyhow::ensure!(
                 overload.iter().all(|f| f.is_finite() && *f > 0.0),
                 "--overload takes positive multiples of the peak, not {overload:?}"
             );
             let runtime = tokio::runtime::Runtime::new()?;
-            runtime.block_on(bench::run(&testnet.options(false), &rates, &sizes, &overload, &out))
+            let sweep = bench::Sweep { rates, sizes, schedules, down: down_sweep, overload };
+            runtime.block_on(bench::run(&testnet.options(false), &sweep, &out))
         }
         Command::Config { out: Some(out), .. } => {
             std::fs::write(&out, config::ValidatorConfig::default().to_toml())?;
