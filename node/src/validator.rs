@@ -181,7 +181,8 @@ async fn run_validator(identity: Identity) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, threads)?;
+    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, threads)?
+        .with_checkpoint_interval(config.execution.checkpoint_interval);
 
     // Workers in this process share our store; workers apart are reached over their links.
     let mut workers = Vec::new();

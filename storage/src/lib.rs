@@ -23,7 +23,7 @@ pub use batch_store::BatchStore;
 pub use certificate_store::CertificateStore;
 pub use error::StoreError;
 pub use power_loss::cut_power;
-pub use state_store::{BlockRecord, ConsensusState, ExecutionProgress, LastVote, StateStore, SubDagRecord};
+pub use state_store::{BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, StateStore, SubDagRecord};
 pub use write_set::{Durability, WriteSet};
 
 /// A validator's database: cheap to clone, every clone sees the same data.

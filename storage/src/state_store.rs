@@ -45,6 +45,15 @@ pub struct BlockRecord {
     pub write_set: Vec<u8>,
 }
 
+/// The whole execution state after block `index`, whose root is `root` (encoded by execution): a restart
+/// loads it and replays only the blocks after it, whose write sets are all the log keeps (issue 17, item 3).
+#[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Checkpoint {
+    pub index: u64,
+    pub root: Digest,
+    pub state: Vec<u8>,
+}
+
 /// The last executed sub-DAG index and the state root after it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ExecutionProgress {
@@ -55,6 +64,7 @@ pub struct ExecutionProgress {
 pub(crate) const CONSENSUS_KEY: &[u8] = b"consensus";
 pub(crate) const LAST_HEADER_KEY: &[u8] = b"last_header";
 pub(crate) const EXECUTION_KEY: &[u8] = b"execution";
+pub(crate) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 
 pub(crate) fn sub_dag_key(index: u64) -> [u8; 15] {
     let mut key = *b"sub_dag\0\0\0\0\0\0\0\0";
@@ -143,6 +153,11 @@ impl StateStore {
 
     pub fn execution_progress(&self) -> Result<Option<ExecutionProgress>, StoreError> {
         self.read(EXECUTION_KEY)
+    }
+
+    /// The latest checkpoint of the execution state.
+    pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.read(CHECKPOINT_KEY)
     }
 
     fn read<T>(&self, key: &[u8]) -> Result<Option<T>, StoreError>

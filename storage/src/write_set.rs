@@ -6,9 +6,9 @@ use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round, Worker
 
 use crate::certificate_store::round_key;
 use crate::state_store::{
-    block_key, last_vote_key, proposal_key, sub_dag_key, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY,
+    block_key, last_vote_key, proposal_key, sub_dag_key, CHECKPOINT_KEY, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY,
 };
-use crate::{BlockRecord, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
+use crate::{BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
 
 /// How far a commit goes before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -108,6 +108,11 @@ impl WriteSet {
 
     pub fn put_block(&mut self, block: &BlockRecord) {
         self.put_state(block_key(block.index), mako_types::encode(block).as_slice());
+    }
+
+    /// Replaces the checkpoint (only the latest is kept).
+    pub fn put_checkpoint(&mut self, checkpoint: &Checkpoint) {
+        self.put_state(CHECKPOINT_KEY, mako_types::encode(checkpoint).as_slice());
     }
 
     pub fn put_execution_progress(&mut self, progress: &ExecutionProgress) {
