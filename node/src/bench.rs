@@ -106,7 +106,7 @@ pub async fn run(base: &TestnetOptions, sweep: &Sweep, out: &Path) -> anyhow::Re
             }
         }
     }
-    let caption = caption(base, out);
+    let caption = caption(base);
     println!("bench: {caption}");
     let mut points: Vec<Point> = Vec::new();
     let total = (sweep.rates.len() + sweep.overload.len()) * configurations.len();
@@ -157,7 +157,7 @@ async fn run_point(
 
 /// What produced the figures: the commit (if the bench runs in a git checkout), the machine, the date and
 /// the parameters every point shares.
-fn caption(base: &TestnetOptions, out: &Path) -> String {
+fn caption(base: &TestnetOptions) -> String {
     let git = |args: &[&str]| {
         let output = std::process::Command::new("git").args(args).current_dir(".").output().ok()?;
         output.status.success().then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
@@ -171,14 +171,13 @@ fn caption(base: &TestnetOptions, out: &Path) -> String {
         .unwrap_or_else(|| "an unknown CPU".into());
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
-    let _ = out;
     format!(
-        "mako at {commit}, {cores} cores ({cpu}), {date}; each point {} after a {} warm-up, {}-byte {:?} \
+        "mako at {commit}, {cores} cores ({cpu}), {date}; each point {} after a {} warm-up, {}-byte {} \
          transactions over {} accounts, {} worker(s) per validator{}, GC depth {}",
         humantime::format_duration(base.duration),
         humantime::format_duration(base.warmup),
         base.size,
-        base.workload,
+        clap::ValueEnum::to_possible_value(&base.workload).map_or("?".into(), |v| v.get_name().to_string()),
         base.accounts,
         base.workers,
         if base.workers_apart { " in their own processes" } else { "" },
