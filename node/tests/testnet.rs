@@ -39,6 +39,15 @@ fn a_validator_killed_under_load_and_restarted_catches_up_on_the_same_chain() {
     assert!(restart.contains("caught up in"), "{restart}");
 }
 
+/// Issue 17, item 2, with workers in their own processes: killing validator 2 kills its primary and its
+/// worker process; the batches its worker had acknowledged are proposed after the restart (lost 0).
+#[test]
+fn a_validator_with_its_worker_apart_killed_and_restarted_loses_no_acknowledged_transaction() {
+    let stdout = run_testnet(&["--workers-apart", "--crash", "2@3s-5s"], 17600, 19600);
+    let restart = stdout.lines().find(|l| l.contains("validator 2 restarted at")).unwrap_or_else(|| panic!("{stdout}"));
+    assert!(restart.contains("caught up in"), "{restart}");
+}
+
 /// Runs a short testnet with `extra` options and checks the chains; its standard output.
 fn run_testnet(extra: &[&str], base_port: u16, metrics_port: u16) -> String {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
