@@ -8,10 +8,11 @@
 //! and finds exactly the state it had (§9.5). Every [`CHECKPOINT_INTERVAL`] blocks the write of the next block
 //! also carries a checkpoint, the whole state as it stands before that block, and empties the write sets of
 //! the blocks the checkpoint covers (their index and root stay): a restart loads the checkpoint and replays
-//! only what follows it, and the log no longer grows with every write set ever made (issue 17, item 3). The bounded channel from consensus is the back-pressure: an
-//! executor that falls behind slows consensus instead of buffering. Each (index, root) goes to the proposer,
-//! which publishes it in our headers; the roots other validators publish come back in committed headers, and a
-//! quorum that disagrees with ours halts this node with a [`Divergence`] (§9.4).
+//! only what follows it, and the log no longer grows with every write set ever made (issue 17, item 3). The
+//! bounded channel from consensus is the back-pressure: an executor that falls behind slows consensus instead
+//! of buffering. Each (index, root) goes to the proposer, which publishes it in our headers; the roots other
+//! validators publish come back in committed headers, and a quorum that disagrees with ours halts this node
+//! with a [`Divergence`] (§9.4).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

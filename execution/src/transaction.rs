@@ -44,16 +44,8 @@ pub enum Call {
 const SAMPLE_TAG: &[u8; 8] = b"mako/lat";
 
 impl Transaction {
-    /// Grows the memo so that the encoded transaction is at least `size` bytes (about exactly: rkyv aligns
-    /// the memo's end to 4 bytes).
-    pub fn pad_to(&mut self, size: usize) {
-        let memo = Self::memo_len_for(size);
-        if self.memo.len() < memo {
-            self.memo.resize(memo, 0);
-        }
-    }
-
-    /// The memo length that makes a transaction encode to at least `size` bytes (about exactly), whatever its
+    /// The memo length that makes a transaction encode to at least `size` bytes (about exactly: rkyv aligns the
+    /// memo's end to 4 bytes), whatever its
     /// other fields: they are fixed-size, and rkyv archives an enum at its largest variant's size, so the
     /// encoded length depends on the memo's length alone. A client computes it once per run instead of
     /// encoding every transaction twice (issue 16, item 7).
@@ -171,7 +163,7 @@ mod tests {
             memo: Vec::new(),
         };
         assert_eq!(tx.sample_sent_at(), None);
-        tx.pad_to(512);
+        tx.memo.resize(Transaction::memo_len_for(512), 0);
         let len = tx.to_bytes().len();
         assert!((512..516).contains(&len), "{len}");
         let sent = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_764_000_000_123_456);

@@ -23,13 +23,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use mako_mempool::worker::client::{ACK_PAYLOAD, ACK_TAG};
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-
 use mako_execution::workload::{Distribution, Workload};
+use mako_mempool::worker::client::{ACK_PAYLOAD, ACK_TAG};
 use mako_types::{AuthorityIndex, Committee};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
@@ -72,7 +70,7 @@ pub async fn run(committee: &Path, options: ClientOptions) -> anyhow::Result<()>
     );
     println!(
         "client: acknowledged {} transactions in {} batches",
-        report.acknowledged,
+        report.acknowledged(),
         report.acknowledged_batches.len()
     );
     if let Some(path) = &options.acks_file {
@@ -123,13 +121,13 @@ pub fn to_sinks(sinks: usize, options: &ClientOptions) -> anyhow::Result<()> {
         })
     });
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let cpu_before = crate::cpu::this_thread_seconds();
+    let cpu_before = mako_types::cpu_time::thread_seconds();
     let report = runtime.block_on(send(&addresses, options))?;
-    let cpu = crate::cpu::this_thread_seconds().zip(cpu_before).map(|(after, before)| after - before);
+    let cpu = mako_types::cpu_time::thread_seconds() - cpu_before;
     drop(runtime);
     let bytes = sink.join().map_err(|_| anyhow::anyhow!("the sink thread panicked"))??;
     let seconds = report.elapsed.as_secs_f64().max(1e-9);
-    let per_tx = cpu.filter(|_| report.sent > 0).map_or("-".into(), |c| format!("{:.2}", c * 1e6 / report.sent as f64));
+    let per_tx = if report.sent > 0 { format!("{:.2}", cpu * 1e6 / report.sent as f64) } else { "-".into() };
     println!(
         "client alone: offered {} tx/s to {sinks} sinks, sent {:.0} tx/s ({} transactions, {:.1} MB read by the \
          sinks), {per_tx} µs of the client thread's CPU per transaction",
@@ -155,9 +153,15 @@ pub struct ClientReport {
     pub reconnections: u64,
     /// Sending time (the wait for the last acknowledgements after it is not counted).
     pub elapsed: Duration,
-    /// Transactions acknowledged, and how many in each acknowledged batch.
-    pub acknowledged: u64,
+    /// How many transactions each acknowledged batch carried.
     pub acknowledged_batches: BTreeMap<[u8; 32], u32>,
+}
+
+impl ClientReport {
+    /// Transactions acknowledged.
+    pub fn acknowledged(&self) -> u64 {
+        self.acknowledged_batches.values().map(|c| u64::from(*c)).sum()
+    }
 }
 
 /// The acknowledgements read from every connection so far.
@@ -331,8 +335,9 @@ pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOp
     }
     report.elapsed = start.elapsed();
     // The last batches are acknowledged a round trip and a sync after they were sent.
-    let total =
-        || acknowledged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(|c| *c as u64).sum();
+    let total = || -> u64 {
+        acknowledged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().map(|c| u64::from(*c)).sum()
+    };
     let (waiting, mut last, mut last_change) = (Instant::now(), total(), Instant::now());
     while waiting.elapsed() < ACK_WAIT && last_change.elapsed() < ACK_QUIET && report.sent > 0 {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -342,7 +347,6 @@ pub async fn send(addresses: &[(AuthorityIndex, SocketAddr)], options: &ClientOp
         }
     }
     drop(connections);
-    report.acknowledged = total();
     report.acknowledged_batches = acknowledged.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     Ok(report)
 }

@@ -22,12 +22,6 @@ pub fn threads_seconds(pid: u32, prefix: &str) -> Option<f64> {
     Some(ticks as f64 / ticks_per_second())
 }
 
-/// User plus system CPU seconds that the calling thread has used so far (`/proc/thread-self/stat`).
-pub fn this_thread_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
-    Some(parse_ticks(&stat)? as f64 / ticks_per_second())
-}
-
 /// utime + stime (fields 14 and 15) of a `/proc/<pid>/stat` line. The command name (field 2) is in
 /// parentheses and may itself contain spaces or parentheses, so fields are counted after the last `)`.
 fn parse_ticks(stat: &str) -> Option<u64> {
@@ -60,7 +54,6 @@ mod tests {
     fn this_process_is_found_and_a_missing_one_is_not() {
         assert!(seconds(std::process::id()).is_some_and(|s| s >= 0.0));
         assert_eq!(seconds(u32::MAX), None);
-        assert!(this_thread_seconds().is_some_and(|s| s >= 0.0));
         let named = std::thread::Builder::new().name("cpu-test-spin".into());
         let spinner = named
             .spawn(|| {

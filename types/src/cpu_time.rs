@@ -43,9 +43,9 @@ pub fn measure<R>(component: Component, f: impl FnOnce() -> R) -> R {
     if MEASURING.with(|m| m.replace(true)) {
         return f();
     }
-    let start = thread_cpu_nanos();
+    let start = thread_nanos();
     let result = f();
-    let spent = thread_cpu_nanos().saturating_sub(start);
+    let spent = thread_nanos().saturating_sub(start);
     SPENT_NANOS[component as usize].fetch_add(spent, Relaxed);
     MEASURING.with(|m| m.set(false));
     result
@@ -56,8 +56,13 @@ pub fn spent_seconds(component: Component) -> f64 {
     SPENT_NANOS[component as usize].load(Relaxed) as f64 / 1e9
 }
 
+/// CPU seconds the calling thread has used so far (0 where the system has no thread clock).
+pub fn thread_seconds() -> f64 {
+    thread_nanos() as f64 / 1e9
+}
+
 /// The calling thread's CPU clock; 0 where the system has none (nothing is counted then).
-fn thread_cpu_nanos() -> u64 {
+fn thread_nanos() -> u64 {
     use nix::time::{clock_gettime, ClockId};
     clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
         .map_or(0, |t| (t.tv_sec() as u64).saturating_mul(1_000_000_000).saturating_add(t.tv_nsec() as u64))

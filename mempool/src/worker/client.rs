@@ -5,9 +5,9 @@
 //! transactions is acknowledged ([`super::client_acks`]), an ack frame: `ack:` ‖ the batch digest (32 bytes) ‖
 //! how many of this connection's transactions it carries (`u32` little-endian). A transaction of zero bytes or
 //! above `max_transaction_size` is refused clearly: one error frame (UTF-8 text starting with `rejected:`),
-//! then the worker closes that connection, without disturbing any other. Accepted transactions go to the batch maker over a
-//! bounded channel; when it is full the connection stops reading, which pushes back on the client through
-//! TCP flow control. The per-connection code is generic over the stream, so production (tokio) and
+//! then the worker closes that connection, without disturbing any other. Accepted transactions go to the batch
+//! maker over a bounded channel; when it is full the connection stops reading, which pushes back on the client
+//! through TCP flow control. The per-connection code is generic over the stream, so production (tokio) and
 //! simulation (turmoil) share it and differ only in the accept call.
 
 use std::net::SocketAddr;
