@@ -54,12 +54,23 @@ pub struct Bullshark {
     state: CommitState,
     /// Certificates that a move of the GC round took out of the DAG's pending set, not yet tried as support.
     unblocked: Vec<Certificate>,
+    /// The state (and the schedule's saved state) right after each sub-DAG whose index is a checkpoint index
+    /// (a multiple of the committee's `checkpoint_interval`), until the caller takes them.
+    snapshots: Vec<(CommitState, Vec<u64>)>,
 }
 
 impl Bullshark {
     pub fn new(committee: Committee, schedule: Box<dyn LeaderSchedule>, gc_depth: Round) -> Self {
         let dag = Dag::new(Certificate::genesis(&committee));
-        Self { committee, schedule, gc_depth, dag, state: CommitState::default(), unblocked: Vec::new() }
+        Self {
+            committee,
+            schedule,
+            gc_depth,
+            dag,
+            state: CommitState::default(),
+            unblocked: Vec::new(),
+            snapshots: Vec::new(),
+        }
     }
 
     /// Resumes from a persisted state; the DAG is then refilled with [`Self::add_certificate`].
@@ -85,6 +96,11 @@ impl Bullshark {
 
     pub fn dag(&self) -> &Dag {
         &self.dag
+    }
+
+    /// The states right after the checkpoint-index sub-DAGs committed since the last call, oldest first.
+    pub fn take_snapshots(&mut self) -> Vec<(CommitState, Vec<u64>)> {
+        std::mem::take(&mut self.snapshots)
     }
 
     /// Adds a certificate (normally after its parents) and returns the sub-DAGs it lets us commit, in order.
@@ -201,6 +217,10 @@ impl Bullshark {
         let changed = self.schedule.observe(&sub_dag, &self.dag);
         if !injected(Bug::GcPerBatch) {
             self.garbage_collect();
+        }
+        let interval = self.committee.protocol().checkpoint_interval;
+        if interval > 0 && sub_dag.index.is_multiple_of(interval) {
+            self.snapshots.push((self.state.clone(), self.schedule.save()));
         }
         (sub_dag, changed)
     }

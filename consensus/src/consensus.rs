@@ -133,8 +133,8 @@ impl Consensus {
         true
     }
 
-    fn persist(&self, committed: &[CommittedSubDag]) -> Result<(), StoreError> {
-        let state = self.bullshark.state();
+    fn persist(&mut self, committed: &[CommittedSubDag]) -> Result<(), StoreError> {
+        let current = persisted(self.bullshark.state(), self.bullshark.schedule().save());
         let mut writes = self.store.write_set();
         for sub_dag in committed {
             writes.put_sub_dag(&SubDagRecord {
@@ -144,13 +144,12 @@ impl Consensus {
                 batches: sub_dag.batches.clone(),
             });
         }
-        writes.put_consensus_state(&ConsensusState {
-            last_sub_dag_index: state.last_index,
-            last_leader_round: state.last_leader_round,
-            committed: state.committed.iter().copied().collect(),
-            schedule: self.bullshark.schedule().save(),
-            committed_batches: state.committed_batches.iter().map(|(digest, round)| (*digest, *round)).collect(),
-        });
+        writes.put_consensus_state(&current);
+        // Execution takes its checkpoints with the consensus state after their sub-DAG (state sync resumes
+        // consensus from it): written in the same commit as the sub-DAG, so a restart never lacks it.
+        for (state, schedule) in self.bullshark.take_snapshots() {
+            writes.put_consensus_snapshot(state.last_index, &persisted(&state, schedule));
+        }
         writes.commit(Durability::Buffered)
     }
 
@@ -173,6 +172,18 @@ impl Consensus {
             }
             changed
         });
+    }
+}
+
+/// The consensus state as the store keeps it (sets as sorted lists: the encoding is canonical, which the
+/// checkpoint's digest needs).
+fn persisted(state: &CommitState, schedule: Vec<u64>) -> ConsensusState {
+    ConsensusState {
+        last_sub_dag_index: state.last_index,
+        last_leader_round: state.last_leader_round,
+        committed: state.committed.iter().copied().collect(),
+        schedule,
+        committed_batches: state.committed_batches.iter().map(|(digest, round)| (*digest, *round)).collect(),
     }
 }
 

@@ -5,10 +5,14 @@
 //! or from our workers over their links when they run in other processes ([`BatchSource`]).
 //! It runs on Block-STM; the write set, the new state root and the index are written to the block log as one
 //! atomic fjall write *before* the in-memory state moves on, so a restart replays the log onto the genesis state
-//! and finds exactly the state it had (§9.5). Every [`CHECKPOINT_INTERVAL`] blocks the write of the next block
-//! also carries a checkpoint, the whole state as it stands before that block, and empties the write sets of
-//! the blocks the checkpoint covers (their index and root stay): a restart loads the checkpoint and replays
-//! only what follows it, and the log no longer grows with every write set ever made (issue 17, item 3). The
+//! and finds exactly the state it had (§9.5). Every `checkpoint_interval` blocks (a protocol parameter) the
+//! write of the next block also carries a checkpoint: the whole state as it stands before that block and the
+//! consensus state after the same sub-DAG, which consensus stored with it. That write empties the write sets of
+//! the blocks the checkpoint covers (their index and root stay), and deletes what the *previous* checkpoint
+//! covers: the certificates at or below its GC round, and (through the workers) the batches of its sub-DAGs.
+//! A restart loads the checkpoint and replays only what follows it; a peer behind the previous checkpoint
+//! finds nothing left to replay and fetches the checkpoint instead (state sync, `mako_validator`); disk use
+//! stays flat under steady load (issue 16, item 3; issue 17, item 3). The
 //! bounded channel from consensus is the back-pressure: an executor that falls behind slows consensus instead
 //! of buffering. Each (index, root) goes to the proposer, which publishes it in our headers; the roots other
 //! validators publish come back in committed headers, and a quorum that disagrees with ours halts this node
@@ -23,17 +27,16 @@ use mako_mempool::messages::PrimaryToWorker;
 use mako_mempool::worker_link::PrimaryLink;
 use mako_storage::{BlockRecord, Checkpoint, Durability, ExecutionProgress, Store, StoreError};
 use mako_types::cpu_time::{measure, Component};
-use mako_types::{AuthorityIndex, Batch, BatchDigest, Committee, ExecutedState, LatencyHistogram, WorkerId};
+use mako_types::{
+    AuthorityIndex, Batch, BatchDigest, CheckpointId, Committee, Digest, ExecutedState, LatencyHistogram, Round,
+    WorkerId,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
 use crate::root_check::{Divergence, RootCheck};
 use crate::{decode_block, state_root, BlockStm, Genesis, InMemoryState, StateKey, StateRoot, Value};
-
-/// Blocks between two checkpoints of the execution state. A checkpoint of 100k accounts is about 10 MB written
-/// once per interval, against the megabytes of write sets it lets the log drop.
-pub const CHECKPOINT_INTERVAL: u64 = 100;
 
 /// How often a block waits for a batch that its worker is still fetching.
 const BATCH_POLL: Duration = Duration::from_millis(20);
@@ -95,7 +98,11 @@ pub struct Executor {
     progress: ExecutedState,
     /// Blocks executed since the last checkpoint, with their roots: their write sets are emptied at the next.
     since_checkpoint: Vec<(u64, mako_types::Digest)>,
-    checkpoint_interval: u64,
+    /// The leader round of the latest checkpoint's consensus state: the next checkpoint deletes the
+    /// certificates at or below its GC round.
+    checkpoint_leader_round: Round,
+    /// The sub-DAGs whose batches are deleted, and the rounds below which certificates are (this life).
+    pruned: Pruned,
     root_check: RootCheck,
     metrics: Arc<ExecutionMetrics>,
 }
@@ -108,6 +115,26 @@ pub struct ExecutorHandle {
     pub task: JoinHandle<PipelineError>,
 }
 
+impl Drop for ExecutorHandle {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How far the deletion of what checkpoints cover has gone.
+#[derive(Clone, Copy, Debug, Default)]
+struct Pruned {
+    /// The batches of sub-DAGs up to this index are deleted.
+    sub_dags_through: u64,
+    /// Certificates of rounds below this one are deleted.
+    certificates_below: Round,
+}
+
+/// The digest a checkpoint is named by, over its canonical bytes.
+pub fn checkpoint_digest(encoded: &[u8]) -> Digest {
+    Digest::of("mako checkpoint", &[encoded])
+}
+
 impl Executor {
     /// Rebuilds the state: the latest checkpoint (or genesis), then every block of the log after it,
     /// checking the root chain as it goes.
@@ -117,8 +144,12 @@ impl Executor {
         genesis: &Genesis,
         threads: usize,
     ) -> Result<Self, PipelineError> {
-        let (mut state, mut root, from) = match store.state.checkpoint()? {
-            Some(checkpoint) => {
+        let interval = committee.protocol().checkpoint_interval;
+        let mut latest = (CheckpointId::default(), 0, Pruned::default());
+        let (mut state, mut root, from) = match store.state.checkpoint_bytes()? {
+            Some(bytes) => {
+                let checkpoint: Checkpoint = mako_types::decode(&bytes)
+                    .map_err(|e| PipelineError::CorruptLog { index: 0, reason: format!("checkpoint: {e}") })?;
                 let corrupt = |reason: String| PipelineError::CorruptLog { index: checkpoint.index, reason };
                 let entries: Vec<(StateKey, Value)> =
                     mako_types::decode(&checkpoint.state).map_err(|e| corrupt(format!("checkpoint: {e}")))?;
@@ -126,6 +157,11 @@ impl Executor {
                 if logged.root != checkpoint.root {
                     return Err(corrupt(format!("the checkpoint's root {} is not the block's", checkpoint.root)));
                 }
+                // The checkpoint's write deleted what the one before it covered.
+                let pruned =
+                    Pruned { sub_dags_through: checkpoint.index.saturating_sub(interval), certificates_below: 0 };
+                let id = CheckpointId { index: checkpoint.index, digest: checkpoint_digest(&bytes) };
+                latest = (id, checkpoint.consensus.last_leader_round, pruned);
                 (entries.into_iter().collect(), StateRoot(checkpoint.root), checkpoint.index + 1)
             }
             None => {
@@ -134,6 +170,7 @@ impl Executor {
                 (state, root, 1)
             }
         };
+        let (checkpoint, checkpoint_leader_round, pruned) = latest;
         let progress = store.state.execution_progress()?.unwrap_or_default();
         let mut since_checkpoint = Vec::new();
         for index in from..=progress.last_executed_index {
@@ -157,17 +194,12 @@ impl Executor {
             fetch_requests: Vec::new(),
             executor: BlockStm::new(threads.max(1)),
             state,
-            progress: ExecutedState { index: progress.last_executed_index, root: root.0 },
+            progress: ExecutedState { index: progress.last_executed_index, root: root.0, checkpoint },
             since_checkpoint,
-            checkpoint_interval: CHECKPOINT_INTERVAL,
+            checkpoint_leader_round,
+            pruned,
             metrics: Arc::new(ExecutionMetrics::default()),
         })
-    }
-
-    /// Checkpoints every `interval` blocks instead of [`CHECKPOINT_INTERVAL`] (0: never).
-    pub fn with_checkpoint_interval(mut self, interval: u64) -> Self {
-        self.checkpoint_interval = interval;
-        self
     }
 
     /// Reads committed batches from `batches` instead of the store.
@@ -239,24 +271,23 @@ impl Executor {
         });
         writes.put_execution_progress(&ExecutionProgress { last_executed_index: sub_dag.index, state_root: root.0 });
         let previous = self.progress;
-        if self.checkpoint_interval > 0 && previous.index > 0 && previous.index.is_multiple_of(self.checkpoint_interval)
-        {
-            // The state in memory is still the state after the previous block: that is the checkpoint, and
-            // the write sets it covers are dropped in the same atomic write.
-            let entries: Vec<(StateKey, Value)> = self.state.to_sorted().into_iter().collect();
-            let state = measure(Component::Storage, || mako_types::encode(&entries).to_vec());
-            writes.put_checkpoint(&Checkpoint { index: previous.index, root: previous.root, state });
-            for (index, root) in self.since_checkpoint.drain(..) {
-                writes.put_block(&BlockRecord { index, root, write_set: Vec::new() });
-            }
+        let interval = self.committee.protocol().checkpoint_interval;
+        let mut checkpoint = previous.checkpoint;
+        let mut deleted_batches = Vec::new();
+        if interval > 0 && previous.index.is_multiple_of(interval) && previous.index > checkpoint.index {
+            // The state in memory is still the state after the previous block: that is the checkpoint.
+            let (id, leader_round) = self.put_checkpoint(&mut writes, previous)?;
+            deleted_batches = self.prune(&mut writes, leader_round)?;
+            checkpoint = id;
         }
         writes.commit(Durability::Buffered)?;
-        if self.checkpoint_interval > 0 {
+        if interval > 0 {
             self.since_checkpoint.push((sub_dag.index, root.0));
         }
+        self.delete_batches(deleted_batches).await;
 
         measure(Component::Execution, || self.state.apply(&output.write_set));
-        self.progress = ExecutedState { index: sub_dag.index, root: root.0 };
+        self.progress = ExecutedState { index: sub_dag.index, root: root.0, checkpoint };
         self.metrics.blocks.fetch_add(1, Ordering::Relaxed);
         self.metrics.transactions.fetch_add(block.len() as u64, Ordering::Relaxed);
         self.metrics.incarnations.fetch_add(output.stats.incarnations, Ordering::Relaxed);
@@ -277,6 +308,85 @@ impl Executor {
             self.root_check.record_report(certificate.author(), certificate.header.executed())?;
         }
         Ok(())
+    }
+
+    /// Adds the checkpoint after block `previous` to `writes`: the state in memory and the consensus state
+    /// stored with sub-DAG `previous.index`; the write sets it covers are emptied in the same write. Returns
+    /// its id and its leader round.
+    fn put_checkpoint(
+        &mut self,
+        writes: &mut mako_storage::WriteSet,
+        previous: ExecutedState,
+    ) -> Result<(CheckpointId, Round), PipelineError> {
+        let index = previous.index;
+        let consensus = self.store.state.consensus_snapshot(index)?.ok_or_else(|| PipelineError::CorruptLog {
+            index,
+            reason: "consensus stored no state with this checkpoint's sub-DAG".into(),
+        })?;
+        let leader_round = consensus.last_leader_round;
+        let encoded = measure(Component::Storage, || {
+            let entries: Vec<(StateKey, Value)> = self.state.to_sorted().into_iter().collect();
+            let state = mako_types::encode(&entries).to_vec();
+            mako_types::encode(&Checkpoint { index, root: previous.root, state, consensus })
+        });
+        let id = CheckpointId { index, digest: measure(Component::Crypto, || checkpoint_digest(&encoded)) };
+        writes.put_checkpoint_bytes(&encoded);
+        writes.remove_consensus_snapshot(index);
+        for (index, root) in self.since_checkpoint.drain(..) {
+            writes.put_block(&BlockRecord { index, root, write_set: Vec::new() });
+        }
+        debug!(index, digest = %id.digest, bytes = encoded.len(), "checkpoint");
+        Ok((id, leader_round))
+    }
+
+    /// Adds to `writes` the deletion of what the previous checkpoint covers, now that a newer one is written:
+    /// the certificates at or below the GC round of its leader. Returns the batches of its sub-DAGs, to delete
+    /// through the workers that hold them. The sub-DAG records and block roots stay (they are small, and they
+    /// are the committed sequence). Then records `leader_round`, the new checkpoint's, for the next time.
+    fn prune(
+        &mut self,
+        writes: &mut mako_storage::WriteSet,
+        leader_round: Round,
+    ) -> Result<Vec<(BatchDigest, WorkerId)>, PipelineError> {
+        let covered = self.progress.checkpoint;
+        let mut batches = Vec::new();
+        if covered.index > 0 {
+            let horizon = mako_mempool::dag::gc_round(self.checkpoint_leader_round, self.committee.protocol().gc_depth);
+            writes.remove_certificates(self.pruned.certificates_below, horizon + 1)?;
+            self.pruned.certificates_below = horizon + 1;
+            for index in self.pruned.sub_dags_through + 1..=covered.index {
+                if let Some(record) = self.store.state.sub_dag(index)? {
+                    batches.extend(record.batches.iter().map(|(digest, worker, _)| (*digest, *worker)));
+                }
+            }
+            self.pruned.sub_dags_through = covered.index;
+        }
+        self.checkpoint_leader_round = leader_round;
+        Ok(batches)
+    }
+
+    /// Asks our workers to delete `batches` (a worker's store, in this process or its own).
+    async fn delete_batches(&self, batches: Vec<(BatchDigest, WorkerId)>) {
+        let mut by_worker: std::collections::BTreeMap<WorkerId, Vec<BatchDigest>> = Default::default();
+        for (digest, worker) in batches {
+            by_worker.entry(worker).or_default().push(digest);
+        }
+        for (worker, digests) in by_worker {
+            match self.fetch_requests.get(worker as usize) {
+                Some(to_worker) => {
+                    let _ = to_worker.send(PrimaryToWorker::Delete { digests }).await;
+                }
+                None if matches!(self.batches, BatchSource::Store) => {
+                    // No worker to ask (a test's executor alone): the store is ours.
+                    let mut writes = self.store.write_set();
+                    digests.iter().for_each(|digest| writes.remove_batch(digest));
+                    if let Err(error) = writes.commit(Durability::Buffered) {
+                        warn!(%error, "cannot delete executed batches");
+                    }
+                }
+                None => debug!(worker, "no worker to delete executed batches"),
+            }
+        }
     }
 
     /// The block's transactions, in delivery order. A batch not stored yet is being fetched by our worker (the
@@ -405,6 +515,7 @@ fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
 #[cfg(test)]
 mod tests {
     use mako_mempool::test_dag::{certificate, committee, genesis_digests};
+    use mako_storage::{ConsensusState, SubDagRecord};
     use mako_types::Certificate;
 
     use super::*;
@@ -445,11 +556,11 @@ mod tests {
 
     /// Issue 17, item 3: restart = checkpoint + replay of what follows it. Two executors run the same seven
     /// blocks of transfers, one checkpointing every two blocks and one never; restarted, both find the same
-    /// state and root, and the checkpointing one's log keeps write sets only after its last checkpoint.
+    /// state and root, and the checkpointing one's log keeps write sets only after its last checkpoint, and
+    /// its store the batches only after the checkpoint before (issue 16, item 3).
     #[tokio::test(start_paused = true)]
     async fn a_restart_from_a_checkpoint_finds_the_state_a_full_replay_finds() {
         use crate::workload::{Distribution, Workload};
-        let committee = committee(4);
         let genesis = Genesis::generate(50);
         let mut workload = Workload::new(7, 50, Distribution::Uniform);
         let blocks: Vec<Batch> =
@@ -461,9 +572,23 @@ mod tests {
             for batch in &blocks {
                 store.batches.put(&batch.digest(), batch).unwrap();
             }
+            let protocol = mako_types::ProtocolParameters { checkpoint_interval: interval, ..Default::default() };
+            let committee = committee(4).with_protocol(protocol).unwrap();
+            // Consensus stores its state with every checkpoint-index sub-DAG; these come without consensus.
+            let mut writes = store.write_set();
+            for index in [2, 4, 6] {
+                writes
+                    .put_consensus_snapshot(index, &ConsensusState { last_sub_dag_index: index, ..Default::default() });
+            }
+            for (i, batch) in blocks.iter().enumerate() {
+                let batches = vec![(batch.digest(), 0, AuthorityIndex(1))];
+                let (index, leader) = (i as u64 + 1, mako_types::CertificateDigest::default());
+                writes.put_sub_dag(&SubDagRecord { index, leader, certificates: Vec::new(), batches });
+            }
+            writes.commit(Durability::Buffered).unwrap();
             let executor = Executor::recover(committee.clone(), store.clone(), &genesis, 1).unwrap();
             let (tx_sub_dags, sub_dags) = mpsc::channel(10);
-            let mut handle = executor.with_checkpoint_interval(interval).spawn(sub_dags);
+            let mut handle = executor.spawn(sub_dags);
             for (i, batch) in blocks.iter().enumerate() {
                 let index = i as u64 + 1;
                 let author = AuthorityIndex(1);
@@ -485,12 +610,18 @@ mod tests {
                     assert_eq!((interval, checkpoint.index), (2, 6), "the last checkpoint, taken before block 7");
                     assert!((1..=6).all(|index| write_set_len(index) == 0), "write sets below it dropped");
                     assert!(write_set_len(7) > 0, "block 7's write set kept for the replay");
+                    // Checkpoint 6 deleted what checkpoint 4 covers (issue 16, item 3); 5-7 stay for peers.
+                    let stored = |i: usize| store.batches.contains(&blocks[i].digest()).unwrap();
+                    assert!((0..4).all(|i| !stored(i)), "batches of sub-DAGs 1-4 deleted");
+                    assert!((4..7).all(stored), "batches of sub-DAGs 5-7 kept");
+                    assert_ne!(restarted.progress.checkpoint.digest, Digest::default(), "its id is published");
                 }
                 None => assert_eq!(interval, 0),
             }
             recovered.push((restarted.progress, restarted.state));
         }
-        assert_eq!(recovered[0].0, recovered[1].0, "same index and root");
+        let (a, b) = (recovered[0].0, recovered[1].0);
+        assert_eq!((a.index, a.root), (b.index, b.root), "same index and root");
         assert!(recovered[0].1 == recovered[1].1, "same state");
         assert!(recovered[0].1 != genesis.state().unwrap(), "the transfers moved the state");
     }

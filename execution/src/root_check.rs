@@ -84,7 +84,7 @@ mod tests {
     }
 
     fn report(index: u64, root: u8) -> ExecutedState {
-        ExecutedState { index, root: Digest([root; 32]) }
+        ExecutedState { index, root: Digest([root; 32]), ..Default::default() }
     }
 
     #[test]

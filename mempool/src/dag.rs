@@ -191,7 +191,9 @@ impl Dag {
 
     /// The highest round of each author's certificates ("what do I have", for the synchronizer).
     pub fn last_round_per_author(&self, committee_size: usize) -> Vec<Round> {
-        let mut last = vec![0; committee_size];
+        // Nothing at or below the GC round is wanted: a validator that resumed from a checkpoint, with nothing
+        // above its horizon yet, asks from the horizon, not from genesis (which its peers deleted).
+        let mut last = vec![self.gc_round; committee_size];
         for (round, by_author) in &self.vertices {
             for author in by_author.keys() {
                 if let Some(slot) = last.get_mut(author.as_usize()) {

@@ -3,9 +3,13 @@
 //! process, over bounded channels).
 
 use mako_types::{
-    AuthorityIndex, BatchDigest, Certificate, CertificateDigest, EncodedBatch, Header, Round, Vote, WorkerId,
+    AuthorityIndex, BatchDigest, Certificate, CertificateDigest, CheckpointId, EncodedBatch, Header, Round, Vote,
+    WorkerId,
 };
 use tokio::time::Instant;
+
+/// Most bytes of a checkpoint in one [`PrimaryMessage::CheckpointPart`] (within the network's frame limit).
+pub const CHECKPOINT_PART_BYTES: usize = 512 * 1024;
 
 /// Between primaries.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -16,6 +20,12 @@ pub enum PrimaryMessage {
     Vote(Vote),
     /// A new certificate.
     Certificate(Certificate),
+    /// "Send me the bytes of your checkpoint `index` from `offset`" (state sync); index 0 asks only which
+    /// checkpoint is the latest. Answered with a [`PrimaryMessage::CheckpointPart`].
+    CheckpointRequest { index: u64, offset: u64 },
+    /// The answerer's latest checkpoint, its size, and up to [`CHECKPOINT_PART_BYTES`] of it from `offset`
+    /// when that is the checkpoint asked for (nothing otherwise).
+    CheckpointPart { latest: CheckpointId, total: u64, offset: u64, bytes: Vec<u8> },
     /// "Send me the certificates you hold above these rounds", one round per authority index (catch-up).
     CertificatesAbove { rounds: Vec<Round>, limit: u32 },
     /// "Send me these certificates" (missing parents).

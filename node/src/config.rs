@@ -50,9 +50,6 @@ pub struct ExecutionConfig {
     /// The genesis state file; none means the generated genesis of `genesis_accounts` accounts.
     pub genesis: Option<PathBuf>,
     pub genesis_accounts: u64,
-    /// Blocks between two checkpoints of the execution state (a restart loads the latest and replays what
-    /// follows; the block log drops the write sets it covers); 0 never checkpoints.
-    pub checkpoint_interval: u64,
 }
 
 impl Default for ValidatorConfig {
@@ -69,12 +66,7 @@ impl Default for ValidatorConfig {
 
 impl Default for ExecutionConfig {
     fn default() -> Self {
-        Self {
-            threads: 0,
-            genesis: None,
-            genesis_accounts: 100_000,
-            checkpoint_interval: mako_execution::pipeline::CHECKPOINT_INTERVAL,
-        }
+        Self { threads: 0, genesis: None, genesis_accounts: 100_000 }
     }
 }
 

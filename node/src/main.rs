@@ -224,6 +224,10 @@ struct ProtocolArgs {
     /// Commits between two updates of the reputation schedule's table.
     #[arg(long, default_value_t = ProtocolParameters::default().reputation_window)]
     reputation_window: u64,
+    /// Sub-DAGs between two checkpoints (state sync fetches the latest; each validator deletes what its
+    /// previous one covers); 0 never checkpoints and keeps everything.
+    #[arg(long, default_value_t = ProtocolParameters::default().checkpoint_interval)]
+    checkpoint_interval: u64,
 }
 
 impl ProtocolArgs {
@@ -232,6 +236,7 @@ impl ProtocolArgs {
             gc_depth: self.gc_depth,
             leader_schedule: self.leader_schedule,
             reputation_window: self.reputation_window,
+            checkpoint_interval: self.checkpoint_interval,
         }
     }
 }

@@ -749,7 +749,15 @@ pub fn check_agreement(configs: &[PathBuf]) -> anyhow::Result<u64> {
     for store in &stores {
         common = common.min(store.state.execution_progress()?.map_or(0, |p| p.last_executed_index));
     }
-    for index in 1..=common {
+    // A validator that state-synced keeps no log below the checkpoint it installed.
+    let mut from = 1;
+    for store in &stores {
+        let checkpoint = store.state.checkpoint()?.map_or(0, |c| c.index);
+        if store.state.block(1)?.is_none() {
+            from = from.max(checkpoint);
+        }
+    }
+    for index in from..=common {
         let mut roots = Vec::new();
         for store in &stores {
             let block = store.state.block(index)?.with_context(|| format!("block {index} missing from a block log"))?;

@@ -1,5 +1,6 @@
 //! `mako validator`: one validator process — its primary, its workers, Bullshark and the execution pipeline —
-//! on real QUIC endpoints, until Ctrl-C or until execution halts (a state divergence, a storage failure).
+//! on real QUIC endpoints, until Ctrl-C or until execution halts (a state divergence, a storage failure). One
+//! that falls behind what its peers keep starts its validator again on the same store, which state-syncs.
 //! With `worker_links` in its config the workers run apart: `mako validator` runs the primary, consensus and
 //! execution, and `mako validator --worker <i>` runs worker `i` alone, each end of the link bridging the
 //! channels that join them in one process ([`mako_mempool::worker_link`]).
@@ -20,7 +21,7 @@ use mako_mempool::worker_link::{link_peers, LinkMessage, WorkerLink};
 use mako_network::{Endpoint, Inbound, NetworkConfig, Peers};
 use mako_storage::Store;
 use mako_types::{Authority, AuthorityIndex, Committee, ValidatorKeys, WorkerId};
-use mako_validator::{Validator, ValidatorSetup, WorkerPlace};
+use mako_validator::{state_sync, Validator, ValidatorError, ValidatorSetup, WorkerPlace};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 use tracing::info;
@@ -171,18 +172,63 @@ async fn run_worker(identity: Identity, id: WorkerId) -> anyhow::Result<()> {
 }
 
 async fn run_validator(identity: Identity) -> anyhow::Result<()> {
-    let Identity { committee, keys, config, me, authority, .. } = &identity;
+    let config = &identity.config;
     let store = Store::open(&config.storage).with_context(|| format!("cannot open {}", config.storage.display()))?;
     let genesis = match &config.execution.genesis {
         Some(path) => Genesis::load(path)?,
         None => Genesis::generate(config.execution.genesis_accounts),
     };
+    // A validator that fell behind what its peers keep starts again on the same store, and state-syncs.
+    let mut restarts = None;
+    loop {
+        match run_validator_life(&identity, &store, &genesis).await {
+            Ok(Life::Ended) => return Ok(()),
+            Ok(Life::Halted(reason)) => bail!("{reason}"),
+            Ok(Life::FellBehind) => {
+                info!("starting again from a checkpoint");
+                restarts = Some(0);
+            }
+            // The sockets of the last life close once QUIC has drained its connections (a few seconds).
+            Err(error) if restarts.is_some_and(|failed| failed < MAX_FAILED_RESTARTS) => {
+                info!(%error, "cannot start again yet; retrying");
+                restarts = restarts.map(|failed| failed + 1);
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
+/// Starts again after a life that fell behind, while its sockets are still draining, at most this many times
+/// a second apart.
+const MAX_FAILED_RESTARTS: u32 = 60;
+
+/// How one life of a validator process ended.
+enum Life {
+    /// Ctrl-C.
+    Ended,
+    /// Execution halted (a state divergence, a storage failure): the process stops.
+    Halted(ValidatorError),
+    /// It fell behind what its peers keep ([`ValidatorError::FellBehind`]): it starts again.
+    FellBehind,
+}
+
+async fn run_validator_life(identity: &Identity, store: &Store, genesis: &Genesis) -> anyhow::Result<Life> {
+    let Identity { committee, keys, config, me, authority, .. } = identity;
+    let store = store.clone();
     let threads = match config.execution.threads {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
         n => n,
     };
-    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, threads)?
-        .with_checkpoint_interval(config.execution.checkpoint_interval);
+    let primary_network = Endpoint::<PrimaryMessage>::bind(
+        NetworkConfig::default(),
+        &keys.network,
+        Peers::primaries(committee)?,
+        listen(authority.primary_address),
+    )?;
+    // A store too far behind the others' (empty, or down for long) resumes from a checkpoint f+1 vouch for.
+    state_sync::sync_state(&primary_network.0, *me, committee, &store).await?;
+    let executor = Executor::recover(committee.clone(), store.clone(), genesis, threads)?;
 
     // Workers in this process share our store; workers apart are reached over their links.
     let mut workers = Vec::new();
@@ -201,12 +247,6 @@ async fn run_validator(identity: Identity) -> anyhow::Result<()> {
             }
         }
     }
-    let primary_network = Endpoint::<PrimaryMessage>::bind(
-        NetworkConfig::default(),
-        &keys.network,
-        Peers::primaries(committee)?,
-        listen(authority.primary_address),
-    )?;
     networks.push(Arc::clone(primary_network.0.metrics()));
     let linked_workers = config.worker_links.len();
     let mut validator = Validator::spawn(ValidatorSetup {
@@ -243,8 +283,14 @@ async fn run_validator(identity: Identity) -> anyhow::Result<()> {
         biased;
         _ = tokio::signal::ctrl_c() => {
             info!("shutting down");
-            Ok(())
+            Ok(Life::Ended)
         }
-        reason = validator.stopped() => bail!("{reason}"),
+        reason = validator.stopped() => match reason {
+            ValidatorError::FellBehind { .. } => {
+                info!(%reason, "stopping");
+                Ok(Life::FellBehind)
+            }
+            reason => Ok(Life::Halted(reason)),
+        },
     }
 }

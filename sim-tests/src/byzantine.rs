@@ -16,6 +16,8 @@
 //!   bitmaps, fresh headers, an aggregate signature of something else: each passes every check but the
 //!   pairing), a catch-up request for everything above round 0 with no limit, or headers whose payload is
 //!   over the bound or names one batch twice (finding 8), or that claim another validator as author;
+//! - **lies about checkpoints**: it names a checkpoint far ahead of everyone's and serves junk for it, to
+//!   validators that state-sync;
 //! - **replays batches**: its headers name a batch that another validator's certificate already carries
 //!   (every honest validator holds it, so they vote), so the same batch is in two certificates: it must still
 //!   be delivered, and executed, once (§9.2).
@@ -30,8 +32,8 @@ use std::time::Duration;
 use mako_mempool::messages::{PrimaryMessage, WorkerMessage};
 use mako_network::{Endpoint, Peers};
 use mako_types::{
-    AuthorityIndex, Batch, BatchDigest, Certificate, CertificateDigest, Digest, Domain, EncodedBatch, ExecutedState,
-    Header, HeaderContent, Round, SignatureBytes, Transaction, Vote,
+    AuthorityIndex, Batch, BatchDigest, Certificate, CertificateDigest, CheckpointId, Digest, Domain, EncodedBatch,
+    ExecutedState, Header, HeaderContent, Round, SignatureBytes, Transaction, Vote,
 };
 use rand::{Rng, SeedableRng};
 
@@ -87,6 +89,14 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                         }
                     }
                 }
+                PrimaryMessage::CheckpointRequest { offset, .. } => {
+                    // A checkpoint far ahead of everyone's, of junk: nobody may believe it alone (f+1 must name
+                    // an id), and its bytes never match a digest anyone honest published.
+                    let latest = CheckpointId { index: 1 << 40, digest: Digest(rng.gen()) };
+                    let bytes: Vec<u8> = (0..4096).map(|_| rng.gen()).collect();
+                    let part = PrimaryMessage::CheckpointPart { latest, total: 1 << 20, offset, bytes };
+                    let _ = message.responder.reply(&part).await;
+                }
                 PrimaryMessage::Vote(vote) => {
                     if !twin_sent && proposals.len() == 2 && proposals[0].0.digest() == vote.header_digest {
                         twin_sent = true;
@@ -130,7 +140,8 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                 // The twin differs in what it claims to have executed; every third round it also names a
                 // batch that exists nowhere.
                 let payload = if round.is_multiple_of(3) { vec![(BatchDigest(Digest(rng.gen())), 0)] } else { vec![] };
-                let executed = ExecutedState { index: round, root: Digest(rng.gen()) };
+                let checkpoint = CheckpointId { index: round, digest: Digest(rng.gen()) };
+                let executed = ExecutedState { index: round, root: Digest(rng.gen()), checkpoint };
                 let twin = HeaderContent { author: me, round, payload, parents: all, weak_parents: vec![], executed };
                 let second = Header::from_content(twin);
                 proposals = [first, second]

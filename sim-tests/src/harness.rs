@@ -23,7 +23,7 @@ use mako_types::{
     Authority, AuthorityIndex, BatchDigest, Certificate, CertificateDigest, Committee, Digest, ExecutedState,
     ProtocolParameters, Round, ScheduleKind, ValidatorKeys,
 };
-use mako_validator::{Observer, Validator, ValidatorSetup, WorkerPlace};
+use mako_validator::{state_sync, Observer, Validator, ValidatorError, ValidatorSetup, WorkerPlace};
 use tokio::io::AsyncWriteExt;
 
 /// Funded accounts in the simulated validators' genesis (the load client's senders and receivers).
@@ -31,7 +31,14 @@ pub const ACCOUNTS: u64 = 1_000;
 /// Block-STM threads of every simulated executor.
 const EXECUTION_THREADS: usize = 2;
 /// Blocks between two checkpoints of a simulated validator's execution state.
-const CHECKPOINT_INTERVAL: u64 = 8;
+pub const CHECKPOINT_INTERVAL: u64 = 8;
+
+/// The protocol parameters of a simulated committee: the defaults, but checkpoints every few sub-DAGs, so
+/// that restarts recover from one, validators delete what checkpoints cover, and a validator that falls
+/// behind that history catches up by state sync within a short run.
+pub fn sim_protocol() -> ProtocolParameters {
+    ProtocolParameters { checkpoint_interval: CHECKPOINT_INTERVAL, ..ProtocolParameters::default() }
+}
 
 pub const PRIMARY_PORT: u16 = 5000;
 pub const WORKER_PORT: u16 = 5001;
@@ -143,9 +150,10 @@ pub struct Commit {
 pub struct NodeRecord {
     /// Certificates in the order the primary delivered them to consensus.
     pub delivered: Vec<Certificate>,
-    /// Committed sub-DAGs in the order consensus emitted them, each once (across restarts: a sub-DAG emitted
-    /// again must equal the first emission, and is checked, not appended).
-    pub commits: Vec<Commit>,
+    /// Committed sub-DAGs by index, each once (across restarts: a sub-DAG emitted again must equal the first
+    /// emission, and is checked, not recorded again). Consecutive, but for the jump over what a checkpoint
+    /// that state sync installed covers.
+    pub commits: BTreeMap<u64, Commit>,
     /// Broken invariants seen while running (a re-emission that differs, a gap in the indices).
     pub violations: Vec<String>,
     pub metrics: Option<Arc<PrimaryMetrics>>,
@@ -158,6 +166,8 @@ pub struct NodeRecord {
     pub executed: Vec<ExecutedState>,
     /// The latest execution progress the workers were told, by which they admit client transactions.
     pub progress: Option<Progress>,
+    /// The checkpoints state sync installed, one per life that began with one.
+    pub synced: Vec<u64>,
 }
 
 pub type Records = Arc<Mutex<BTreeMap<usize, NodeRecord>>>;
@@ -184,7 +194,7 @@ pub struct Options {
 
 impl Options {
     pub fn new(validators: usize, seed: u64) -> Self {
-        Self { validators, seed, with_worker: false, protocol: ProtocolParameters::default(), divergent: None }
+        Self { validators, seed, with_worker: false, protocol: sim_protocol(), divergent: None }
     }
 
     pub fn with_worker(self) -> Self {
@@ -207,12 +217,37 @@ impl Options {
 /// Runs validator `node` until the simulation ends: opens its store, binds its endpoints on turmoil, and runs
 /// the one validator assembly the binary runs ([`Validator::spawn`]), recording through a [`SimObserver`] what
 /// its worker acknowledged, what its primary delivered and what consensus committed, and every (index, root)
-/// its executor published.
+/// its executor published. A validator that falls behind what its peers keep starts again on the same store
+/// (as the binary does), and state-syncs.
 pub async fn run_validator(node: usize, options: Options, root: PathBuf, records: Records) -> turmoil::Result {
-    let committee = committee(options.validators).with_protocol(options.protocol)?;
-    let me = AuthorityIndex(node as u16);
     // Every simulated machine can lose power: a crash with `mako_storage::cut_power` loses the unsynced writes.
     let store = Store::open_emulating_power_loss(&store_dir(&root, node))?;
+    loop {
+        match run_validator_once(node, options, store.clone(), Arc::clone(&records)).await {
+            Err(error) => return Err(error),
+            // QUIC drains the closed connections of the last life for a few seconds before its sockets go.
+            Ok(()) => wait_for_free_ports().await,
+        }
+    }
+}
+
+/// Waits until this host's validator ports can be bound again.
+async fn wait_for_free_ports() {
+    let any = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
+    loop {
+        let primary = turmoil::net::UdpSocket::bind(any(PRIMARY_PORT)).await;
+        let worker = turmoil::net::UdpSocket::bind(any(WORKER_PORT)).await;
+        if primary.is_ok() && worker.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One life of validator `node`: returns `Ok` when it fell behind and must start again.
+async fn run_validator_once(node: usize, options: Options, store: Store, records: Records) -> turmoil::Result {
+    let committee = committee(options.validators).with_protocol(options.protocol)?;
+    let me = AuthorityIndex(node as u16);
     let boot = {
         let mut records = records.lock().unwrap();
         let record = records.entry(node).or_default();
@@ -222,12 +257,14 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
     let genesis = if options.divergent == Some(node) { Genesis::generate(ACCOUNTS + 1) } else { genesis() };
     // Two threads: the pipeline runs Block-STM (one thread would run the sequential executor); its result is
     // the same for any thread count, so the run still replays from its seed.
-    // Checkpoints every few blocks, so that the restarts of a run recover from one (issue 17, item 3).
-    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, EXECUTION_THREADS)?
-        .with_checkpoint_interval(CHECKPOINT_INTERVAL);
+    // A store too far behind the others' resumes from a checkpoint f+1 vouch for (state sync), as the binary.
+    let primary_network = bind_primary(options.seed, node, boot, &committee).await?;
+    if let Some(checkpoint) = state_sync::sync_state(&primary_network.0, me, &committee, &store).await? {
+        records.lock().unwrap().entry(node).or_default().synced.push(checkpoint.index);
+    }
+    let executor = Executor::recover(committee.clone(), store.clone(), &genesis, EXECUTION_THREADS)?;
     let key = keys(node);
     let listen = |port| SocketAddr::from((Ipv4Addr::UNSPECIFIED, port));
-    let primary_network = bind_primary(options.seed, node, boot, &committee).await?;
     let mut workers = Vec::new();
     if options.with_worker {
         let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind_turmoil(
@@ -264,6 +301,9 @@ pub async fn run_validator(node: usize, options: Options, root: PathBuf, records
                 records.lock().unwrap().get_mut(&node).expect("inserted above").executed.push(state);
             }
             reason = validator.stopped() => {
+                if matches!(reason, ValidatorError::FellBehind { .. }) {
+                    return Ok(());
+                }
                 let reason = reason.to_string();
                 records.lock().unwrap().get_mut(&node).expect("inserted above").violations.push(reason.clone());
                 return Err(reason.into());
@@ -321,15 +361,19 @@ pub fn genesis() -> Genesis {
 fn record_commit(records: &Records, node: usize, commit: Commit) {
     let mut records = records.lock().unwrap();
     let record = records.get_mut(&node).expect("inserted before consensus starts");
-    let next = record.commits.len() as u64 + 1;
+    let last = record.commits.last_key_value().map_or(0, |(index, _)| *index);
+    let synced_to = record.synced.last().copied().unwrap_or(0);
     match commit.index {
-        index if index == next => record.commits.push(commit),
-        index if index < next => {
-            if record.commits[index as usize - 1] != commit {
+        index if index == last + 1 || (index == synced_to + 1 && synced_to >= last) => {
+            record.commits.insert(index, commit);
+        }
+        index if record.commits.contains_key(&index) => {
+            if record.commits[&index] != commit {
                 record.violations.push(format!("sub-DAG {index} emitted again with other content"));
             }
         }
-        index => record.violations.push(format!("sub-DAG {index} emitted after {}: a gap", next - 1)),
+        index if index <= synced_to => {} // covered by the checkpoint this life began with
+        index => record.violations.push(format!("sub-DAG {index} emitted after {last}: a gap")),
     }
 }
 
@@ -383,9 +427,9 @@ pub fn highest(records: &Records, node: usize) -> Round {
     records.lock().unwrap().get(&node).map_or(0, |r| r.highest_round)
 }
 
-/// How many sub-DAGs node `node` committed.
+/// The index of the last sub-DAG node `node` committed.
 pub fn commits(records: &Records, node: usize) -> usize {
-    records.lock().unwrap().get(&node).map_or(0, |r| r.commits.len())
+    records.lock().unwrap().get(&node).and_then(|r| r.commits.keys().next_back()).map_or(0, |i| *i as usize)
 }
 
 /// The digests each node delivered, per (round, author): the DAG it holds.
@@ -400,9 +444,10 @@ pub fn delivered_at(records: &Records, node: usize) -> BTreeMap<(Round, Authorit
 pub async fn load_client(nodes: Vec<usize>, per_tick: usize, done: Arc<AtomicBool>) -> turmoil::Result {
     let addresses: Vec<SocketAddr> =
         nodes.iter().map(|node| SocketAddr::new(turmoil::lookup(host_name(*node)), WORKER_PORT)).collect();
+    // A validator not up yet (or down) is connected to when it is.
     let mut connections: Vec<Option<turmoil::net::TcpStream>> = Vec::new();
     for address in &addresses {
-        connections.push(Some(turmoil::net::TcpStream::connect(address).await?));
+        connections.push(turmoil::net::TcpStream::connect(address).await.ok());
     }
     let mut workload = Workload::new(7, ACCOUNTS, Distribution::Uniform);
     while !done.load(Ordering::SeqCst) {
@@ -442,24 +487,29 @@ pub fn check_commits_among(records: &Records, nodes: &[usize]) -> Result<(), Str
         if let Some(violation) = record.violations.first() {
             return Err(format!("node {node}: {violation}"));
         }
-        for (i, commit) in record.commits.iter().enumerate() {
-            if commit.index != i as u64 + 1 {
-                return Err(format!("node {node}: commit #{i} has index {}", commit.index));
+        // From 1, or from just after a checkpoint state sync installed, and consecutive from there.
+        let mut expected = 1;
+        for (index, commit) in &record.commits {
+            let resumed = record.synced.iter().any(|synced| synced + 1 == *index);
+            if commit.index != *index || (*index != expected && !(resumed && *index > expected)) {
+                return Err(format!("node {node}: sub-DAG {index} follows {}", expected - 1));
             }
+            expected = index + 1;
         }
         let mut seen = std::collections::BTreeSet::new();
-        for digest in record.commits.iter().flat_map(|c| &c.certificates) {
+        for digest in record.commits.values().flat_map(|c| &c.certificates) {
             if !seen.insert(*digest) {
                 return Err(format!("node {node}: certificate {digest} committed twice"));
             }
         }
     }
-    let logs: Vec<(usize, &Vec<Commit>)> = records.iter().map(|(n, r)| (*n, &r.commits)).collect();
+    let logs: Vec<(usize, &BTreeMap<u64, Commit>)> = records.iter().map(|(n, r)| (*n, &r.commits)).collect();
     for (a, log_a) in &logs {
         for (b, log_b) in &logs {
-            let common = log_a.len().min(log_b.len());
-            if let Some(i) = (0..common).find(|&i| log_a[i] != log_b[i]) {
-                return Err(format!("nodes {a} and {b} disagree at sub-DAG {}", i + 1));
+            if let Some((index, _)) =
+                log_a.iter().find(|(index, commit)| log_b.get(index).is_some_and(|c| c != *commit))
+            {
+                return Err(format!("nodes {a} and {b} disagree at sub-DAG {index}"));
             }
         }
     }
@@ -471,23 +521,29 @@ pub fn check_commits_among(records: &Records, nodes: &[usize]) -> Result<(), Str
 /// node `nodes[0]`'s executed blocks carried batches (so that a test can tell the load reached execution; the
 /// write sets themselves are dropped below each checkpoint).
 pub fn check_execution(root: &Path, nodes: impl IntoIterator<Item = usize>) -> Result<(u64, u64), String> {
-    let mut logs: Vec<(usize, Vec<Digest>)> = Vec::new();
+    let mut logs: Vec<(usize, BTreeMap<u64, Digest>)> = Vec::new();
     let mut changing_blocks = None;
     for node in nodes {
         let store = Store::open(&store_dir(root, node)).map_err(|e| e.to_string())?;
         let executed = store.state.execution_progress().map_err(|e| e.to_string())?.unwrap_or_default();
-        let mut roots = Vec::new();
+        // Restarts recover from the latest checkpoint: there must be a recent one (issue 17, item 3).
+        let checkpoint = store.state.checkpoint().map_err(|e| e.to_string())?.map_or(0, |c| c.index);
+        let mut roots = BTreeMap::new();
         let mut changing = 0;
         for index in 1..=executed.last_executed_index {
             let block = store.state.block(index).map_err(|e| e.to_string())?;
-            let block = block.ok_or(format!("node {node}: block {index} missing from the log"))?;
+            let Some(block) = block else {
+                // A validator that state-synced has no log below the checkpoint it installed.
+                if index < checkpoint {
+                    continue;
+                }
+                return Err(format!("node {node}: block {index} missing from the log"));
+            };
             let sub_dag = store.state.sub_dag(index).map_err(|e| e.to_string())?;
             changing += u64::from(sub_dag.is_some_and(|s| !s.batches.is_empty()));
-            roots.push(block.root);
+            roots.insert(index, block.root);
         }
         changing_blocks.get_or_insert(changing);
-        // Restarts recover from the latest checkpoint: there must be a recent one (issue 17, item 3).
-        let checkpoint = store.state.checkpoint().map_err(|e| e.to_string())?.map_or(0, |c| c.index);
         if executed.last_executed_index >= checkpoint + 2 * CHECKPOINT_INTERVAL {
             return Err(format!(
                 "node {node}: executed {} blocks, but its latest checkpoint is at {checkpoint}",
@@ -498,11 +554,13 @@ pub fn check_execution(root: &Path, nodes: impl IntoIterator<Item = usize>) -> R
     }
     for (a, roots_a) in &logs {
         for (b, roots_b) in &logs {
-            if let Some(i) = roots_a.iter().zip(roots_b).position(|(x, y)| x != y) {
-                return Err(format!("nodes {a} and {b} have different state roots after block {}", i + 1));
+            if let Some((index, _)) =
+                roots_a.iter().find(|(index, root)| roots_b.get(index).is_some_and(|r| r != *root))
+            {
+                return Err(format!("nodes {a} and {b} have different state roots after block {index}"));
             }
         }
     }
-    let lowest = logs.iter().map(|(_, roots)| roots.len() as u64).min().unwrap_or(0);
+    let lowest = logs.iter().map(|(_, roots)| roots.keys().next_back().copied().unwrap_or(0)).min().unwrap_or(0);
     Ok((lowest, changing_blocks.unwrap_or(0)))
 }

@@ -119,9 +119,14 @@ pub fn check_records(records_handle: &Records, checks: &Checks) -> Result<Summar
 
     // §9.2 integrity of batches: no batch delivered twice, and every batch of a committed certificate
     // delivered (once: a Byzantine author may name another's batch in its own certificate).
-    let longest = honest.iter().max_by_key(|(_, r)| r.commits.len()).map(|(_, r)| &r.commits);
+    // The longest log from sub-DAG 1 (a validator that state-synced lacks what its checkpoint covers).
+    let longest = honest
+        .iter()
+        .filter(|(_, r)| r.commits.keys().next().is_none_or(|first| *first == 1))
+        .max_by_key(|(_, r)| r.commits.len())
+        .map(|(_, r)| &r.commits);
     let mut committed_batches = BTreeSet::new();
-    for commit in longest.into_iter().flatten() {
+    for commit in longest.into_iter().flat_map(|commits| commits.values()) {
         for batch in &commit.batches {
             if !committed_batches.insert(*batch) {
                 return Err(Violation::new(
@@ -168,7 +173,7 @@ pub fn check_records(records_handle: &Records, checks: &Checks) -> Result<Summar
     }
 
     Ok(Summary {
-        commits: honest.iter().map(|(_, r)| r.commits.len() as u64).min().unwrap_or(0),
+        commits: honest.iter().map(|(_, r)| r.commits.keys().next_back().copied().unwrap_or(0)).min().unwrap_or(0),
         executed_blocks: 0,
         highest_round: honest.iter().map(|(_, r)| r.highest_round).max().unwrap_or(0),
         acked_batches: acked,
@@ -184,7 +189,7 @@ const MAX_EXECUTION_LAG: u64 = 20;
 pub fn execution_caught_up(records: &Records, nodes: &[usize]) -> bool {
     let records = records.lock().expect("records lock");
     nodes.iter().filter_map(|node| records.get(node)).all(|record| {
-        let committed = record.commits.last().map_or(0, |c| c.index);
+        let committed = record.commits.keys().next_back().copied().unwrap_or(0);
         let executed = record.executed.iter().map(|e| e.index).max().unwrap_or(0);
         committed <= executed + MAX_EXECUTION_LAG
     })
@@ -203,7 +208,7 @@ pub fn check_stores(root: &Path, records: &Records, checks: &Checks) -> Result<u
             Store::open(&store_dir(root, *node)).map_err(|e| Violation::new("durability (§9.5)", e.to_string()))?;
         // §9.8: every running validator executes every committed sub-DAG (it fetches the batches it lacks).
         // Commits go on to the end (empty rounds), so the last few may still be in the executor's queue.
-        let committed = record.commits.last().map_or(0, |c| c.index);
+        let committed = record.commits.keys().next_back().copied().unwrap_or(0);
         let executed = store
             .state
             .execution_progress()
@@ -225,12 +230,15 @@ pub fn check_stores(root: &Path, records: &Records, checks: &Checks) -> Result<u
                 format!("node {node} executed {executed} blocks; its workers were told {:?}", record.progress),
             ));
         }
+        let durability = |e: mako_storage::StoreError| Violation::new("durability (§9.5)", e.to_string());
+        let checkpoint = store.state.checkpoint().map_err(durability)?.map_or(0, |c| c.index);
         for published in &record.executed {
-            if published.index == 0 {
+            let block = store.state.block(published.index).map_err(durability)?;
+            // A validator that state-synced has no log below the checkpoint it installed (whose root it checked
+            // against what f+1 validators published).
+            if published.index == 0 || (block.is_none() && published.index < checkpoint && !record.synced.is_empty()) {
                 continue;
             }
-            let block =
-                store.state.block(published.index).map_err(|e| Violation::new("durability (§9.5)", e.to_string()))?;
             if block.map(|b| b.root) != Some(published.root) {
                 return Err(Violation::new(
                     "durability (§9.5)",
@@ -252,7 +260,7 @@ pub fn trace_hash(records: &Records) -> blake3::Hash {
     let mut hasher = blake3::Hasher::new();
     for (node, record) in records.iter() {
         hasher.update(&(*node as u64).to_le_bytes());
-        for commit in &record.commits {
+        for commit in record.commits.values() {
             hasher.update(&commit.index.to_le_bytes());
             hasher.update(&commit.leader_round.to_le_bytes());
             for digest in &commit.certificates {

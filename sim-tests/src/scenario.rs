@@ -67,10 +67,19 @@ pub enum Scenario {
     LeaderIsolation,
     /// One validator of four Byzantine ([`crate::byzantine`]).
     Byzantine,
+    /// One validator starts with an empty store only once the others have checkpointed and deleted the history
+    /// it would replay: it must state-sync from a checkpoint f+1 vouch for, then keep up.
+    StateSync,
 }
 
+/// The validator that joins late in [`Scenario::StateSync`].
+const LATE: usize = VALIDATORS - 1;
+/// Sub-DAGs the others commit before it starts: several checkpoint intervals, so that they have deleted what
+/// their previous checkpoints cover.
+const LATE_AFTER_COMMITS: usize = 5 * crate::harness::CHECKPOINT_INTERVAL as usize;
+
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::NoFaults,
         Scenario::MessageLoss,
         Scenario::Jitter,
@@ -80,6 +89,7 @@ impl Scenario {
         Scenario::CrashRestart,
         Scenario::LeaderIsolation,
         Scenario::Byzantine,
+        Scenario::StateSync,
     ];
 
     pub fn name(self) -> &'static str {
@@ -93,6 +103,7 @@ impl Scenario {
             Scenario::CrashRestart => "crash-restart",
             Scenario::LeaderIsolation => "leader-isolation",
             Scenario::Byzantine => "byzantine",
+            Scenario::StateSync => "state-sync",
         }
     }
 
@@ -170,11 +181,11 @@ pub fn protocol(seed: u64) -> ProtocolParameters {
     let reputation = |reputation_window| ProtocolParameters {
         leader_schedule: ScheduleKind::Reputation,
         reputation_window,
-        ..ProtocolParameters::default()
+        ..crate::harness::sim_protocol()
     };
     match seed % 4 {
         0 => reputation(1),
-        1 => ProtocolParameters::default(),
+        1 => crate::harness::sim_protocol(),
         2 => reputation(ProtocolParameters::default().reputation_window),
         _ => reputation(2),
     }
@@ -182,10 +193,12 @@ pub fn protocol(seed: u64) -> ProtocolParameters {
 
 /// Phases 1 to 4 (the stores are closed when it returns).
 fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (Result<Summary, Violation>, Duration) {
-    let budget = WARMUP_LIMIT + FAULT + LIVENESS_LIMIT + QUIET_LIMIT;
+    // The late start of state sync waits for the others to commit for up to another warm-up.
+    let budget = WARMUP_LIMIT * 2 + FAULT + LIVENESS_LIMIT + QUIET_LIMIT;
     let mut sim = simulation(seed, budget);
     let options = Options::new(VALIDATORS, seed).with_worker().protocol(protocol(seed));
     let honest = scenario.honest();
+    let late_start = Arc::new(AtomicBool::new(false));
     match scenario {
         Scenario::Byzantine => {
             add_validators(&mut sim, honest.clone(), options, root, records);
@@ -196,12 +209,16 @@ fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (R
             add_validators(&mut sim, honest.clone(), options, root, records);
             add_crashed(&mut sim, VALIDATORS - 1);
         }
+        Scenario::StateSync => {
+            add_validators(&mut sim, 0..LATE, options, root, records);
+            add_late_validator(&mut sim, LATE, options, root, records, Arc::clone(&late_start));
+        }
         _ => add_validators(&mut sim, 0..VALIDATORS, options, root, records),
     }
     let done = Arc::new(AtomicBool::new(false));
     sim.client("client", load_client(honest.clone(), LOAD, Arc::clone(&done)));
     let checks = Checks { honest: honest.clone(), validity: false };
-    let mut result = phases(scenario, &mut sim, root, records, &honest, &checks, &done);
+    let mut result = phases(scenario, &mut sim, root, records, &honest, &checks, &done, &late_start);
     let simulated = sim.elapsed();
     done.store(true, Ordering::SeqCst);
     drop(sim);
@@ -210,6 +227,15 @@ fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (R
     }
     if scenario == Scenario::Byzantine && result.is_ok() {
         result = flood_bounded(records, &honest).map(|()| result.expect("checked just above"));
+    }
+    if scenario == Scenario::StateSync && result.is_ok() {
+        let synced = records.lock().expect("records lock").get(&LATE).map(|r| r.synced.clone()).unwrap_or_default();
+        if synced.is_empty() {
+            result = Err(Violation::new(
+                "state sync (issue 17, item 3)",
+                format!("node {LATE} joined after {LATE_AFTER_COMMITS} sub-DAGs without installing a checkpoint"),
+            ));
+        }
     }
     (result, simulated)
 }
@@ -243,6 +269,7 @@ fn flood_bounded(records: &Records, honest: &[usize]) -> Result<(), Violation> {
     Ok(())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn phases(
     scenario: Scenario,
     sim: &mut turmoil::Sim<'_>,
@@ -251,6 +278,7 @@ fn phases(
     honest: &[usize],
     checks: &Checks,
     done: &AtomicBool,
+    late_start: &AtomicBool,
 ) -> Result<Summary, Violation> {
     // A stall is reported as such only when safety holds: a safety violation explains it better.
     let stalled = |phase: &str, error: String| match check_records(records, checks) {
@@ -261,15 +289,24 @@ fn phases(
         nodes.iter().zip(at_least).all(|(node, n)| commits(records, *node) >= *n)
     };
 
-    // 1. Warm-up.
-    let first: Vec<usize> = honest.iter().map(|_| 1).collect();
-    run_until(sim, WARMUP_LIMIT, |_| all_committed(records, honest, &first)).map_err(|e| stalled("warm-up", e))?;
+    // 1. Warm-up (of the validators that start).
+    let starting: Vec<usize> =
+        honest.iter().copied().filter(|n| scenario != Scenario::StateSync || *n != LATE).collect();
+    let first: Vec<usize> = starting.iter().map(|_| 1).collect();
+    run_until(sim, WARMUP_LIMIT, |_| all_committed(records, &starting, &first)).map_err(|e| stalled("warm-up", e))?;
 
     // 2. The fault.
     let validators = hosts(honest.iter().copied());
     let others = |node: usize| hosts(honest.iter().copied().filter(|n| *n != node));
     match scenario {
         Scenario::NoFaults | Scenario::CrashedF | Scenario::Byzantine => advance(sim, FAULT)?,
+        Scenario::StateSync => {
+            let enough: Vec<usize> = starting.iter().map(|_| LATE_AFTER_COMMITS).collect();
+            run_until(sim, WARMUP_LIMIT, |_| all_committed(records, &starting, &enough))
+                .map_err(|e| stalled("before the late start", e))?;
+            late_start.store(true, Ordering::SeqCst);
+            advance(sim, FAULT)?;
+        }
         Scenario::MessageLoss => {
             for a in &validators {
                 for b in validators.iter().filter(|b| *b != a) {
@@ -296,7 +333,7 @@ fn phases(
         Scenario::MinorityPartition | Scenario::LeaderIsolation => {
             let isolated = if scenario == Scenario::LeaderIsolation {
                 let records = records.lock().expect("records lock");
-                records[&honest[0]].commits.last().map_or(0, |c| c.leader_author.as_usize())
+                records[&honest[0]].commits.values().next_back().map_or(0, |c| c.leader_author.as_usize())
             } else {
                 0
             };
@@ -369,6 +406,27 @@ fn phases(
         steps.is_multiple_of(100) && execution_caught_up(records, &running) && check_records(records, &validity).is_ok()
     });
     check_records(records, &validity)
+}
+
+/// Validator `node`, whose host waits for `start` before it opens its (empty) store and runs.
+fn add_late_validator(
+    sim: &mut turmoil::Sim<'_>,
+    node: usize,
+    options: Options,
+    root: &Path,
+    records: &Records,
+    start: Arc<AtomicBool>,
+) {
+    let (root, records) = (root.to_path_buf(), Arc::clone(records));
+    sim.host(host_name(node), move || {
+        let (root, records, start) = (root.clone(), Arc::clone(&records), Arc::clone(&start));
+        async move {
+            while !start.load(Ordering::SeqCst) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            crate::harness::run_validator(node, options, root, records).await
+        }
+    });
 }
 
 /// Steps the simulation for `duration` of simulated time.

@@ -57,7 +57,7 @@ fn commits_continue_with_a_leader_crashed() {
     let result = run_until(&mut sim, Duration::from_secs(120), |_| (0..3).all(|node| commits(&records, node) >= 20));
     expect_ok(result, seed, "consensus");
     expect_ok(check_commits(&records), seed, "consensus");
-    let led_by_3 = records.lock().unwrap()[&0].commits.iter().filter(|c| c.leader_author.0 == 3).count();
+    let led_by_3 = records.lock().unwrap()[&0].commits.values().filter(|c| c.leader_author.0 == 3).count();
     assert_eq!(led_by_3, 0, "seed {seed}: a crashed validator's anchor was committed");
 }
 
@@ -92,7 +92,7 @@ fn skipped_anchors(schedule: ScheduleKind, seed: u64) -> (usize, usize) {
     expect_ok(check_commits(&records), seed, "consensus");
     let records = records.lock().unwrap();
     let log = &records[&0].commits;
-    let last_round = log.last().unwrap().leader_round;
+    let last_round = log.values().next_back().unwrap().leader_round;
     ((last_round / 2) as usize - log.len(), log.len())
 }
 

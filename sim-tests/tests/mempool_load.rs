@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mako_sim_tests::harness::{
-    add_validators, committee_outside, expect_ok, load_client, records, seed, simulation, store_dir, Options,
+    add_validators, committee_outside, expect_ok, load_client, records, seed, sim_protocol, simulation, store_dir,
+    Options,
 };
-use mako_types::Certificate;
+use mako_types::{Certificate, ProtocolParameters};
 
 const N: usize = 4;
 
@@ -19,7 +20,11 @@ fn four_validators_under_load_reach_round_50() {
     let root = tempfile::tempdir().unwrap();
     let records = records();
     let mut sim = simulation(seed, Duration::from_secs(60));
-    add_validators(&mut sim, 0..N, Options::new(N, seed).with_worker(), root.path(), &records);
+    // Without checkpoints nothing is deleted (executed batches go with the checkpoint after the next), so every
+    // batch a certificate names must still be on every node at the end.
+    let keep_everything = ProtocolParameters { checkpoint_interval: 0, ..sim_protocol() };
+    let options = Options::new(N, seed).with_worker().protocol(keep_everything);
+    add_validators(&mut sim, 0..N, options, root.path(), &records);
     let done = Arc::new(AtomicBool::new(false));
     sim.client("load", load_client((0..N).collect(), 10, Arc::clone(&done)));
     {

@@ -83,6 +83,11 @@ fn byzantine() {
     sweep_with(Scenario::Byzantine, &[11, 20001]);
 }
 
+#[test]
+fn state_sync() {
+    sweep(Scenario::StateSync);
+}
+
 /// Determinism (DESIGN.md §6): the same seed twice gives the same trace hash; another seed another.
 #[test]
 fn same_seed_same_trace() {

@@ -183,7 +183,7 @@ mod tests {
         assert_eq!(store.certificates.from_round(2).unwrap(), vec![round2.clone()]);
 
         let mut gc = store.write_set();
-        gc.remove_certificates_below(2).unwrap();
+        gc.remove_certificates(0, 2).unwrap();
         gc.commit(Durability::Buffered).unwrap();
         assert_eq!(store.certificates.from_round(0).unwrap(), vec![round2]);
         assert!(!store.certificates.contains(&round1[0].digest()).unwrap());

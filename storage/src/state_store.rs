@@ -45,13 +45,17 @@ pub struct BlockRecord {
     pub write_set: Vec<u8>,
 }
 
-/// The whole execution state after block `index`, whose root is `root` (encoded by execution): a restart
-/// loads it and replays only the blocks after it, whose write sets are all the log keeps (issue 17, item 3).
+/// The whole execution state after block `index`, whose root is `root` (encoded by execution), and the
+/// consensus state after sub-DAG `index`: a restart loads it and replays only the blocks after it, whose write
+/// sets are all the log keeps, and a validator too far behind to replay fetches a peer's and resumes from it
+/// (state sync). Every honest validator takes the same checkpoint at the same index: its encoding is canonical,
+/// and the blake3 digest of that encoding is the id validators publish in their headers.
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Checkpoint {
     pub index: u64,
     pub root: Digest,
     pub state: Vec<u8>,
+    pub consensus: ConsensusState,
 }
 
 /// The last executed sub-DAG index and the state root after it.
@@ -65,6 +69,14 @@ pub(crate) const CONSENSUS_KEY: &[u8] = b"consensus";
 pub(crate) const LAST_HEADER_KEY: &[u8] = b"last_header";
 pub(crate) const EXECUTION_KEY: &[u8] = b"execution";
 pub(crate) const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+
+/// `consensus_at ‖ index`: the consensus state right after sub-DAG `index`, kept for checkpoint indices
+/// until the checkpoint is taken.
+pub(crate) fn consensus_snapshot_key(index: u64) -> [u8; 20] {
+    let mut key = *b"consensus_at\0\0\0\0\0\0\0\0";
+    key[12..].copy_from_slice(&index.to_be_bytes());
+    key
+}
 
 pub(crate) fn sub_dag_key(index: u64) -> [u8; 15] {
     let mut key = *b"sub_dag\0\0\0\0\0\0\0\0";
@@ -158,6 +170,17 @@ impl StateStore {
     /// The latest checkpoint of the execution state.
     pub fn checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         self.read(CHECKPOINT_KEY)
+    }
+
+    /// The latest checkpoint as stored: the canonical bytes its id digests, which state sync serves.
+    pub fn checkpoint_bytes(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let value = self.keyspace.get(CHECKPOINT_KEY).map_err(StoreError::fjall("read state"))?;
+        Ok(value.map(|bytes| bytes.to_vec()))
+    }
+
+    /// The consensus state right after sub-DAG `index`, where `index` is a checkpoint index.
+    pub fn consensus_snapshot(&self, index: u64) -> Result<Option<ConsensusState>, StoreError> {
+        self.read(&consensus_snapshot_key(index))
     }
 
     fn read<T>(&self, key: &[u8]) -> Result<Option<T>, StoreError>

@@ -6,7 +6,8 @@ use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round, Worker
 
 use crate::certificate_store::round_key;
 use crate::state_store::{
-    block_key, last_vote_key, proposal_key, sub_dag_key, CHECKPOINT_KEY, CONSENSUS_KEY, EXECUTION_KEY, LAST_HEADER_KEY,
+    block_key, consensus_snapshot_key, last_vote_key, proposal_key, sub_dag_key, CHECKPOINT_KEY, CONSENSUS_KEY,
+    EXECUTION_KEY, LAST_HEADER_KEY,
 };
 use crate::{BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
 
@@ -65,13 +66,13 @@ impl WriteSet {
         self.insert(&by_round, round_key(certificate.round(), certificate.author()), digest.as_bytes());
     }
 
-    /// Removes every certificate below `round` with its index entry (garbage collection).
-    pub fn remove_certificates_below(&mut self, round: Round) -> Result<(), StoreError> {
-        if round == 0 {
+    /// Removes every certificate of a round in `from..below` with its index entry (what a checkpoint covers).
+    pub fn remove_certificates(&mut self, from: Round, below: Round) -> Result<(), StoreError> {
+        if below <= from {
             return Ok(());
         }
         let (by_digest, by_round) = self.certificate_keyspaces();
-        for ((r, author), digest) in self.store.certificates.index_range(0, round - 1)? {
+        for ((r, author), digest) in self.store.certificates.index_range(from, below - 1)? {
             self.remove(&by_digest, digest.as_bytes());
             self.remove(&by_round, round_key(r, author));
         }
@@ -112,7 +113,23 @@ impl WriteSet {
 
     /// Replaces the checkpoint (only the latest is kept).
     pub fn put_checkpoint(&mut self, checkpoint: &Checkpoint) {
-        self.put_state(CHECKPOINT_KEY, mako_types::encode(checkpoint).as_slice());
+        self.put_checkpoint_bytes(mako_types::encode(checkpoint).as_slice());
+    }
+
+    /// Replaces the checkpoint with one already encoded (whose digest the caller has taken), or fetched by
+    /// state sync and checked against the digest f+1 validators vouch for.
+    pub fn put_checkpoint_bytes(&mut self, encoded: &[u8]) {
+        self.put_state(CHECKPOINT_KEY, encoded);
+    }
+
+    /// The consensus state right after checkpoint index `index`, for the checkpoint that execution takes.
+    pub fn put_consensus_snapshot(&mut self, index: u64, state: &ConsensusState) {
+        self.put_state(consensus_snapshot_key(index), mako_types::encode(state).as_slice());
+    }
+
+    pub fn remove_consensus_snapshot(&mut self, index: u64) {
+        let keyspace = self.store.state.keyspace().clone();
+        self.remove(&keyspace, consensus_snapshot_key(index));
     }
 
     pub fn put_execution_progress(&mut self, progress: &ExecutionProgress) {

@@ -357,8 +357,12 @@ mod tests {
     #[test]
     fn protocol_parameters_are_the_committee_files() {
         use crate::protocol::ScheduleKind;
-        let protocol =
-            ProtocolParameters { gc_depth: 7, leader_schedule: ScheduleKind::Reputation, reputation_window: 3 };
+        let protocol = ProtocolParameters {
+            gc_depth: 7,
+            leader_schedule: ScheduleKind::Reputation,
+            reputation_window: 3,
+            checkpoint_interval: 40,
+        };
         let c = Committee::local(&keys(4), 9000, 1).unwrap().with_protocol(protocol).unwrap();
         let text = c.to_toml();
         assert!(text.starts_with("[protocol]"), "{text}");

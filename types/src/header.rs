@@ -19,12 +19,25 @@ use crate::Round;
 /// before any cryptography).
 pub const MAX_HEADER_PAYLOAD: usize = 1_000;
 
-/// The author's latest executed sub-DAG and the state root after it (DESIGN.md §5): published in headers so
-/// that a node whose root disagrees with a quorum's finds out.
+/// The author's latest executed sub-DAG and the state root after it (DESIGN.md §5), and its latest checkpoint:
+/// published in headers so that a node whose root disagrees with a quorum's finds out, and so that a node too
+/// far behind to replay knows which checkpoint to fetch (state sync, DESIGN.md §5).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct ExecutedState {
     pub index: u64,
     pub root: Digest,
+    pub checkpoint: CheckpointId,
+}
+
+/// A checkpoint of the execution and consensus state after sub-DAG `index`, named by the blake3 digest of its
+/// canonical bytes. Every honest validator takes the same checkpoint at the same index (the interval is a
+/// protocol parameter), so f+1 validators naming the same id vouch for its bytes. Index 0: none yet.
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Default, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize,
+)]
+pub struct CheckpointId {
+    pub index: u64,
+    pub digest: Digest,
 }
 
 /// What a header's digest covers, and what its voters sign (through the digest).

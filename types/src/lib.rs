@@ -30,7 +30,7 @@ pub use crypto::{
 };
 pub use digest::{BatchDigest, CertificateDigest, Digest, HeaderDigest};
 pub use error::{CommitteeError, CryptoError, DagError, KeyError, WireError};
-pub use header::{ExecutedState, Header, HeaderContent};
+pub use header::{CheckpointId, ExecutedState, Header, HeaderContent};
 pub use histogram::{HistogramSnapshot, LatencyHistogram};
 pub use keys::ValidatorKeys;
 pub use leader::LeaderTable;

@@ -26,11 +26,21 @@ pub struct ProtocolParameters {
     pub leader_schedule: ScheduleKind,
     /// Commits between two updates of the reputation schedule's table.
     pub reputation_window: u64,
+    /// Sub-DAGs between two checkpoints of the execution and consensus state. Every validator checkpoints at
+    /// the same indices, so that a lagging one can fetch a checkpoint f+1 others vouch for (state sync), and
+    /// each deletes the batches and certificates its previous checkpoint covers; 0 never checkpoints (and
+    /// keeps everything).
+    pub checkpoint_interval: u64,
 }
 
 impl Default for ProtocolParameters {
     fn default() -> Self {
-        Self { gc_depth: 50, leader_schedule: ScheduleKind::RoundRobin, reputation_window: 10 }
+        Self {
+            gc_depth: 50,
+            leader_schedule: ScheduleKind::RoundRobin,
+            reputation_window: 10,
+            checkpoint_interval: 100,
+        }
     }
 }
 

@@ -17,6 +17,8 @@
 //! [`Validator::spawn`]: what the tests run is what users run. What a test or a benchmark needs to see it sees
 //! through an [`Observer`], a tap on the channels that exists only when one is given.
 
+pub mod state_sync;
+
 use std::sync::Arc;
 
 use mako_consensus::consensus::{Consensus, ConsensusHandle};
@@ -88,6 +90,12 @@ pub enum ValidatorError {
     Execution(#[from] PipelineError),
     #[error("execution stopped: {0}")]
     ExecutionTask(String),
+    /// f+1 validators published checkpoint {checkpoint}, and deleted what we would need to replay up to it
+    /// from block {executed}: start again, which state-syncs ([`state_sync`]).
+    #[error(
+        "fell behind what the committee keeps: executed {executed}, while f+1 validators checkpointed {checkpoint}"
+    )]
+    FellBehind { executed: u64, checkpoint: u64 },
 }
 
 /// A running validator. Dropping it stops every part.
@@ -101,6 +109,7 @@ pub struct Validator {
     pub committed_round: watch::Receiver<Round>,
     /// The primary's side of the queue into consensus (its length is a metric).
     to_consensus: mpsc::Sender<Certificate>,
+    committee: Committee,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -203,7 +212,7 @@ impl Validator {
             tap(to_consensus.clone(), &observer, |o, certificate| o.certificate_delivered(certificate), &mut tasks);
         let primary = Primary::spawn(PrimarySetup {
             me,
-            committee,
+            committee: committee.clone(),
             key,
             parameters,
             store,
@@ -216,7 +225,16 @@ impl Validator {
             executed: execution.as_ref().map(|execution| execution.executed.clone()),
             rng_seed,
         })?;
-        Ok(Self { primary, consensus, workers: local_workers, execution, committed_round, to_consensus, tasks })
+        Ok(Self {
+            primary,
+            consensus,
+            workers: local_workers,
+            execution,
+            committed_round,
+            to_consensus,
+            committee,
+            tasks,
+        })
     }
 
     /// Certificates waiting between the primary and consensus.
@@ -225,14 +243,48 @@ impl Validator {
     }
 
     /// Waits until the validator cannot go on, and says why: execution halted (a state divergence, a storage
-    /// failure). Without execution it never returns.
+    /// failure), or it fell behind what its peers keep ([`ValidatorError::FellBehind`]: the caller starts it
+    /// again, on the same store, and it state-syncs). Without execution it never returns.
     pub async fn stopped(&mut self) -> ValidatorError {
-        match self.execution.as_mut() {
-            Some(execution) => match (&mut execution.task).await {
+        let Some(execution) = self.execution.as_mut() else { return std::future::pending().await };
+        let behind = fell_behind(&self.committee, self.primary.peer_checkpoints.clone(), execution.executed.clone());
+        tokio::select! {
+            biased;
+            stopped = &mut execution.task => match stopped {
                 Ok(error) => ValidatorError::Execution(error),
                 Err(error) => ValidatorError::ExecutionTask(error.to_string()),
             },
-            None => std::future::pending().await,
+            (executed, checkpoint) = behind => ValidatorError::FellBehind { executed, checkpoint },
+        }
+    }
+}
+
+/// Resolves once [`state_sync::decide`] would fetch a checkpoint: f+1 peers published one that lies beyond
+/// what they keep of the history after our last executed block. Returns that block and the checkpoint.
+async fn fell_behind(
+    committee: &Committee,
+    mut published: watch::Receiver<Vec<mako_types::CheckpointId>>,
+    mut executed: watch::Receiver<ExecutedState>,
+) -> (u64, u64) {
+    loop {
+        let offers: Vec<_> = published
+            .borrow_and_update()
+            .iter()
+            .enumerate()
+            .filter(|(_, id)| id.index > 0)
+            .map(|(i, id)| (AuthorityIndex(i as u16), *id))
+            .collect();
+        let ours = executed.borrow_and_update().index;
+        if let state_sync::Decision::Fetch { id, .. } = state_sync::decide(committee, ours, &offers) {
+            return (ours, id.index);
+        }
+        let moved = tokio::select! {
+            biased;
+            moved = published.changed() => moved,
+            moved = executed.changed() => moved,
+        };
+        if moved.is_err() {
+            return std::future::pending().await; // stopping anyway
         }
     }
 }

@@ -18,14 +18,15 @@ use mako_network::{Delivery, Endpoint, Inbound};
 use mako_storage::{Durability, LastVote, Store};
 use mako_types::bug::{injected, Bug};
 use mako_types::{
-    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, Committee, DagError, Header, LeaderTable, Round, Vote,
-    VoteMessages, WorkerId,
+    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CheckpointId, Committee, DagError, Header, LeaderTable,
+    Round, Vote, VoteMessages, WorkerId,
 };
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::aggregator::VotesAggregator;
+use super::checkpoints::CheckpointServer;
 use super::held_batches::HeldBatches;
 use super::metrics::PrimaryMetrics;
 use super::peer_penalties::{FrameDecision, PeerPenalties};
@@ -80,6 +81,8 @@ pub struct CoreChannels {
     pub tx_workers: Vec<mpsc::Sender<PrimaryToWorker>>,
     pub tx_sync: mpsc::Sender<SyncRequest>,
     pub tx_last_rounds: watch::Sender<Vec<Round>>,
+    /// The checkpoint each peer published in its latest header.
+    pub tx_peer_checkpoints: watch::Sender<Vec<CheckpointId>>,
     pub tx_consensus: mpsc::Sender<Certificate>,
 }
 
@@ -114,6 +117,8 @@ pub struct Core {
     retention: Retention,
     /// Peers whose certificate frames failed verification, and for how long theirs are dropped.
     penalties: PeerPenalties,
+    /// Our latest checkpoint, for peers that state-sync.
+    checkpoints: CheckpointServer,
     rng: rand_chacha::ChaCha8Rng,
     metrics: Arc<PrimaryMetrics>,
     channels: CoreChannels,
@@ -130,6 +135,7 @@ impl Core {
         dag: Dag,
         rng_seed: u64,
         max_unreferenced_bytes_per_peer: usize,
+        checkpoints: CheckpointServer,
         metrics: Arc<PrimaryMetrics>,
         channels: CoreChannels,
     ) -> tokio::task::JoinHandle<()> {
@@ -154,6 +160,7 @@ impl Core {
             held: HeldBatches::default(),
             retention: Retention::new(max_unreferenced_bytes_per_peer),
             penalties: PeerPenalties::default(),
+            checkpoints,
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
             metrics,
             channels,
@@ -326,6 +333,12 @@ impl Core {
                     self.metrics.reject("relayed_header");
                     return;
                 }
+                // What the author says it checkpointed (its own claim, over its authenticated channel).
+                let published = header.executed().checkpoint;
+                self.channels.tx_peer_checkpoints.send_if_modified(|ids| {
+                    let slot = ids.get_mut(from.as_usize()).filter(|id| **id != published);
+                    slot.map(|id| *id = published).is_some()
+                });
                 // Parents it names that the DAG lacks may be among the certificates waiting for verification.
                 if !self.unverified.is_empty() && header.parents().iter().any(|parent| !self.dag.contains(parent)) {
                     self.verify_unverified().await;
@@ -377,6 +390,13 @@ impl Core {
                 drop(responder);
                 self.process_certificates(from, certificates).await;
             }
+            PrimaryMessage::CheckpointRequest { index, offset } => match self.checkpoints.answer(index, offset) {
+                Ok(answer) => {
+                    let _ = responder.reply(&answer).await;
+                }
+                Err(error) => self.storage_error(&error),
+            },
+            PrimaryMessage::CheckpointPart { .. } => self.metrics.reject("unasked_checkpoint_part"),
         }
     }
 

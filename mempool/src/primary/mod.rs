@@ -7,6 +7,7 @@
 //! re-sends its last header if that has no certificate yet, so it never proposes two headers for one round.
 
 pub mod aggregator;
+pub mod checkpoints;
 pub mod core;
 pub mod held_batches;
 pub mod metrics;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use mako_network::{Endpoint, Inbound};
 use mako_storage::{Store, StoreError};
-use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, Committee, ExecutedState, LeaderTable, Round};
+use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, CheckpointId, Committee, ExecutedState, LeaderTable, Round};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -36,6 +37,9 @@ const CHANNEL_CAPACITY: usize = 1_000;
 /// What a running primary gives its owner.
 pub struct PrimaryHandle {
     pub metrics: Arc<PrimaryMetrics>,
+    /// The latest checkpoint each validator published in its headers (by authority index; ours stays
+    /// default): how a validator learns that it fell behind what its peers keep (state sync).
+    pub peer_checkpoints: watch::Receiver<Vec<CheckpointId>>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -102,6 +106,7 @@ impl Primary {
             executed,
             rng_seed,
         } = setup;
+        let checkpoints = checkpoints::CheckpointServer::new(store.clone(), executed.clone());
         let dag = recover_dag(&committee, &store, committee.protocol().gc_depth)?;
         let last_header_round = store.state.last_header()?.map_or(0, |h| h.round());
         let key = Arc::new(key);
@@ -114,6 +119,7 @@ impl Primary {
         let (tx_sync, rx_sync) = mpsc::channel(CHANNEL_CAPACITY);
         let (tx_synced, rx_synced) = mpsc::channel(CHANNEL_CAPACITY);
         let (tx_last_rounds, rx_last_rounds) = watch::channel(dag.last_round_per_author(committee.size()));
+        let (tx_peer_checkpoints, peer_checkpoints) = watch::channel(vec![CheckpointId::default(); committee.size()]);
 
         let tasks = vec![
             Proposer::spawn(
@@ -144,6 +150,7 @@ impl Primary {
                 dag,
                 rng_seed,
                 parameters.max_unreferenced_bytes_per_peer,
+                checkpoints,
                 Arc::clone(&metrics),
                 CoreChannels {
                     rx_network,
@@ -157,11 +164,12 @@ impl Primary {
                     tx_workers,
                     tx_sync,
                     tx_last_rounds,
+                    tx_peer_checkpoints,
                     tx_consensus,
                 },
             ),
         ];
-        Ok(PrimaryHandle { metrics, tasks })
+        Ok(PrimaryHandle { metrics, peer_checkpoints, tasks })
     }
 }
 

@@ -36,6 +36,9 @@ pub struct Synchronizer {
     rx_requests: mpsc::Receiver<SyncRequest>,
     rx_last_rounds: watch::Receiver<Vec<Round>>,
     tx_synced: mpsc::Sender<(AuthorityIndex, Vec<Certificate>)>,
+    /// Requests in flight: they end with the synchronizer (each holds the endpoint, whose socket a validator
+    /// that starts again binds anew).
+    requests: tokio::task::JoinSet<()>,
 }
 
 impl Synchronizer {
@@ -61,6 +64,7 @@ impl Synchronizer {
             rx_requests,
             rx_last_rounds,
             tx_synced,
+            requests: tokio::task::JoinSet::new(),
         };
         tokio::spawn(synchronizer.run())
     }
@@ -76,6 +80,7 @@ impl Synchronizer {
                     self.fetch(digests, from);
                 }
                 _ = catch_up.tick() => self.catch_up(),
+                Some(_) = self.requests.join_next(), if !self.requests.is_empty() => {}
             }
         }
     }
@@ -119,12 +124,12 @@ impl Synchronizer {
     /// that lacks them (or a Byzantine one that answers with nothing) cannot end the fetch: found by the
     /// Byzantine scenario (seed 20001), where the author of a header that referenced a withheld certificate
     /// was asked first, an honest peer without it second, and the one validator that held it never.
-    fn spawn_request(&self, targets: Vec<AuthorityIndex>, request: PrimaryMessage) {
+    fn spawn_request(&mut self, targets: Vec<AuthorityIndex>, request: PrimaryMessage) {
         let network = self.network.clone();
         let tx_synced = self.tx_synced.clone();
         let timeout = request_timeout(&self.parameters);
         let me = self.me;
-        tokio::spawn(async move {
+        self.requests.spawn(async move {
             let mut request = request;
             for target in targets.into_iter().filter(|t| *t != me) {
                 match network.request(target, &request, timeout).await {
