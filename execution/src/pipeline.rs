@@ -33,7 +33,7 @@ use mako_types::{
 };
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::root_check::{Divergence, RootCheck};
 use crate::{decode_block, state_root, BlockStm, Genesis, InMemoryState, StateKey, StateRoot, Value};
@@ -103,6 +103,8 @@ pub struct Executor {
     checkpoint_leader_round: Round,
     /// The sub-DAGs whose batches are deleted, and the rounds below which certificates are (this life).
     pruned: Pruned,
+    /// Batches to delete that a busy worker could not take yet, by worker.
+    undeleted: std::collections::BTreeMap<WorkerId, Vec<BatchDigest>>,
     root_check: RootCheck,
     metrics: Arc<ExecutionMetrics>,
 }
@@ -198,6 +200,7 @@ impl Executor {
             since_checkpoint,
             checkpoint_leader_round,
             pruned,
+            undeleted: Default::default(),
             metrics: Arc::new(ExecutionMetrics::default()),
         })
     }
@@ -284,7 +287,7 @@ impl Executor {
         if interval > 0 {
             self.since_checkpoint.push((sub_dag.index, root.0));
         }
-        self.delete_batches(deleted_batches).await;
+        self.delete_batches(deleted_batches);
 
         measure(Component::Execution, || self.state.apply(&output.write_set));
         self.progress = ExecutedState { index: sub_dag.index, root: root.0, checkpoint };
@@ -335,7 +338,7 @@ impl Executor {
         for (index, root) in self.since_checkpoint.drain(..) {
             writes.put_block(&BlockRecord { index, root, write_set: Vec::new() });
         }
-        debug!(index, digest = %id.digest, bytes = encoded.len(), "checkpoint");
+        info!(index, digest = %id.digest, bytes = encoded.len(), "checkpoint");
         Ok((id, leader_round))
     }
 
@@ -365,16 +368,27 @@ impl Executor {
         Ok(batches)
     }
 
-    /// Asks our workers to delete `batches` (a worker's store, in this process or its own).
-    async fn delete_batches(&self, batches: Vec<(BatchDigest, WorkerId)>) {
-        let mut by_worker: std::collections::BTreeMap<WorkerId, Vec<BatchDigest>> = Default::default();
+    /// Asks our workers to delete `batches` (a worker's store, in this process or its own), with what an
+    /// earlier checkpoint could not hand over. Never waits: execution is where back-pressure ends, and a
+    /// worker that waits on the primary that waits on consensus that waits on us would close a cycle. What a
+    /// busy worker cannot take now goes with the next checkpoint's deletions.
+    fn delete_batches(&mut self, batches: Vec<(BatchDigest, WorkerId)>) {
         for (digest, worker) in batches {
-            by_worker.entry(worker).or_default().push(digest);
+            self.undeleted.entry(worker).or_default().push(digest);
         }
-        for (worker, digests) in by_worker {
+        for (worker, digests) in std::mem::take(&mut self.undeleted) {
             match self.fetch_requests.get(worker as usize) {
                 Some(to_worker) => {
-                    let _ = to_worker.send(PrimaryToWorker::Delete { digests }).await;
+                    if let Err(error) = to_worker.try_send(PrimaryToWorker::Delete { digests }) {
+                        if let PrimaryToWorker::Delete { digests } = error.into_inner() {
+                            debug!(
+                                worker,
+                                batches = digests.len(),
+                                "worker busy; deletions wait for the next checkpoint"
+                            );
+                            self.undeleted.insert(worker, digests);
+                        }
+                    }
                 }
                 None if matches!(self.batches, BatchSource::Store) => {
                     // No worker to ask (a test's executor alone): the store is ours.

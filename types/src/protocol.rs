@@ -35,12 +35,7 @@ pub struct ProtocolParameters {
 
 impl Default for ProtocolParameters {
     fn default() -> Self {
-        Self {
-            gc_depth: 50,
-            leader_schedule: ScheduleKind::RoundRobin,
-            reputation_window: 10,
-            checkpoint_interval: 100,
-        }
+        Self { gc_depth: 50, leader_schedule: ScheduleKind::RoundRobin, reputation_window: 10, checkpoint_interval: 50 }
     }
 }
 

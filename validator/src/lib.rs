@@ -275,7 +275,8 @@ async fn fell_behind(
             .map(|(i, id)| (AuthorityIndex(i as u16), *id))
             .collect();
         let ours = executed.borrow_and_update().index;
-        if let state_sync::Decision::Fetch { id, .. } = state_sync::decide(committee, ours, &offers) {
+        let decision = state_sync::decide(committee, ours, &offers, state_sync::Lag::BeyondRetained);
+        if let state_sync::Decision::Fetch { id, .. } = decision {
             return (ours, id.index);
         }
         let moved = tokio::select! {
