@@ -78,7 +78,8 @@ fn link(config: NetworkConfig, reports_capacity: usize) -> Link {
 
 #[tokio::test]
 async fn reports_requests_and_batches_cross_the_link() {
-    let Link { link, batch, worker_address, to_primary, mut from_primary, to_link, mut reports, .. } =
+    // `_dir` is bound so that the store's folder lives as long as the test (a `..` would drop it here).
+    let Link { link, batch, worker_address, to_primary, mut from_primary, to_link, mut reports, _dir, .. } =
         link(network_config(), 10);
 
     let sealed = Instant::now() - Duration::from_millis(300);

@@ -10,9 +10,20 @@ pub enum StoreError {
     },
     #[error("corrupt value in {store} at key {}: {reason}", hex(key))]
     Corrupt { store: &'static str, key: Vec<u8>, reason: String },
+    /// A file of the store's own (the batch segments) failed.
+    #[error("storage failed to {action}: {source}")]
+    Io {
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl StoreError {
+    pub(crate) fn io(action: &'static str, source: std::io::Error) -> StoreError {
+        StoreError::Io { action, source }
+    }
+
     /// Wraps a fjall error with the action that failed, for `map_err`.
     pub(crate) fn fjall(action: &'static str) -> impl FnOnce(fjall::Error) -> StoreError {
         move |source| StoreError::Fjall { action, source }

@@ -52,12 +52,13 @@ impl Store {
             KeyspaceCreateOptions::default()
                 .with_kv_separation(Some(KvSeparationOptions::default().compression(fjall::CompressionType::None)))
         };
-        let batches = keyspace("batches", separated)?;
+        // The batch index (digest → place in a segment file): the bytes are in the segments (`batch_store`).
+        let batches = keyspace("batches", KeyspaceCreateOptions::default)?;
         let certificates = keyspace("certificates", KeyspaceCreateOptions::default)?;
         let certificate_index = keyspace("certificate_index", KeyspaceCreateOptions::default)?;
         let state = keyspace("state", separated)?;
         Ok(Self {
-            batches: BatchStore::new(batches),
+            batches: BatchStore::open(batches, path)?,
             certificates: CertificateStore::new(certificates, certificate_index),
             state: StateStore::new(state),
             db,
@@ -74,6 +75,9 @@ impl Store {
     /// a power loss. A store emulating power loss only flushes: its power cuts are emulated, so the disk sync
     /// would cost the simulation time and protect nothing.
     pub fn sync(&self) -> Result<(), StoreError> {
+        if self.unsynced.is_none() {
+            self.batches.sync_segment()?; // the bytes before the index entries that point at them
+        }
         match &self.unsynced {
             Some(unsynced) => {
                 self.db.persist(fjall::PersistMode::Buffer).map_err(StoreError::fjall("sync"))?;
@@ -84,7 +88,8 @@ impl Store {
             })
             .map_err(StoreError::fjall("sync"))?,
         }
-        Ok(())
+        // Every removal is durable now: segments they emptied can go.
+        self.batches.delete_dead_segments()
     }
 
     /// The keyspace called `name`.

@@ -82,6 +82,7 @@ impl Store {
         }
         // Without a cut (a process crash), the writes not synced before it stay at risk.
         store.unsynced = Some(writes);
+        store.batches.reload()?; // the undo may have changed the batch index
         Ok(store)
     }
 }

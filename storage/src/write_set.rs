@@ -9,7 +9,10 @@ use crate::state_store::{
     block_key, consensus_snapshot_key, last_vote_key, proposal_key, sub_dag_key, CHECKPOINT_KEY, CONSENSUS_KEY,
     EXECUTION_KEY, LAST_HEADER_KEY,
 };
-use crate::{BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
+use crate::batch_store::BatchChanges;
+use crate::{
+    BatchStore, BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord,
+};
 
 /// How far a commit goes before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,11 +28,30 @@ pub struct WriteSet {
     batch: OwnedWriteBatch,
     /// The keys written, where the store emulates power loss (`power_loss.rs`).
     touched: Vec<(Keyspace, Vec<u8>)>,
+    /// Batches appended to segments and removed, settled in the batch store at commit (or drop).
+    batches: BatchChanges,
+    /// An append failed: the commit fails with it.
+    failed: Option<StoreError>,
+}
+
+impl Drop for WriteSet {
+    fn drop(&mut self) {
+        // Dropped without a commit: its appends are dead weight, and their segments may go.
+        if !self.batches.is_empty() {
+            self.store.batches.settle(std::mem::take(&mut self.batches), false);
+        }
+    }
 }
 
 impl WriteSet {
     pub(crate) fn new(store: &Store) -> Self {
-        Self { batch: store.db.batch(), store: store.clone(), touched: Vec::new() }
+        Self {
+            batch: store.db.batch(),
+            store: store.clone(),
+            touched: Vec::new(),
+            batches: BatchChanges::default(),
+            failed: None,
+        }
     }
 
     fn insert(&mut self, keyspace: &Keyspace, key: impl AsRef<[u8]>, value: &[u8]) {
@@ -48,12 +70,25 @@ impl WriteSet {
         }
     }
 
+    /// Appends the batch's bytes to the current segment now (once: a batch already stored is not written
+    /// again) and indexes it with this write set.
     pub fn put_batch(&mut self, digest: &BatchDigest, encoded: &[u8]) {
-        let keyspace = self.store.batches.keyspace().clone();
-        self.insert(&keyspace, digest.as_bytes(), encoded);
+        match self.store.batches.append(digest, encoded) {
+            Ok(Some(location)) => {
+                self.batches.appended(*digest, location);
+                let keyspace = self.store.batches.keyspace().clone();
+                self.insert(&keyspace, digest.as_bytes(), &BatchStore::index_entry(location));
+            }
+            Ok(None) => {}
+            Err(error) => self.failed = Some(error),
+        }
     }
 
     pub fn remove_batch(&mut self, digest: &BatchDigest) {
+        if self.store.batches.located(digest).is_none() {
+            return;
+        }
+        self.batches.removed(*digest);
         let keyspace = self.store.batches.keyspace().clone();
         self.remove(&keyspace, digest.as_bytes());
     }
@@ -151,7 +186,10 @@ impl WriteSet {
     }
 
     /// Commits every write at once.
-    pub fn commit(self, durability: Durability) -> Result<(), StoreError> {
+    pub fn commit(mut self, durability: Durability) -> Result<(), StoreError> {
+        if let Some(error) = self.failed.take() {
+            return Err(error);
+        }
         // A store emulating power loss never syncs the real disk (see `Store::sync`).
         let mode = match (durability, &self.store.unsynced) {
             (Durability::Synced, None) => PersistMode::SyncData,
@@ -160,10 +198,20 @@ impl WriteSet {
         if let Some(unsynced) = &self.store.unsynced {
             unsynced.record(&self.touched)?;
         }
-        let batch = self.batch.durability(Some(mode));
-        measure(Component::Storage, || batch.commit()).map_err(StoreError::fjall("commit write set"))?;
-        if let (Durability::Synced, Some(unsynced)) = (durability, &self.store.unsynced) {
+        if mode == PersistMode::SyncData && !self.batches.is_empty() {
+            self.store.batches.sync_segment()?; // the bytes before the index entries that point at them
+        }
+        let store = self.store.clone();
+        let batches = std::mem::take(&mut self.batches);
+        let batch = std::mem::replace(&mut self.batch, store.db.batch()).durability(Some(mode));
+        let committed = measure(Component::Storage, || batch.commit()).map_err(StoreError::fjall("commit write set"));
+        store.batches.settle(batches, committed.is_ok());
+        committed?;
+        if let (Durability::Synced, Some(unsynced)) = (durability, &store.unsynced) {
             unsynced.synced();
+        }
+        if durability == Durability::Synced {
+            store.batches.delete_dead_segments()?;
         }
         Ok(())
     }
