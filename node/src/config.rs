@@ -23,6 +23,10 @@ pub struct ValidatorConfig {
     /// entry `i` is the link between the primary and worker `i`, one per worker of the committee entry. Empty
     /// (the default): every worker runs inside the validator process.
     pub worker_links: Vec<WorkerLinkConfig>,
+    /// The QUIC endpoints of the primary and the workers bind this many ports above the committee's addresses,
+    /// where an emulated network (`mako relay`) forwards what reaches the committee's; a worker's client port
+    /// (TCP) stays the committee's. 0 (the default): the committee's ports.
+    pub quic_port_shift: u16,
 }
 
 /// The two ends of a primary–worker link (QUIC, pinned to the validator's network key).
@@ -60,6 +64,7 @@ impl Default for ValidatorConfig {
             mempool: MempoolParameters::default(),
             execution: ExecutionConfig::default(),
             worker_links: Vec::new(),
+            quic_port_shift: 0,
         }
     }
 }

@@ -12,6 +12,7 @@ mod config;
 mod cpu;
 mod faults;
 mod metrics;
+mod relay;
 mod setup;
 mod testnet;
 mod validator;
@@ -81,6 +82,13 @@ enum Command {
         /// `text` (colours only on a terminal) or `json` (one object a line, for tools).
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
+    },
+    /// Relay the validators' QUIC traffic with emulated latency, jitter, loss and partitions (`mako testnet`
+    /// starts one when asked for network conditions).
+    Relay {
+        /// The relay's configuration, written by `mako testnet`.
+        #[arg(long)]
+        config: PathBuf,
     },
     /// Send transfers between genesis accounts to every worker of a committee at a fixed rate.
     Client {
@@ -208,6 +216,20 @@ struct TestnetArgs {
     /// Never start the last N validators (the committee still counts them), as the Narwhal benchmark's faults.
     #[arg(long, default_value_t = 0)]
     down: usize,
+    /// Emulated one-way latency on every validator-to-validator path, through a userspace relay (`mako
+    /// relay`), e.g. 100ms; the relay runs when any of --latency, --jitter, --loss or --partition is given.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    latency: Option<std::time::Duration>,
+    /// Up to this much more or less latency per datagram, uniformly (datagrams may reorder), e.g. 20ms.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    jitter: Option<std::time::Duration>,
+    /// Share of datagrams the relay drops, in percent, e.g. 1.
+    #[arg(long)]
+    loss: Option<f64>,
+    /// Validator V cut off from every other one from T to R after the client starts (V@T-R, e.g. 2@30s-40s),
+    /// comma-separated or repeated; V@T cuts it off to the end.
+    #[arg(long = "partition", value_delimiter = ',')]
+    partitions: Vec<faults::Crash>,
     #[command(flatten)]
     protocol: ProtocolArgs,
 }
@@ -269,6 +291,12 @@ impl TestnetArgs {
             live,
             crashes: self.crashes.clone(),
             down: self.down,
+            network: testnet::EmulatedNetwork {
+                latency: self.latency.unwrap_or_default(),
+                jitter: self.jitter.unwrap_or_default(),
+                loss_percent: self.loss.unwrap_or(0.0),
+                partitions: self.partitions.clone(),
+            },
         }
     }
 }
@@ -325,6 +353,7 @@ fn main() -> anyhow::Result<()> {
                 (None, None) => anyhow::bail!("give --committee, or --to-sinks to measure the client alone"),
             }
         }
+        Command::Relay { config } => tokio::runtime::Runtime::new()?.block_on(relay::run(&config)),
         Command::Testnet { testnet } => {
             let runtime = tokio::runtime::Runtime::new()?;
             let report = runtime.block_on(testnet::run(&testnet.options(true)))?;

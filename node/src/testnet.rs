@@ -57,7 +57,44 @@ pub struct TestnetOptions {
     pub crashes: Vec<Crash>,
     /// The last `down` validators are never started.
     pub down: usize,
+    /// Latency, jitter, loss and partitions between the validators, through `mako relay` ([`crate::relay`]).
+    pub network: EmulatedNetwork,
 }
+
+/// Network conditions between a testnet's validators; all zero: none, and no relay.
+#[derive(Clone, Debug, Default)]
+pub struct EmulatedNetwork {
+    pub latency: Duration,
+    pub jitter: Duration,
+    pub loss_percent: f64,
+    /// Validators cut off from the others (`at` to `restart`, or to the end), counted from the client's start.
+    pub partitions: Vec<Crash>,
+}
+
+impl EmulatedNetwork {
+    pub fn is_active(&self) -> bool {
+        !self.latency.is_zero() || !self.jitter.is_zero() || self.loss_percent > 0.0 || !self.partitions.is_empty()
+    }
+
+    /// How it reads in a report, e.g. `latency 100 ms ± 20 ms, loss 1%`; empty when inactive.
+    pub fn text(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.latency.is_zero() || !self.jitter.is_zero() {
+            parts.push(format!("latency {} ms ± {} ms", self.latency.as_millis(), self.jitter.as_millis()));
+        }
+        if self.loss_percent > 0.0 {
+            parts.push(format!("loss {}%", self.loss_percent));
+        }
+        for p in &self.partitions {
+            let to = p.restart.map_or("the end".to_string(), |r| format!("{} s", r.as_secs_f64()));
+            parts.push(format!("validator {} cut off {} s to {to}", p.validator, p.at.as_secs_f64()));
+        }
+        parts.join(", ")
+    }
+}
+
+/// The QUIC ports of validators behind a relay are the committee's plus this.
+const RELAY_PORT_SHIFT: u16 = 10_000;
 
 /// What a run measured.
 #[derive(Clone, Debug)]
@@ -112,6 +149,8 @@ pub struct Restart {
 pub struct CpuPerTransaction {
     pub validators: Option<f64>,
     pub client: Option<f64>,
+    /// The emulated network's relay (not part of the total: the system under test does not pay it).
+    pub relay: Option<f64>,
     /// The validators' share, split by component (their own counters, and fjall's threads for storage).
     pub split: Option<CpuSplit>,
 }
@@ -145,7 +184,8 @@ impl CpuPerTransaction {
         match (self.total(), self.validators, self.client) {
             (Some(t), Some(v), Some(c)) => {
                 let split = self.split.map_or(String::new(), |s| format!(": {}", s.text()));
-                format!("{t:.1} µs (validators {v:.1}{split}; client {c:.1})")
+                let relay = self.relay.map_or(String::new(), |r| format!("; and the network relay {r:.1}"));
+                format!("{t:.1} µs (validators {v:.1}{split}; client {c:.1}{relay})")
             }
             _ => "-".to_string(),
         }
@@ -169,10 +209,18 @@ fn client_rate(log: &str) -> Option<f64> {
 /// The validator and client processes; dropping it interrupts (SIGINT) then kills whatever still runs.
 struct Processes(Vec<Process>);
 
+/// What a process of the testnet is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    /// Validator `i`'s, or one of its workers'.
+    Validator(usize),
+    Client,
+    Relay,
+}
+
 struct Process {
     name: String,
-    /// The validator it belongs to (none: the client).
-    validator: Option<usize>,
+    role: Role,
     args: Vec<String>,
     log: PathBuf,
     child: Child,
@@ -218,6 +266,7 @@ fn start(name: &str, args: &[String], log: std::fs::File) -> anyhow::Result<Chil
 struct CpuSpent {
     validators: f64,
     client: f64,
+    relay: f64,
     /// fjall's own threads (flushes, compactions) in the validators' processes.
     storage_threads: f64,
 }
@@ -228,34 +277,36 @@ impl Processes {
     fn cpu(&mut self) -> CpuSpent {
         let mut spent = CpuSpent::default();
         for process in &mut self.0 {
-            let client = process.validator.is_none();
+            let validator = matches!(process.role, Role::Validator(_));
             if !process.killed {
                 let pid = process.child.id();
                 if let Some(now) = cpu::seconds(pid) {
                     process.cpu.now = process.cpu.now.max(now);
                 }
                 // Threads that have exited are gone from /proc; fjall's run as long as the store is open.
-                if let Some(now) = cpu::threads_seconds(pid, "fjall").filter(|_| !client) {
+                if let Some(now) = cpu::threads_seconds(pid, "fjall").filter(|_| validator) {
                     process.storage_threads.now = process.storage_threads.now.max(now);
                 }
             }
-            if client {
-                spent.client += process.cpu.total();
-            } else {
-                spent.validators += process.cpu.total();
-                spent.storage_threads += process.storage_threads.total();
+            match process.role {
+                Role::Client => spent.client += process.cpu.total(),
+                Role::Relay => spent.relay += process.cpu.total(),
+                Role::Validator(_) => {
+                    spent.validators += process.cpu.total();
+                    spent.storage_threads += process.storage_threads.total();
+                }
             }
         }
         spent
     }
 
-    fn spawn(&mut self, name: &str, validator: Option<usize>, args: &[&str], log: &Path) -> anyhow::Result<()> {
+    fn spawn(&mut self, name: &str, role: Role, args: &[&str], log: &Path) -> anyhow::Result<()> {
         let file = std::fs::File::create(log).with_context(|| format!("cannot create {}", log.display()))?;
         let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
         let child = start(name, &args, file)?;
         self.0.push(Process {
             name: name.to_string(),
-            validator,
+            role,
             args,
             log: log.to_path_buf(),
             child,
@@ -268,7 +319,7 @@ impl Processes {
 
     /// SIGKILLs every process of `validator`: a crash, with whatever its store had not synced.
     fn kill(&mut self, validator: usize) {
-        for process in self.0.iter_mut().filter(|p| p.validator == Some(validator) && !p.killed) {
+        for process in self.0.iter_mut().filter(|p| p.role == Role::Validator(validator) && !p.killed) {
             let _ = process.child.kill();
             let _ = process.child.wait();
             process.killed = true;
@@ -278,7 +329,7 @@ impl Processes {
     /// Starts the killed processes of `validator` again with the same arguments, on the same store; their
     /// logs go on in the same files.
     fn restart(&mut self, validator: usize) -> anyhow::Result<()> {
-        for process in self.0.iter_mut().filter(|p| p.validator == Some(validator) && p.killed) {
+        for process in self.0.iter_mut().filter(|p| p.role == Role::Validator(validator) && p.killed) {
             let log = std::fs::File::options()
                 .append(true)
                 .open(&process.log)
@@ -293,7 +344,7 @@ impl Processes {
 
     /// The client's exit status, if it has exited.
     fn client_status(&mut self) -> Option<std::process::ExitStatus> {
-        let client = self.0.iter_mut().find(|p| p.validator.is_none())?;
+        let client = self.0.iter_mut().find(|p| p.role == Role::Client)?;
         client.child.try_wait().ok()?
     }
 
@@ -339,6 +390,43 @@ struct Prepared {
     worker_metrics: Vec<SocketAddr>,
 }
 
+/// Writes the relay's configuration (every QUIC endpoint of the committee, at its shifted port) and starts it.
+/// Returns the file whose creation starts the partitions' clock (the client's start).
+fn start_relay(options: &TestnetOptions, committee: &Path, processes: &mut Processes) -> anyhow::Result<PathBuf> {
+    let committee = mako_types::Committee::load(committee)?;
+    let mut ports = Vec::new();
+    for (index, authority) in committee.authorities() {
+        for listen in std::iter::once(authority.primary_address).chain(authority.worker_addresses.iter().copied()) {
+            let real = SocketAddr::new(listen.ip(), listen.port() + RELAY_PORT_SHIFT);
+            ports.push(crate::relay::RelayedPort { validator: index.as_usize(), listen, real });
+        }
+    }
+    let network = &options.network;
+    let start_file = options.dir.join("relay.start");
+    let _ = std::fs::remove_file(&start_file);
+    let config = crate::relay::RelayConfig {
+        latency_ms: network.latency.as_secs_f64() * 1e3,
+        jitter_ms: network.jitter.as_secs_f64() * 1e3,
+        loss: network.loss_percent / 100.0,
+        partitions: network
+            .partitions
+            .iter()
+            .map(|p| crate::relay::Partition {
+                validator: p.validator,
+                from_s: p.at.as_secs_f64(),
+                to_s: p.restart.map_or(f64::INFINITY, |r| r.as_secs_f64()),
+            })
+            .collect(),
+        start_file: Some(start_file.clone()),
+        ports,
+    };
+    let path = options.dir.join("relay.toml");
+    std::fs::write(&path, toml::to_string(&config)?).with_context(|| format!("cannot write {}", path.display()))?;
+    let args = ["relay", "--config", path.to_str().context("a non-UTF-8 path")?];
+    processes.spawn("relay", Role::Relay, &args, &options.dir.join("logs/relay.log"))?;
+    Ok(start_file)
+}
+
 fn loopback(port: usize, what: &str) -> anyhow::Result<SocketAddr> {
     let port = u16::try_from(port).with_context(|| format!("{what} ports past 65535"))?;
     Ok(SocketAddr::from(([127, 0, 0, 1], port)))
@@ -372,6 +460,9 @@ fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<Prepared>> {
                 ..ValidatorConfig::default()
             };
             config.execution.genesis_accounts = options.accounts;
+            if options.network.is_active() {
+                config.quic_port_shift = RELAY_PORT_SHIFT;
+            }
             config.execution.threads = execution_threads(options);
             clear(&config.storage)?;
             let mut worker_metrics = Vec::new();
@@ -486,6 +577,10 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let dir = &options.dir;
     let committee = dir.join("committee.toml");
     let mut processes = Processes(Vec::new());
+    let relay_start = match options.network.is_active() {
+        true => Some(start_relay(options, &committee, &mut processes)?),
+        false => None,
+    };
     for (i, validator) in validators.iter().enumerate().take(started_validators) {
         let keys = setup::key_file(&dir.join("keys"), i);
         let args = [
@@ -497,12 +592,17 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
             "--config",
             path_arg(&validator.config)?,
         ];
-        processes.spawn(&format!("validator {i}"), Some(i), &args, &dir.join(format!("logs/validator-{i}.log")))?;
+        processes.spawn(
+            &format!("validator {i}"),
+            Role::Validator(i),
+            &args,
+            &dir.join(format!("logs/validator-{i}.log")),
+        )?;
         for w in 0..validator.worker_metrics.len() {
             let id = w.to_string();
             let args: Vec<&str> = args.iter().copied().chain(["--worker", &id]).collect();
             let log = dir.join(format!("logs/validator-{i}-worker-{w}.log"));
-            processes.spawn(&format!("validator {i} worker {w}"), Some(i), &args, &log)?;
+            processes.spawn(&format!("validator {i} worker {w}"), Role::Validator(i), &args, &log)?;
         }
     }
 
@@ -542,15 +642,22 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         path_arg(&acks_file)?.into(),
     ];
     let client_args: Vec<&str> = client_args.iter().map(String::as_str).collect();
-    processes.spawn("client", None, &client_args, &dir.join("logs/client.log"))?;
+    if let Some(start_file) = &relay_start {
+        std::fs::write(start_file, b"").with_context(|| format!("cannot write {}", start_file.display()))?;
+    }
+    processes.spawn("client", Role::Client, &client_args, &dir.join("logs/client.log"))?;
     let client_started = Instant::now();
     if options.live {
         println!(
-            "testnet: {} validators{}, client at {} tx/s for {}; logs in {}",
+            "testnet: {} validators{}, client at {} tx/s for {}{}; logs in {}",
             options.nodes,
             if options.down > 0 { format!(" ({} never started)", options.down) } else { String::new() },
             options.rate,
             humantime::format_duration(options.duration),
+            match options.network.is_active() {
+                true => format!("; emulated network (relay): {}", options.network.text()),
+                false => String::new(),
+            },
             dir.join("logs").display()
         );
     }
@@ -680,6 +787,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let cpu_us_per_tx = CpuPerTransaction {
         validators: validators_us,
         client: per_transaction(cpu_end.client - cpu_start.client),
+        relay: options.network.is_active().then(|| per_transaction(cpu_end.relay - cpu_start.relay)).flatten(),
         split,
     };
     let started_configs: Vec<PathBuf> = validators.iter().take(started_validators).map(|v| v.config.clone()).collect();

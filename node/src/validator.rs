@@ -97,13 +97,19 @@ impl Identity {
             NetworkConfig::default(),
             &self.keys.network,
             Peers::workers(&self.committee, id)?,
-            listen(address),
+            self.quic(address)?,
         )?;
         let clients = ClientListener::bind(listen(address)).await?;
         Ok((endpoint, inbound, clients))
     }
 
     /// Binds our end of the link to worker `id`: at `ours`, its only peer the other end at `theirs`.
+    /// Where a QUIC endpoint of ours listens: the committee's port, shifted when a relay emulates the network.
+    fn quic(&self, address: SocketAddr) -> anyhow::Result<SocketAddr> {
+        let port = address.port().checked_add(self.config.quic_port_shift).context("QUIC port past 65535")?;
+        Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
+    }
+
     fn bind_link(
         &self,
         ours: SocketAddr,
@@ -224,7 +230,7 @@ async fn run_validator_life(identity: &Identity, store: &Store, genesis: &Genesi
         NetworkConfig::default(),
         &keys.network,
         Peers::primaries(committee)?,
-        listen(authority.primary_address),
+        identity.quic(authority.primary_address)?,
     )?;
     // A store too far behind the others' (empty, or down for long) resumes from a checkpoint f+1 vouch for.
     state_sync::sync_state(&primary_network.0, *me, committee, &store).await?;

@@ -1,10 +1,10 @@
 //! mako-storage: the fjall-backed stores of a validator.
 //!
-//! One fjall database per validator holds four keyspaces: batches (key-value separated, uncompressed: they are
-//! large, written once and deleted by GC, DESIGN.md §3), certificates with their (round, author) index, and
-//! small state records (last vote per author, consensus state, execution progress). Values are canonical rkyv
-//! bytes; reading one validates it first, so a corrupt or undecodable value is a [`StoreError::Corrupt`], never a
-//! panic. Writes that belong together go through one [`WriteSet`], committed as one atomic fjall batch — this is
+//! One fjall database per validator holds four keyspaces: the batch index (a batch's bytes are in append-only
+//! segment files beside it, written once: `batch_store`), certificates with their (round, author) index, and
+//! small state records (last vote per author, consensus state, execution progress, checkpoints). Values are
+//! canonical rkyv bytes; reading one validates it first, so a corrupt or undecodable value is a
+//! [`StoreError::Corrupt`], never a panic. Writes that belong together go through one [`WriteSet`], committed as one atomic fjall batch — this is
 //! what lets a restarted node find its votes and commits exactly as they were (DESIGN.md §9, items 5 and 7).
 
 mod batch_store;

@@ -4,12 +4,12 @@ use fjall::{Keyspace, OwnedWriteBatch, PersistMode};
 use mako_types::cpu_time::{measure, Component};
 use mako_types::{AuthorityIndex, BatchDigest, Certificate, Header, Round, WorkerId};
 
+use crate::batch_store::BatchChanges;
 use crate::certificate_store::round_key;
 use crate::state_store::{
     block_key, consensus_snapshot_key, last_vote_key, proposal_key, sub_dag_key, CHECKPOINT_KEY, CONSENSUS_KEY,
     EXECUTION_KEY, LAST_HEADER_KEY,
 };
-use crate::batch_store::BatchChanges;
 use crate::{
     BatchStore, BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord,
 };
