@@ -1,5 +1,6 @@
 //! `mako bench`: a paper's experiment in one command (issue 17, item 5). It sweeps offered rates over every
-//! configuration (committee size × leader schedule × validators down from the start), one local testnet
+//! configuration (committee size × leader schedule × validators down from the start × emulated one-way
+//! latency between validators, through `mako relay`), one local testnet
 //! ([`crate::testnet`]) per point, and writes the report: `results.csv`, `results.md` (a markdown table under a
 //! caption naming the commit, the machine and the parameters) and `throughput_latency.png` (p50 end-to-end
 //! latency against end-to-end throughput, one line per configuration).
@@ -26,6 +27,8 @@ pub struct Sweep {
     pub sizes: Vec<usize>,
     pub schedules: Vec<ScheduleKind>,
     pub down: Vec<Down>,
+    /// One-way latencies between validators (zero with no jitter or loss: no relay).
+    pub latencies: Vec<std::time::Duration>,
     pub overload: Vec<f64>,
 }
 
@@ -63,6 +66,7 @@ struct Configuration {
     nodes: usize,
     schedule: ScheduleKind,
     down: usize,
+    latency: std::time::Duration,
 }
 
 fn schedule_name(schedule: ScheduleKind) -> &'static str {
@@ -74,7 +78,11 @@ fn schedule_name(schedule: ScheduleKind) -> &'static str {
 
 impl Configuration {
     fn label(&self) -> String {
-        format!("{} validators, {}, {} down", self.nodes, schedule_name(self.schedule), self.down)
+        let latency = match self.latency.is_zero() {
+            true => String::new(),
+            false => format!(", {} ms one-way", self.latency.as_millis()),
+        };
+        format!("{} validators, {}, {} down{latency}", self.nodes, schedule_name(self.schedule), self.down)
     }
 }
 
@@ -99,9 +107,11 @@ pub async fn run(base: &TestnetOptions, sweep: &Sweep, out: &Path) -> anyhow::Re
     for &nodes in &sweep.sizes {
         for &schedule in &sweep.schedules {
             for down in &sweep.down {
-                let configuration = Configuration { nodes, schedule, down: down.of(nodes) };
-                if !configurations.contains(&configuration) {
-                    configurations.push(configuration);
+                for &latency in &sweep.latencies {
+                    let configuration = Configuration { nodes, schedule, down: down.of(nodes), latency };
+                    if !configurations.contains(&configuration) {
+                        configurations.push(configuration);
+                    }
                 }
             }
         }
@@ -146,9 +156,11 @@ async fn run_point(
     total: usize,
     out: &Path,
 ) -> anyhow::Result<TestnetReport> {
-    let Configuration { nodes, schedule, down } = configuration;
+    let Configuration { nodes, schedule, down, latency } = configuration;
     let protocol = mako_types::ProtocolParameters { leader_schedule: schedule, ..base.protocol };
-    let options = TestnetOptions { nodes, rate, down, protocol, dir: out.join("testnet"), live: false, ..base.clone() };
+    let network = testnet::EmulatedNetwork { latency, ..base.network.clone() };
+    let options =
+        TestnetOptions { nodes, rate, down, protocol, network, dir: out.join("testnet"), live: false, ..base.clone() };
     println!("bench [{index}/{total}]: {} at {rate} tx/s for {:?} ...", configuration.label(), base.duration);
     let report = testnet::run(&options).await?;
     println!("  {}", row(&report));
@@ -173,7 +185,8 @@ fn caption(base: &TestnetOptions) -> String {
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     format!(
         "mako at {commit}, {cores} cores ({cpu}), {date}; each point {} after a {} warm-up, {}-byte {} \
-         transactions over {} accounts, {} worker(s) per validator{}, GC depth {}",
+         transactions over {} accounts, {} worker(s) per validator{}, GC depth {}, checkpoints every {} \
+         sub-DAGs{}",
         humantime::format_duration(base.duration),
         humantime::format_duration(base.warmup),
         base.size,
@@ -182,6 +195,15 @@ fn caption(base: &TestnetOptions) -> String {
         base.workers,
         if base.workers_apart { " in their own processes" } else { "" },
         base.protocol.gc_depth,
+        base.protocol.checkpoint_interval,
+        match base.network.jitter.is_zero() && base.network.loss_percent == 0.0 && base.network.partitions.is_empty() {
+            true => String::new(),
+            false => format!(
+                "; between validators (relay) jitter ± {} ms, loss {}%",
+                base.network.jitter.as_millis(),
+                base.network.loss_percent
+            ),
+        },
     )
 }
 
@@ -203,7 +225,7 @@ fn row(report: &TestnetReport) -> String {
 }
 
 /// One point's columns, in the order of [`COLUMNS`].
-fn cells(point: &Point) -> [String; 20] {
+fn cells(point: &Point) -> [String; 22] {
     let r = &point.report;
     let c = &point.configuration;
     let us = |value: Option<f64>| value.map_or("-".to_string(), |v| format!("{v:.1}"));
@@ -215,6 +237,7 @@ fn cells(point: &Point) -> [String; 20] {
         r.nodes.to_string(),
         schedule_name(c.schedule).to_string(),
         c.down.to_string(),
+        c.latency.as_millis().to_string(),
         kind,
         r.rate.to_string(),
         r.sent_text(),
@@ -229,16 +252,18 @@ fn cells(point: &Point) -> [String; 20] {
         us(r.cpu_us_per_tx.split.map(|s| s.execution)),
         us(r.cpu_us_per_tx.split.map(|s| s.rest)),
         us(r.cpu_us_per_tx.client),
+        us(r.cpu_us_per_tx.relay),
         format!("{:.1}", r.rounds_per_second),
         r.latency.count().to_string(),
         r.agreed_blocks.to_string(),
     ]
 }
 
-const COLUMNS: [(&str, &str); 20] = [
+const COLUMNS: [(&str, &str); 22] = [
     ("validators", "validators"),
     ("leader schedule", "leader_schedule"),
     ("down", "validators_down"),
+    ("one-way latency (ms)", "latency_ms"),
     ("point", "point"),
     ("offered tx/s", "offered_tps"),
     ("client sent tx/s", "sent_tps"),
@@ -253,6 +278,7 @@ const COLUMNS: [(&str, &str); 20] = [
     ("validators: execution", "execution_cpu_us_per_tx"),
     ("validators: rest", "rest_cpu_us_per_tx"),
     ("of which client", "client_cpu_us_per_tx"),
+    ("network relay (apart)", "relay_cpu_us_per_tx"),
     ("rounds/s", "rounds_per_second"),
     ("samples", "samples"),
     ("blocks agreed", "blocks_agreed"),

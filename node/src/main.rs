@@ -146,6 +146,10 @@ enum Command {
         /// --down.
         #[arg(long = "down-sweep", value_delimiter = ',', default_value = "0")]
         down_sweep: Vec<bench::Down>,
+        /// Emulated one-way latencies between validators, comma-separated (e.g. 0ms,25ms,50ms), each through the
+        /// relay with the testnet's --jitter and --loss; overrides --latency.
+        #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
+        latencies: Vec<std::time::Duration>,
         /// After each committee size's sweep, offer these multiples of its peak executed rate (what it keeps
         /// executing past saturation); empty for none.
         #[arg(long, value_delimiter = ',', default_value = "1.5,3")]
@@ -360,14 +364,16 @@ fn main() -> anyhow::Result<()> {
             testnet::print_summary(&report);
             Ok(())
         }
-        Command::Bench { rates, sizes, schedules, down_sweep, overload, out, testnet } => {
+        Command::Bench { rates, sizes, schedules, down_sweep, latencies, overload, out, testnet } => {
             anyhow::ensure!(
                 overload.iter().all(|f| f.is_finite() && *f > 0.0),
                 "--overload takes positive multiples of the peak, not {overload:?}"
             );
             let runtime = tokio::runtime::Runtime::new()?;
-            let sweep = bench::Sweep { rates, sizes, schedules, down: down_sweep, overload };
-            runtime.block_on(bench::run(&testnet.options(false), &sweep, &out))
+            let options = testnet.options(false);
+            let latencies = if latencies.is_empty() { vec![options.network.latency] } else { latencies };
+            let sweep = bench::Sweep { rates, sizes, schedules, down: down_sweep, latencies, overload };
+            runtime.block_on(bench::run(&options, &sweep, &out))
         }
         Command::Config { out: Some(out), .. } => {
             std::fs::write(&out, config::ValidatorConfig::default().to_toml())?;
