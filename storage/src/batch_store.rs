@@ -249,7 +249,7 @@ impl BatchStore {
         Ok(())
     }
 
-    /// Bytes of batch segments on disk (live or not yet deleted), for the metrics.
+    /// Bytes the segments hold: the live batches' and the whole segment being appended to.
     pub fn segment_bytes(&self) -> u64 {
         let segments = self.lock();
         let current = segments.current.as_ref().map_or(0, |(_, _, len)| *len);

@@ -10,9 +10,7 @@ use crate::state_store::{
     block_key, consensus_snapshot_key, last_vote_key, proposal_key, sub_dag_key, CHECKPOINT_KEY, CONSENSUS_KEY,
     EXECUTION_KEY, LAST_HEADER_KEY,
 };
-use crate::{
-    BatchStore, BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord,
-};
+use crate::{BatchStore, BlockRecord, ConsensusState, ExecutionProgress, LastVote, Store, StoreError, SubDagRecord};
 
 /// How far a commit goes before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -146,13 +144,9 @@ impl WriteSet {
         self.put_state(block_key(block.index), mako_types::encode(block).as_slice());
     }
 
-    /// Replaces the checkpoint (only the latest is kept).
-    pub fn put_checkpoint(&mut self, checkpoint: &Checkpoint) {
-        self.put_checkpoint_bytes(mako_types::encode(checkpoint).as_slice());
-    }
-
-    /// Replaces the checkpoint with one already encoded (whose digest the caller has taken), or fetched by
-    /// state sync and checked against the digest f+1 validators vouch for.
+    /// Replaces the checkpoint (only the latest is kept) with one already encoded: by execution, which takes
+    /// its digest from these bytes, or fetched by state sync and checked against the digest f+1 validators
+    /// vouch for.
     pub fn put_checkpoint_bytes(&mut self, encoded: &[u8]) {
         self.put_state(CHECKPOINT_KEY, encoded);
     }
