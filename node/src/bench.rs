@@ -10,12 +10,11 @@
 //! (a system that collapses past saturation executes far less than its peak there). Each such row gives its
 //! executed rate as a share of the peak.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::Context;
+use mako_report::{Column, Curve, Down, Report};
 use mako_types::ScheduleKind;
-use plotters::prelude::*;
 
 use crate::testnet::{self, TestnetOptions, TestnetReport};
 
@@ -32,34 +31,6 @@ pub struct Sweep {
     pub overload: Vec<f64>,
 }
 
-/// Validators never started, per configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Down {
-    Count(usize),
-    /// As many as the committee tolerates, f = ⌊(n − 1) / 3⌋.
-    F,
-}
-
-impl std::str::FromStr for Down {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text.trim() {
-            "f" => Ok(Down::F),
-            n => n.parse().map(Down::Count).map_err(|_| format!("{text:?}: a count of validators down, or f")),
-        }
-    }
-}
-
-impl Down {
-    fn of(self, nodes: usize) -> usize {
-        match self {
-            Down::Count(n) => n,
-            Down::F => nodes.saturating_sub(1) / 3,
-        }
-    }
-}
-
 /// One line of the experiment: everything about a point but its offered rate.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Configuration {
@@ -69,20 +40,13 @@ struct Configuration {
     latency: std::time::Duration,
 }
 
-fn schedule_name(schedule: ScheduleKind) -> &'static str {
-    match schedule {
-        ScheduleKind::RoundRobin => "round-robin",
-        ScheduleKind::Reputation => "reputation",
-    }
-}
-
 impl Configuration {
     fn label(&self) -> String {
         let latency = match self.latency.is_zero() {
             true => String::new(),
             false => format!(", {} ms one-way", self.latency.as_millis()),
         };
-        format!("{} validators, {}, {} down{latency}", self.nodes, schedule_name(self.schedule), self.down)
+        format!("{} validators, {}, {} down{latency}", self.nodes, self.schedule.name(), self.down)
     }
 }
 
@@ -142,8 +106,11 @@ pub async fn run(base: &TestnetOptions, sweep: &Sweep, out: &Path) -> anyhow::Re
             points.push(Point { configuration, report, overload: Some(overload) });
         }
     }
-    write_report(&points, &caption, out)?;
-    println!("\n{}", markdown(&points, &caption));
+    report(&points, &caption, |report| {
+        report.write(out, PLOT)?;
+        println!("\n{}", report.markdown());
+        Ok(())
+    })?;
     println!("wrote results.csv, results.md and {PLOT} to {}", out.display());
     Ok(())
 }
@@ -235,7 +202,7 @@ fn cells(point: &Point) -> [String; 22] {
     };
     [
         r.nodes.to_string(),
-        schedule_name(c.schedule).to_string(),
+        c.schedule.name().to_string(),
         c.down.to_string(),
         c.latency.as_millis().to_string(),
         kind,
@@ -259,7 +226,7 @@ fn cells(point: &Point) -> [String; 22] {
     ]
 }
 
-const COLUMNS: [(&str, &str); 22] = [
+const COLUMNS: [Column; 22] = [
     ("validators", "validators"),
     ("leader schedule", "leader_schedule"),
     ("down", "validators_down"),
@@ -284,91 +251,34 @@ const COLUMNS: [(&str, &str); 22] = [
     ("blocks agreed", "blocks_agreed"),
 ];
 
-fn markdown(points: &[Point], caption: &str) -> String {
-    let mut text = format!("{caption}\n\n| {} |\n", COLUMNS.map(|(title, _)| title).join(" | "));
-    let _ = writeln!(text, "|{}", "---|".repeat(COLUMNS.len()));
-    for point in points {
-        let _ = writeln!(text, "| {} |", cells(point).join(" | "));
-    }
-    text
-}
-
-fn write_report(points: &[Point], caption: &str, out: &Path) -> anyhow::Result<()> {
-    let mut csv = format!("{}\n", COLUMNS.map(|(_, name)| name).join(","));
-    for point in points {
-        let _ = writeln!(csv, "{}", cells(point).join(","));
-    }
-    std::fs::write(out.join("results.csv"), csv).context("cannot write results.csv")?;
-    std::fs::write(out.join("results.md"), markdown(points, caption)).context("cannot write results.md")?;
-    plot(points, caption, &out.join(PLOT)).map_err(|e| anyhow::anyhow!("cannot draw {PLOT}: {e}"))
-}
-
-/// p50 latency against throughput: a line through each configuration's sweep, its overload points as crosses
-/// of the same colour, and the caption under the chart. The font (DejaVu Sans) is compiled in, so the plot
-/// draws the same on a machine without fonts.
-fn plot(points: &[Point], caption: &str, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
-    static FONT: std::sync::Once = std::sync::Once::new();
-    FONT.call_once(|| {
-        // A font that does not parse only loses the labels; `register_font` cannot fail on DejaVu.
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, dejavu::sans::regular());
-    });
-    let max_x = points.iter().map(|p| p.report.end_to_end_tps).fold(1.0, f64::max) * 1.1;
-    let max_y = points.iter().map(|p| ms(&p.report, 0.5)).filter(|y| y.is_finite()).fold(1.0, f64::max) * 1.2;
-    let root = BitMapBackend::new(path, (1000, 680)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (upper, lower) = root.split_vertically(630);
-    for (line, text) in caption.splitn(2, "; ").enumerate() {
-        lower.draw_text(text, &("sans-serif", 13).into_text_style(&lower), (15, 5 + 20 * line as i32))?;
-    }
-    let mut chart = ChartBuilder::on(&upper)
-        .caption("mako: end-to-end latency (p50) against throughput", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0.0..max_x, 0.0..max_y)?;
-    chart
-        .configure_mesh()
-        .x_desc("end-to-end tx/s (executed)")
-        .y_desc("latency p50 (ms)")
-        .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
-        .draw()?;
+/// The report of `points`: the table and one curve per configuration, p50 latency against throughput.
+fn report(points: &[Point], caption: &str, write: impl FnOnce(&Report) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let rows: Vec<Vec<String>> = points.iter().map(|p| cells(p).to_vec()).collect();
     let mut configurations: Vec<Configuration> = Vec::new();
     for point in points {
         if !configurations.contains(&point.configuration) {
             configurations.push(point.configuration);
         }
     }
-    for (i, configuration) in configurations.iter().enumerate() {
-        let color = Palette99::pick(i).to_rgba();
-        let xy = |p: &Point| (p.report.end_to_end_tps, ms(&p.report, 0.5));
-        let mine = || points.iter().filter(|p| p.configuration == *configuration);
-        let sweep: Vec<(f64, f64)> =
-            mine().filter(|p| p.overload.is_none()).map(xy).filter(|(_, y)| y.is_finite()).collect();
-        let overload: Vec<(f64, f64)> =
-            mine().filter(|p| p.overload.is_some()).map(xy).filter(|(_, y)| y.is_finite()).collect();
-        chart
-            .draw_series(LineSeries::new(sweep.clone(), color.stroke_width(2)))?
-            .label(configuration.label())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
-        chart.draw_series(sweep.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
-        chart.draw_series(overload.into_iter().map(|p| Cross::new(p, 6, color.stroke_width(2))))?;
-    }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
-    root.present()?;
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn validators_down_are_a_count_or_f() {
-        assert_eq!("f".parse(), Ok(Down::F));
-        assert_eq!("2".parse(), Ok(Down::Count(2)));
-        assert!("two".parse::<Down>().is_err());
-        assert_eq!([4, 7, 10, 50].map(|n| Down::F.of(n)), [1, 2, 3, 16]);
-        assert_eq!(Down::Count(0).of(4), 0);
-    }
+    let xy = |p: &Point| (p.report.end_to_end_tps, ms(&p.report, 0.5));
+    let curves: Vec<Curve> = configurations
+        .iter()
+        .map(|configuration| {
+            let mine = || points.iter().filter(|p| p.configuration == *configuration);
+            Curve {
+                label: configuration.label(),
+                sweep: mine().filter(|p| p.overload.is_none()).map(xy).collect(),
+                overload: mine().filter(|p| p.overload.is_some()).map(xy).collect(),
+            }
+        })
+        .collect();
+    write(&Report {
+        caption,
+        columns: &COLUMNS,
+        rows: &rows,
+        title: "mako: end-to-end latency (p50) against throughput",
+        x_label: "end-to-end tx/s (executed)",
+        y_label: "latency p50 (ms)",
+        curves: &curves,
+    })
 }

@@ -145,7 +145,7 @@ enum Command {
         /// Validators never started, comma-separated counts or f (the most the committee tolerates); overrides
         /// --down.
         #[arg(long = "down-sweep", value_delimiter = ',', default_value = "0")]
-        down_sweep: Vec<bench::Down>,
+        down_sweep: Vec<mako_report::Down>,
         /// Emulated one-way latencies between validators, comma-separated (e.g. 0ms,25ms,50ms), each through the
         /// relay with the testnet's --jitter and --loss; overrides --latency.
         #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
@@ -268,11 +268,7 @@ impl ProtocolArgs {
 }
 
 fn parse_schedule(text: &str) -> Result<ScheduleKind, String> {
-    match text {
-        "round-robin" | "round_robin" => Ok(ScheduleKind::RoundRobin),
-        "reputation" => Ok(ScheduleKind::Reputation),
-        other => Err(format!("unknown leader schedule {other:?}: round-robin or reputation")),
-    }
+    text.parse()
 }
 
 impl TestnetArgs {

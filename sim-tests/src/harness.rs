@@ -168,6 +168,20 @@ pub struct NodeRecord {
     pub progress: Option<Progress>,
     /// The checkpoints state sync installed, one per life that began with one.
     pub synced: Vec<u64>,
+    /// For the validator that measures latency ([`Options::latency_at`]): each transaction it executed, when
+    /// the load client sent it and when this validator had executed it, in simulated time.
+    pub samples: Vec<Sample>,
+    /// The last block whose transactions are in `samples`.
+    pub sampled_to: u64,
+    /// Batches of executed blocks that were gone from the store before they could be sampled.
+    pub unsampled_batches: u64,
+}
+
+/// One transaction's trip, in simulated time since the simulation began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sample {
+    pub sent: Duration,
+    pub executed: Duration,
 }
 
 pub type Records = Arc<Mutex<BTreeMap<usize, NodeRecord>>>;
@@ -190,11 +204,40 @@ pub struct Options {
     pub protocol: ProtocolParameters,
     /// A validator started from another genesis state (a deliberately diverging node).
     pub divergent: Option<usize>,
+    pub tuning: Tuning,
+    /// The validator that records every transaction it executes ([`NodeRecord::samples`]).
+    pub latency_at: Option<usize>,
+}
+
+/// Which mempool parameters the simulated validators run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tuning {
+    /// [`parameters`]: short delays and small budgets, so that faults show within seconds.
+    Faults,
+    /// The defaults, what `mako testnet` runs: for experiments whose figures stand beside the testnet's.
+    Testnet,
+}
+
+impl Tuning {
+    pub fn parameters(self) -> MempoolParameters {
+        match self {
+            Tuning::Faults => parameters(),
+            Tuning::Testnet => MempoolParameters::default(),
+        }
+    }
 }
 
 impl Options {
     pub fn new(validators: usize, seed: u64) -> Self {
-        Self { validators, seed, with_worker: false, protocol: sim_protocol(), divergent: None }
+        Self {
+            validators,
+            seed,
+            with_worker: false,
+            protocol: sim_protocol(),
+            divergent: None,
+            tuning: Tuning::Faults,
+            latency_at: None,
+        }
     }
 
     pub fn with_worker(self) -> Self {
@@ -211,6 +254,14 @@ impl Options {
 
     pub fn divergent(self, node: usize) -> Self {
         Self { divergent: Some(node), ..self }
+    }
+
+    pub fn tuning(self, tuning: Tuning) -> Self {
+        Self { tuning, ..self }
+    }
+
+    pub fn latency_at(self, node: usize) -> Self {
+        Self { latency_at: Some(node), ..self }
     }
 }
 
@@ -281,8 +332,8 @@ async fn run_validator_once(node: usize, options: Options, store: Store, records
         me,
         committee,
         key: key.bls.clone(),
-        parameters: parameters(),
-        store,
+        parameters: options.tuning.parameters(),
+        store: store.clone(),
         primary_network,
         workers,
         executor: Some(executor),
@@ -298,7 +349,12 @@ async fn run_validator_once(node: usize, options: Options, store: Store, records
             biased;
             Ok(()) = executed.changed() => {
                 let state = *executed.borrow_and_update();
-                records.lock().unwrap().get_mut(&node).expect("inserted above").executed.push(state);
+                let mut records = records.lock().unwrap();
+                let record = records.get_mut(&node).expect("inserted above");
+                record.executed.push(state);
+                if options.latency_at == Some(node) {
+                    sample(&store, record, state.index)?;
+                }
             }
             reason = validator.stopped() => {
                 if matches!(reason, ValidatorError::FellBehind { .. }) {
@@ -310,6 +366,31 @@ async fn run_validator_once(node: usize, options: Options, store: Store, records
             }
         }
     }
+}
+
+/// Adds to `record.samples` the transactions of the blocks executed after `record.sampled_to` up to `index`,
+/// read back from the store (their batches are deleted only two checkpoints later), with the time now.
+fn sample(store: &Store, record: &mut NodeRecord, index: u64) -> Result<(), mako_storage::StoreError> {
+    let now = turmoil::sim_elapsed().unwrap_or_default();
+    for block in record.sampled_to + 1..=index {
+        // None below a checkpoint that state sync installed.
+        let Some(sub_dag) = store.state.sub_dag(block)? else { continue };
+        for (digest, _, _) in &sub_dag.batches {
+            let Some(batch) = store.batches.get(digest)? else {
+                record.unsampled_batches += 1;
+                continue;
+            };
+            for transaction in &batch.transactions {
+                let sent = mako_execution::decode_transaction(&transaction.0).ok().and_then(|t| t.sample_sent_at());
+                if let Some(sent) = sent {
+                    let sent = sent.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+                    record.samples.push(Sample { sent, executed: now });
+                }
+            }
+        }
+    }
+    record.sampled_to = record.sampled_to.max(index);
+    Ok(())
 }
 
 /// What the simulation records of one validator, seen on the assembly's channels.
@@ -439,9 +520,10 @@ pub fn delivered_at(records: &Records, node: usize) -> BTreeMap<(Round, Authorit
 }
 
 /// Streams transfers between genesis accounts to the workers of `nodes`, `per_tick` of them every 100 ms to
-/// each, until `done`. A worker that is down (crashed, restarting) is skipped and reconnected to later; what
-/// was sent to it on a broken connection is lost, as for a real client.
-pub async fn load_client(nodes: Vec<usize>, per_tick: usize, done: Arc<AtomicBool>) -> turmoil::Result {
+/// each, until `done`, each padded to `size` bytes (0: unpadded) and stamped with the simulated time it was
+/// sent. A worker that is down (crashed, restarting) is skipped and reconnected to later; what was sent to it
+/// on a broken connection is lost, as for a real client.
+pub async fn load_client(nodes: Vec<usize>, per_tick: usize, size: usize, done: Arc<AtomicBool>) -> turmoil::Result {
     let addresses: Vec<SocketAddr> =
         nodes.iter().map(|node| SocketAddr::new(turmoil::lookup(host_name(*node)), WORKER_PORT)).collect();
     // A validator not up yet (or down) is connected to when it is.
@@ -450,6 +532,7 @@ pub async fn load_client(nodes: Vec<usize>, per_tick: usize, done: Arc<AtomicBoo
         connections.push(turmoil::net::TcpStream::connect(address).await.ok());
     }
     let mut workload = Workload::new(7, ACCOUNTS, Distribution::Uniform);
+    let memo_len = mako_execution::Transaction::memo_len_for(size);
     while !done.load(Ordering::SeqCst) {
         for (connection, address) in connections.iter_mut().zip(&addresses) {
             if connection.is_none() {
@@ -457,7 +540,10 @@ pub async fn load_client(nodes: Vec<usize>, per_tick: usize, done: Arc<AtomicBoo
             }
             let Some(stream) = connection.as_mut() else { continue };
             let mut frames = Vec::new();
-            for transaction in workload.transfers(per_tick) {
+            let now = std::time::UNIX_EPOCH + turmoil::sim_elapsed().unwrap_or_default();
+            for mut transaction in workload.transfers(per_tick) {
+                transaction.memo.resize(memo_len.max(transaction.memo.len()), 0);
+                transaction.stamp_sample(now);
                 let bytes = transaction.to_bytes();
                 frames.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
                 frames.extend_from_slice(&bytes);

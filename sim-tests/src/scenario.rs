@@ -216,7 +216,7 @@ fn simulate(scenario: Scenario, seed: u64, root: &Path, records: &Records) -> (R
         _ => add_validators(&mut sim, 0..VALIDATORS, options, root, records),
     }
     let done = Arc::new(AtomicBool::new(false));
-    sim.client("client", load_client(honest.clone(), LOAD, Arc::clone(&done)));
+    sim.client("client", load_client(honest.clone(), LOAD, 0, Arc::clone(&done)));
     let checks = Checks { honest: honest.clone(), validity: false };
     let mut result = phases(scenario, &mut sim, root, records, &honest, &checks, &done, &late_start);
     let simulated = sim.elapsed();

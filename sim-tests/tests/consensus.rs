@@ -22,7 +22,7 @@ fn validators_under_load_commit_identical_sequences_and_the_dag_stays_bounded() 
     let mut sim = simulation(seed, Duration::from_secs(600));
     add_validators(&mut sim, 0..N, Options::new(N, seed).with_worker(), root.path(), &records);
     let done = Arc::new(AtomicBool::new(false));
-    sim.client("load", load_client((0..N).collect(), 5, Arc::clone(&done)));
+    sim.client("load", load_client((0..N).collect(), 5, 0, Arc::clone(&done)));
     let mut largest_dag = 0;
     let result = run_until(&mut sim, Duration::from_secs(600), |_| {
         let records = records.lock().unwrap();

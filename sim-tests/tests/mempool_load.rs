@@ -26,7 +26,7 @@ fn four_validators_under_load_reach_round_50() {
     let options = Options::new(N, seed).with_worker().protocol(keep_everything);
     add_validators(&mut sim, 0..N, options, root.path(), &records);
     let done = Arc::new(AtomicBool::new(false));
-    sim.client("load", load_client((0..N).collect(), 10, Arc::clone(&done)));
+    sim.client("load", load_client((0..N).collect(), 10, 0, Arc::clone(&done)));
     {
         let records = Arc::clone(&records);
         sim.client("observer", async move {

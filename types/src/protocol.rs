@@ -17,6 +17,28 @@ pub enum ScheduleKind {
     Reputation,
 }
 
+impl ScheduleKind {
+    /// The name a command line and a report use.
+    pub fn name(self) -> &'static str {
+        match self {
+            ScheduleKind::RoundRobin => "round-robin",
+            ScheduleKind::Reputation => "reputation",
+        }
+    }
+}
+
+impl std::str::FromStr for ScheduleKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "round-robin" | "round_robin" => Ok(ScheduleKind::RoundRobin),
+            "reputation" => Ok(ScheduleKind::Reputation),
+            other => Err(format!("unknown leader schedule {other:?}: round-robin or reputation")),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProtocolParameters {
