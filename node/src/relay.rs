@@ -177,6 +177,7 @@ pub async fn run(config_path: &Path) -> anyhow::Result<()> {
         tasks.spawn(serve(Arc::clone(&relay), socket, port));
     }
     tokio::select! {
+        biased;
         _ = tokio::signal::ctrl_c() => Ok(()),
         Some(ended) = tasks.join_next() => ended?,
     }

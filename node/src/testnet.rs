@@ -671,6 +671,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let live_line = options.live && std::io::stdout().is_terminal();
     loop {
         tokio::select! {
+            biased;
             _ = tokio::signal::ctrl_c() => {
                 if options.live { println!("\ntestnet: interrupted"); }
                 break;

@@ -61,6 +61,7 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
     let mut deliveries = Vec::new();
     loop {
         let message = tokio::select! {
+            biased; // an unbiased select polls in a random order: the run would not replay from its seed
             message = inbound.recv() => message,
             () = tokio::time::sleep(Duration::from_millis(100)) => None,
         };
@@ -240,6 +241,7 @@ async fn flood_batches(node: usize, validators: usize, seed: u64) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0xF1_00D);
     loop {
         tokio::select! {
+            biased;
             // Requests are read and dropped: the withheld batches stay withheld.
             Some(_) = inbound.recv() => {}
             () = tokio::time::sleep(Duration::from_millis(20)) => {

@@ -153,7 +153,10 @@ pub(crate) async fn serve_connection<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> Result<(), WorkerError> {
     let (reader, mut writer) = tokio::io::split(stream);
     let reading = read_transactions(reader, max_transaction_size, transactions, connection.id, metrics);
+    // Biased, as every `select!` here: an unbiased one polls its branches in a random order, and a simulation
+    // must replay from its seed (DESIGN.md §6).
     let outcome = tokio::select! {
+        biased;
         outcome = reading => outcome,
         // Ends only when the worker stops acknowledging (shutdown) or the client stops reading for good.
         () = write_acks(&mut writer, &mut connection.acks) => Ok(()),
