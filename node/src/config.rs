@@ -27,6 +27,12 @@ pub struct ValidatorConfig {
     /// where an emulated network (`mako relay`) forwards what reaches the committee's; a worker's client port
     /// (TCP) stays the committee's. 0 (the default): the committee's ports.
     pub quic_port_shift: u16,
+    /// Largest UDP payload the QUIC packets between validators may grow to (path-MTU discovery probes up to
+    /// it). The default, 65,527, lets loopback links (MTU 64 KiB) carry a batch in a few packets; a path through
+    /// the internet stops at its MTU (1,452 bytes of QUIC payload under a 1,500-byte MTU) whatever this says.
+    /// `mako testnet` sets 1,452 when it emulates a WAN on loopback (`mako relay`), as the WAN would: 64 KiB
+    /// datagrams fill a socket buffer in 64 packets, and a burst the size of a 100 ms path's window overflows it.
+    pub max_udp_payload: u16,
 }
 
 /// The two ends of a primary–worker link (QUIC, pinned to the validator's network key).
@@ -65,6 +71,7 @@ impl Default for ValidatorConfig {
             execution: ExecutionConfig::default(),
             worker_links: Vec::new(),
             quic_port_shift: 0,
+            max_udp_payload: mako_network::NetworkConfig::default().max_udp_payload,
         }
     }
 }

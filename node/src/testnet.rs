@@ -93,6 +93,9 @@ impl EmulatedNetwork {
     }
 }
 
+/// The QUIC payload a WAN path carries (a 1,500-byte MTU less the IP and UDP headers and QUIC's margin):
+/// what the validators' packets are held to when the relay emulates one on loopback.
+const WAN_UDP_PAYLOAD: u16 = 1_452;
 /// The QUIC ports of validators behind a relay are the committee's plus this.
 const RELAY_PORT_SHIFT: u16 = 10_000;
 
@@ -462,6 +465,7 @@ fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<Prepared>> {
             config.execution.genesis_accounts = options.accounts;
             if options.network.is_active() {
                 config.quic_port_shift = RELAY_PORT_SHIFT;
+                config.max_udp_payload = WAN_UDP_PAYLOAD;
             }
             config.execution.threads = execution_threads(options);
             clear(&config.storage)?;

@@ -94,7 +94,7 @@ impl Identity {
     ) -> anyhow::Result<(Endpoint<WorkerMessage>, mpsc::Receiver<Inbound<WorkerMessage>>, ClientListener)> {
         let address = self.authority.worker_addresses[id as usize];
         let (endpoint, inbound) = Endpoint::<WorkerMessage>::bind(
-            NetworkConfig::default(),
+            self.network(),
             &self.keys.network,
             Peers::workers(&self.committee, id)?,
             self.quic(address)?,
@@ -103,13 +103,18 @@ impl Identity {
         Ok((endpoint, inbound, clients))
     }
 
-    /// Binds our end of the link to worker `id`: at `ours`, its only peer the other end at `theirs`.
+    /// The network settings of our endpoints to other validators.
+    fn network(&self) -> NetworkConfig {
+        NetworkConfig { max_udp_payload: self.config.max_udp_payload, ..NetworkConfig::default() }
+    }
+
     /// Where a QUIC endpoint of ours listens: the committee's port, shifted when a relay emulates the network.
     fn quic(&self, address: SocketAddr) -> anyhow::Result<SocketAddr> {
         let port = address.port().checked_add(self.config.quic_port_shift).context("QUIC port past 65535")?;
         Ok(SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), port))
     }
 
+    /// Binds our end of the link to worker `id`: at `ours`, its only peer the other end at `theirs`.
     fn bind_link(
         &self,
         ours: SocketAddr,
@@ -227,7 +232,7 @@ async fn run_validator_life(identity: &Identity, store: &Store, genesis: &Genesi
         n => n,
     };
     let primary_network = Endpoint::<PrimaryMessage>::bind(
-        NetworkConfig::default(),
+        identity.network(),
         &keys.network,
         Peers::primaries(committee)?,
         identity.quic(authority.primary_address)?,

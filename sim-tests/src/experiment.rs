@@ -22,7 +22,7 @@ use mako_types::{ProtocolParameters, ScheduleKind};
 
 use crate::harness::{
     add_crashed, add_validators, check_execution, commits, highest, host_name, load_client, records, run_until,
-    sim_protocol, Options, Records, Sample, Tuning,
+    sim_protocol, udp_capacity, Options, Records, Sample, Tuning,
 };
 use crate::invariants::{check_records, trace_hash, Checks};
 
@@ -195,6 +195,7 @@ impl Point {
             .min_message_latency(Duration::from_millis(1))
             .max_message_latency(Duration::from_millis(1))
             .simulation_duration(budget + Duration::from_secs(60))
+            .udp_capacity(udp_capacity())
             .build();
         let protocol = ProtocolParameters { leader_schedule: schedule, ..sim_protocol() };
         let options = Options::new(validators, self.seed)
