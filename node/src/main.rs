@@ -151,8 +151,8 @@ enum Command {
         #[arg(long, value_delimiter = ',', value_parser = humantime::parse_duration)]
         latencies: Vec<std::time::Duration>,
         /// After each committee size's sweep, offer these multiples of its peak executed rate (what it keeps
-        /// executing past saturation); empty for none.
-        #[arg(long, value_delimiter = ',', default_value = "1.5,3")]
+        /// executing past saturation); `--overload` with no value for none.
+        #[arg(long, value_delimiter = ',', num_args = 0.., default_value = "1.5,3")]
         overload: Vec<f64>,
         /// Where to write the report (each run's testnet folder goes under it).
         #[arg(long, default_value = "bench")]

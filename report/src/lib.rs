@@ -100,11 +100,13 @@ impl Report<'_> {
         let all = || self.curves.iter().flat_map(|c| c.sweep.iter().chain(&c.overload)).filter(|(_, y)| y.is_finite());
         let max_x = all().map(|(x, _)| *x).fold(1.0, f64::max) * 1.1;
         let max_y = all().map(|(_, y)| *y).fold(1.0, f64::max) * 1.2;
-        let root = BitMapBackend::new(path, (1000, 680)).into_drawing_area();
+        let lines = caption_lines(self.caption);
+        let caption_height = 10 + 18 * lines.len() as u32;
+        let root = BitMapBackend::new(path, (1000, 630 + caption_height)).into_drawing_area();
         root.fill(&WHITE)?;
         let (upper, lower) = root.split_vertically(630);
-        for (line, text) in self.caption.splitn(2, "; ").enumerate() {
-            lower.draw_text(text, &("sans-serif", 13).into_text_style(&lower), (15, 5 + 20 * line as i32))?;
+        for (line, text) in lines.iter().enumerate() {
+            lower.draw_text(text, &("sans-serif", 13).into_text_style(&lower), (15, 5 + 18 * line as i32))?;
         }
         let mut chart = ChartBuilder::on(&upper)
             .caption(self.title, ("sans-serif", 22))
@@ -131,10 +133,37 @@ impl Report<'_> {
             chart.draw_series(sweep.into_iter().map(|p| Circle::new(p, 4, color.filled())))?;
             chart.draw_series(overload.into_iter().map(|p| Cross::new(p, 6, color.stroke_width(2))))?;
         }
-        chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+        // Lower right: throughput-latency curves rise to the right, so that corner is usually empty.
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()?;
         root.present()?;
         Ok(())
     }
+}
+
+/// The caption as lines under the plot: a line per `"; "`-separated part, each wrapped at word boundaries to
+/// fit the 1000-pixel width.
+fn caption_lines(caption: &str) -> Vec<String> {
+    const WIDTH: usize = 150;
+    let mut lines = Vec::new();
+    for part in caption.split("; ") {
+        let mut line = String::new();
+        for word in part.split(' ') {
+            if !line.is_empty() && line.len() + 1 + word.len() > WIDTH {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -169,6 +198,10 @@ mod tests {
             curves: &curves,
         };
         assert_eq!(report.csv(), "offered_tps,latency_p50_ms\n1000,420\n2000,NaN\n");
+        let long = format!("mako at commit x; {}", "word ".repeat(60));
+        let lines = caption_lines(&long);
+        assert_eq!(lines[0], "mako at commit x");
+        assert!(lines.len() == 3 && lines.iter().all(|l| l.len() <= 150), "{lines:?}");
         assert!(report
             .markdown()
             .starts_with("mako at commit x; more\n\n| offered tx/s | latency p50 (ms) |\n|---|---|\n| 1000 | 420 |"));

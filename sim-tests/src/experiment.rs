@@ -344,7 +344,7 @@ fn caption(point: Option<&Point>) -> String {
     let Some(point) = point else { return format!("mako at {commit}, simulated: no point ran") };
     let defaults = mako_mempool::config::MempoolParameters::default();
     format!(
-        "mako at {commit}, simulated (turmoil; computation takes no simulated time), seed {}; each point {} of \
+        "mako at {commit}, simulated (turmoil: computation takes no simulated time), seed {}; each point {} of \
          simulated time after a {} warm-up, {TRANSACTION_SIZE}-byte transfers over {} accounts, testnet \
          mempool parameters (header delay {}-{}, leader timeout {}), GC depth {}, checkpoints every {} sub-DAGs, \
          latency measured at validator {OBSERVER}, client 1 ms from each worker; between validators jitter ± {} \
