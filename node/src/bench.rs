@@ -67,19 +67,13 @@ struct Overload {
 /// Runs every configuration's sweep and overload points, and writes the report into `out`.
 pub async fn run(base: &TestnetOptions, sweep: &Sweep, out: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut configurations = Vec::new();
-    for &nodes in &sweep.sizes {
-        for &schedule in &sweep.schedules {
-            for down in &sweep.down {
-                for &latency in &sweep.latencies {
-                    let configuration = Configuration { nodes, schedule, down: down.of(nodes), latency };
-                    if !configurations.contains(&configuration) {
-                        configurations.push(configuration);
-                    }
-                }
-            }
-        }
-    }
+    let configurations = mako_report::configurations(
+        &sweep.sizes,
+        &sweep.schedules,
+        &sweep.down,
+        &sweep.latencies,
+        |nodes, schedule, down, latency| Configuration { nodes, schedule, down, latency },
+    );
     let caption = caption(base);
     println!("bench: {caption}");
     let mut points: Vec<Point> = Vec::new();

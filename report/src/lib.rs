@@ -37,6 +37,32 @@ impl Down {
     }
 }
 
+/// Every configuration of a sweep, each once, sizes outermost then schedules, validators down and latencies:
+/// `make(size, schedule, down, latency)` with `down` resolved for the size (so `--down-sweep 0,f` at n = 1
+/// gives one configuration, not two).
+pub fn configurations<S: Copy, L: Copy, C: PartialEq>(
+    sizes: &[usize],
+    schedules: &[S],
+    down: &[Down],
+    latencies: &[L],
+    make: impl Fn(usize, S, usize, L) -> C,
+) -> Vec<C> {
+    let mut configurations = Vec::new();
+    for &size in sizes {
+        for &schedule in schedules {
+            for down in down {
+                for &latency in latencies {
+                    let configuration = make(size, schedule, down.of(size), latency);
+                    if !configurations.contains(&configuration) {
+                        configurations.push(configuration);
+                    }
+                }
+            }
+        }
+    }
+    configurations
+}
+
 /// A table column: its title in the markdown table and its name in the CSV header.
 pub type Column = (&'static str, &'static str);
 
@@ -177,6 +203,8 @@ mod tests {
         assert!("two".parse::<Down>().is_err());
         assert_eq!([4, 7, 10, 50].map(|n| Down::F.of(n)), [1, 2, 3, 16]);
         assert_eq!(Down::Count(0).of(4), 0);
+        let sweep = configurations(&[1, 4], &['r'], &[Down::Count(0), Down::F], &[0], |n, s, d, l| (n, s, d, l));
+        assert_eq!(sweep, [(1, 'r', 0, 0), (4, 'r', 0, 0), (4, 'r', 1, 0)]);
     }
 
     #[test]

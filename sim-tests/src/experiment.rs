@@ -21,8 +21,8 @@ use mako_report::{Column, Curve, Report};
 use mako_types::{ProtocolParameters, ScheduleKind};
 
 use crate::harness::{
-    add_crashed, add_validators, check_execution, commits, highest, host_name, load_client, records, run_until,
-    sim_protocol, udp_capacity, Options, Records, Sample, Tuning,
+    add_crashed, add_validators, advance, check_execution, commits, highest, host_name, load_client, records,
+    run_until, sim_protocol, udp_capacity, Options, Sample, Tuning,
 };
 use crate::invariants::{check_records, trace_hash, Checks};
 
@@ -164,20 +164,16 @@ impl Point {
     /// the first commit, or a violated invariant.
     pub fn run(&self) -> Result<Measured, String> {
         let root = tempfile::tempdir().map_err(|e| format!("a temporary folder: {e}"))?;
-        let records = records();
-        let measured = self.simulate(root.path(), &records)?;
-        let running: Vec<usize> = (0..self.running()).collect();
-        let (agreed_blocks, _) = check_execution(root.path(), running)?;
-        Ok(Measured { agreed_blocks, trace: trace_hash(&records), ..measured })
+        self.simulate(root.path())
     }
 
     fn running(&self) -> usize {
         self.configuration.validators - self.configuration.down
     }
 
-    fn simulate(&self, root: &Path, records: &Records) -> Result<Measured, String> {
+    fn simulate(&self, root: &Path) -> Result<Measured, String> {
         let Configuration { validators, schedule, down, latency } = self.configuration;
-        if down >= validators || self.running() == 0 {
+        if down >= validators {
             return Err(format!("{down} of {validators} validators down: none would run"));
         }
         let running: Vec<usize> = (0..self.running()).collect();
@@ -189,6 +185,7 @@ impl Point {
                 running.len()
             ));
         }
+        let records = &records();
         let budget = WARMUP_LIMIT + WARMUP + self.window;
         let mut sim = turmoil::Builder::new()
             .rng_seed(self.seed)
@@ -220,21 +217,19 @@ impl Point {
             }
         }
 
-        let step = |sim: &mut turmoil::Sim<'_>, duration: Duration| {
-            let end = sim.elapsed() + duration;
-            run_until(sim, duration + Duration::from_secs(1), |sim| sim.elapsed() >= end)
-        };
         run_until(&mut sim, WARMUP_LIMIT, |_| running.iter().all(|node| commits(records, *node) >= 1))
             .map_err(|e| format!("no first commit: {e}"))?;
-        step(&mut sim, WARMUP)?;
+        advance(&mut sim, WARMUP)?;
         let (start, start_round, start_commits) =
             (sim.elapsed(), highest(records, OBSERVER), commits(records, OBSERVER));
-        step(&mut sim, self.window)?;
+        advance(&mut sim, self.window)?;
         let end = sim.elapsed();
         let (end_round, end_commits) = (highest(records, OBSERVER), commits(records, OBSERVER));
         done.store(true, Ordering::SeqCst);
         drop(sim);
-        check_records(records, &Checks { honest: running, validity: false }).map_err(|v| v.to_string())?;
+        check_records(records, &Checks { honest: running.clone(), validity: false }).map_err(|v| v.to_string())?;
+        let (agreed_blocks, _) = check_execution(root, running)?;
+        let trace = trace_hash(records);
 
         let records = records.lock().expect("records lock");
         let observer = &records[&OBSERVER];
@@ -255,8 +250,8 @@ impl Point {
             latencies,
             rounds_per_second: end_round.saturating_sub(start_round) as f64 / seconds,
             commits: end_commits - start_commits,
-            agreed_blocks: 0,
-            trace: blake3::hash(&[]),
+            agreed_blocks,
+            trace,
         })
     }
 }

@@ -513,6 +513,15 @@ pub fn run_until(
     Ok(())
 }
 
+/// Steps the simulation for `duration` of simulated time.
+pub fn advance(sim: &mut turmoil::Sim<'_>, duration: Duration) -> Result<(), String> {
+    let end = sim.elapsed() + duration;
+    while sim.elapsed() < end {
+        sim.step().map_err(|e| format!("the simulation failed: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The highest round node `node` delivered.
 pub fn highest(records: &Records, node: usize) -> Round {
     records.lock().unwrap().get(&node).map_or(0, |r| r.highest_round)

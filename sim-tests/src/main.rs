@@ -130,20 +130,13 @@ fn main() -> Result<(), String> {
             threads,
             out,
         } => {
-            let mut configurations = Vec::new();
-            for &validators in &sizes {
-                for &schedule in &schedules {
-                    for down in &down_sweep {
-                        for &latency in &latencies {
-                            let configuration =
-                                Configuration { validators, schedule, down: down.of(validators), latency };
-                            if !configurations.contains(&configuration) {
-                                configurations.push(configuration);
-                            }
-                        }
-                    }
-                }
-            }
+            let configurations = mako_report::configurations(
+                &sizes,
+                &schedules,
+                &down_sweep,
+                &latencies,
+                |validators, schedule, down, latency| Configuration { validators, schedule, down, latency },
+            );
             let conditions = Conditions { jitter, loss: loss / 100.0 };
             let points: Vec<Point> = configurations
                 .iter()

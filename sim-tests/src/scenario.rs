@@ -429,11 +429,7 @@ fn add_late_validator(
     });
 }
 
-/// Steps the simulation for `duration` of simulated time.
+/// [`crate::harness::advance`], failing as a liveness violation.
 fn advance(sim: &mut turmoil::Sim<'_>, duration: Duration) -> Result<(), Violation> {
-    let end = sim.elapsed() + duration;
-    while sim.elapsed() < end {
-        sim.step().map_err(|e| Violation::liveness(format!("the simulation failed: {e}")))?;
-    }
-    Ok(())
+    crate::harness::advance(sim, duration).map_err(Violation::liveness)
 }
