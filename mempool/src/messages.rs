@@ -10,6 +10,10 @@ use tokio::time::Instant;
 
 /// Most bytes of a checkpoint in one [`PrimaryMessage::CheckpointPart`] (within the network's frame limit).
 pub const CHECKPOINT_PART_BYTES: usize = 512 * 1024;
+/// Most sub-DAGs one [`PrimaryMessage::CommittedRequest`] makes the answerer read (a few ms of its CPU).
+pub const SUB_DAGS_PER_QUERY: u64 = 1_000;
+/// Most batches one [`PrimaryMessage::CommittedRequest`] asks about (320 KB, within the frame limit).
+pub const BATCHES_PER_QUERY: usize = 10_000;
 
 /// Between primaries.
 #[derive(Clone, Debug, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
@@ -26,6 +30,14 @@ pub enum PrimaryMessage {
     /// The answerer's latest checkpoint, its size, and up to [`CHECKPOINT_PART_BYTES`] of it from `offset`
     /// when that is the checkpoint asked for (nothing otherwise).
     CheckpointPart { latest: CheckpointId, total: u64, offset: u64, bytes: Vec<u8> },
+    /// "Which of these batches did your sub-DAGs `from..=through` commit?" (state sync: a validator that installs
+    /// a checkpoint asks about the batches of its own certificates that it cannot tell were committed in the
+    /// sub-DAGs it missed). Answered with [`PrimaryMessage::CommittedBatches`].
+    CommittedRequest { from: u64, through: u64, batches: Vec<BatchDigest> },
+    /// The answer: the sub-DAGs read (`from..=through`: fewer than asked where the answerer has not executed
+    /// that far, lacks their records, or the range exceeds [`SUB_DAGS_PER_QUERY`]), and which of the batches
+    /// asked about they commit, in digest order.
+    CommittedBatches { from: u64, through: u64, batches: Vec<BatchDigest> },
     /// "Send me the certificates you hold above these rounds", one round per authority index (catch-up).
     CertificatesAbove { rounds: Vec<Round>, limit: u32 },
     /// "Send me these certificates" (missing parents).

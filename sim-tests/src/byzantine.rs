@@ -98,6 +98,12 @@ pub async fn run(node: usize, validators: usize, seed: u64) -> turmoil::Result {
                     let part = PrimaryMessage::CheckpointPart { latest, total: 1 << 20, offset, bytes };
                     let _ = message.responder.reply(&part).await;
                 }
+                PrimaryMessage::CommittedRequest { from, through, batches } => {
+                    // "All of them were committed": believed alone, it would make a syncing validator drop
+                    // batches it must propose again (f+1 must answer alike).
+                    let all = PrimaryMessage::CommittedBatches { from, through, batches };
+                    let _ = message.responder.reply(&all).await;
+                }
                 PrimaryMessage::Vote(vote) => {
                     if !twin_sent && proposals.len() == 2 && proposals[0].0.digest() == vote.header_digest {
                         twin_sent = true;

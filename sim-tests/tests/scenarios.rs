@@ -52,7 +52,8 @@ fn jitter() {
 
 #[test]
 fn minority_partition() {
-    sweep(Scenario::MinorityPartition);
+    // Seed 95012: as leader_isolation's 94018, a minority validator's certificate that nobody else received.
+    sweep_with(Scenario::MinorityPartition, &[95012]);
 }
 
 #[test]
@@ -72,7 +73,11 @@ fn crash_restart() {
 
 #[test]
 fn leader_isolation() {
-    sweep(Scenario::LeaderIsolation);
+    // Seed 94018: the isolated validator certified a round-3 header that reached nobody, then fell behind the
+    // others' checkpoint and state-synced past it; the DAG after the jump starts above round 3, so nothing
+    // proposed its acknowledged batch again (fixed in `state_sync`: the peers say which of our batches the
+    // sub-DAGs we skipped committed; the rest are proposed again).
+    sweep_with(Scenario::LeaderIsolation, &[94018]);
 }
 
 #[test]

@@ -14,15 +14,25 @@
 //! this validator had taken it: the execution state and root, the block record of its index, the progress,
 //! and the consensus state after its sub-DAG. Execution recovers from it as from a local checkpoint, and
 //! consensus resumes at its horizon, fetching the certificates above from its peers as after any restart.
+//!
+//! What the jump skips must not lose an acknowledged batch (DESIGN.md §9.3). Our certificates between our
+//! consensus's horizon and the checkpoint's were judged by nobody here: the DAG after the restart starts at
+//! the checkpoint's horizon, below which the lost-certificate rule (`Core::garbage_collect`) never looks. One
+//! that never reached the others (we certified it while partitioned from them) was never committed, and its
+//! batches must be proposed again; one that was committed must not be (a batch is committed once, §9.2). Only
+//! the sub-DAGs we missed can tell: [`uncommitted_own_batches`] asks the peers which of those batches they
+//! carry, believes an answer f+1 give alike, and the install records the rest as pending proposals, which the
+//! restarted primary proposes again. If the peers cannot tell, the checkpoint is not installed (we try again).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use mako_execution::pipeline::checkpoint_digest;
-use mako_mempool::messages::PrimaryMessage;
+use mako_mempool::dag::gc_round;
+use mako_mempool::messages::{PrimaryMessage, BATCHES_PER_QUERY, SUB_DAGS_PER_QUERY};
 use mako_network::Endpoint;
-use mako_storage::{BlockRecord, Checkpoint, Durability, ExecutionProgress, Store, StoreError};
-use mako_types::{AuthorityIndex, CheckpointId, Committee, Stake};
+use mako_storage::{BlockRecord, Checkpoint, ConsensusState, Durability, ExecutionProgress, Store, StoreError};
+use mako_types::{AuthorityIndex, BatchDigest, CheckpointId, Committee, Stake, WorkerId};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
@@ -58,15 +68,10 @@ pub enum Lag {
 /// index lags it by `lag`.
 pub fn decide(committee: &Committee, executed: u64, offers: &[(AuthorityIndex, CheckpointId)], lag: Lag) -> Decision {
     let interval = committee.protocol().checkpoint_interval;
-    let mut vouched: BTreeMap<CheckpointId, (Stake, Vec<AuthorityIndex>)> = BTreeMap::new();
-    for (peer, id) in offers {
-        let entry = vouched.entry(*id).or_default();
-        if !entry.1.contains(peer) {
-            entry.0 += committee.stake(*peer);
-            entry.1.push(*peer);
-        }
-    }
-    let best = vouched.into_iter().rev().find(|(id, (stake, _))| id.index > 0 && committee.is_valid(*stake));
+    let best = vouched(committee, offers)
+        .into_iter()
+        .rev()
+        .find(|(id, (stake, _))| id.index > 0 && committee.is_valid(*stake));
     let Some((id, (_, from))) = best else { return Decision::Replay };
     let behind = match lag {
         Lag::Any => executed < id.index,
@@ -77,6 +82,28 @@ pub fn decide(committee: &Committee, executed: u64, offers: &[(AuthorityIndex, C
     } else {
         Decision::Replay
     }
+}
+
+/// Each distinct answer, with the stake of the peers that gave it and who they are (a peer counts once).
+fn vouched<T: Ord + Clone>(
+    committee: &Committee,
+    answers: &[(AuthorityIndex, T)],
+) -> BTreeMap<T, (Stake, Vec<AuthorityIndex>)> {
+    let mut vouched: BTreeMap<T, (Stake, Vec<AuthorityIndex>)> = BTreeMap::new();
+    for (peer, answer) in answers {
+        let entry = vouched.entry(answer.clone()).or_default();
+        if !entry.1.contains(peer) {
+            entry.0 += committee.stake(*peer);
+            entry.1.push(*peer);
+        }
+    }
+    vouched
+}
+
+/// The answer that peers with f+1 stake gave alike: at least one honest validator's, so the truth where honest
+/// validators cannot differ.
+pub fn agreed<T: Ord + Clone>(committee: &Committee, answers: &[(AuthorityIndex, T)]) -> Option<T> {
+    vouched(committee, answers).into_iter().find(|(_, (stake, _))| committee.is_valid(*stake)).map(|(answer, _)| answer)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -103,17 +130,21 @@ pub async fn sync_state(
         let Decision::Fetch { id, from } = decide(committee, executed, &offers, Lag::Any) else { return Ok(None) };
         info!(executed, checkpoint = id.index, digest = %id.digest, ?from, attempt, "state sync: fetching a checkpoint");
         for peer in from {
-            match fetch(network, peer, id).await {
-                Ok(bytes) => match install(store, id, &bytes) {
-                    Ok(()) => {
-                        info!(checkpoint = id.index, bytes = bytes.len(), %peer, "state sync: checkpoint installed");
-                        return Ok(Some(id));
-                    }
-                    Err(InstallError::Store(error)) => return Err(error.into()),
-                    Err(InstallError::Invalid(reason)) => warn!(%peer, reason, "state sync: bad checkpoint"),
-                },
-                Err(reason) => warn!(%peer, reason, "state sync: fetch failed"),
-            }
+            let (checkpoint, bytes) = match fetch(network, peer, id).await.and_then(|bytes| decode(id, bytes)) {
+                Ok(decoded) => decoded,
+                Err(reason) => {
+                    warn!(%peer, reason, "state sync: no valid checkpoint");
+                    continue;
+                }
+            };
+            let Some(lost) = uncommitted_own_batches(network, me, committee, store, &checkpoint.consensus).await?
+            else {
+                warn!(checkpoint = id.index, "state sync: the peers cannot tell which of our batches the sub-DAGs we missed committed; not installing it");
+                return Ok(None);
+            };
+            install(store, &checkpoint, &bytes, &lost)?;
+            info!(checkpoint = id.index, bytes = bytes.len(), %peer, proposed_again = lost.len(), "state sync: checkpoint installed");
+            return Ok(Some(id));
         }
     }
     warn!(executed, "state sync: no checkpoint could be fetched; replaying from the store");
@@ -126,23 +157,132 @@ async fn ask_latest(
     me: AuthorityIndex,
     committee: &Committee,
 ) -> Vec<(AuthorityIndex, CheckpointId)> {
+    let request = PrimaryMessage::CheckpointRequest { index: 0, offset: 0 };
+    ask_everyone(network, me, committee, request, |answer| match answer {
+        PrimaryMessage::CheckpointPart { latest, .. } => Some(latest),
+        _ => None,
+    })
+    .await
+}
+
+/// `request` to every peer at once; the answers that `read` takes, from those that answer in time, in peer
+/// order (answers arrive in any order; a decision must not depend on it).
+async fn ask_everyone<T: Send + 'static>(
+    network: &Endpoint<PrimaryMessage>,
+    me: AuthorityIndex,
+    committee: &Committee,
+    request: PrimaryMessage,
+    read: fn(PrimaryMessage) -> Option<T>,
+) -> Vec<(AuthorityIndex, T)> {
     let mut requests = JoinSet::new();
     for (peer, _) in committee.authorities().filter(|(peer, _)| *peer != me) {
-        let network = network.clone();
+        let (network, request) = (network.clone(), request.clone());
         requests.spawn(async move {
-            let request = PrimaryMessage::CheckpointRequest { index: 0, offset: 0 };
-            match network.request(peer, &request, REQUEST_TIMEOUT).await {
-                Ok(PrimaryMessage::CheckpointPart { latest, .. }) => Some((peer, latest)),
-                _ => None,
-            }
+            let answer = network.request(peer, &request, REQUEST_TIMEOUT).await.ok()?;
+            read(answer).map(|answer| (peer, answer))
         });
     }
-    let mut offers = Vec::new();
+    let mut answers = Vec::new();
     while let Some(answer) = requests.join_next().await {
-        offers.extend(answer.ok().flatten());
+        answers.extend(answer.ok().flatten());
     }
-    offers.sort(); // answers arrive in any order; the decision must not depend on it
-    offers
+    answers.sort_by_key(|(peer, _)| *peer);
+    answers
+}
+
+/// Our batches that the sub-DAGs up to the checkpoint (whose consensus state is `checkpoint`) never committed
+/// and never will, to propose again once it is installed: those of our [`uncertain_batches`] that no sub-DAG
+/// we missed carries, as peers with f+1 stake agree. None when they could not tell after [`ATTEMPTS`] tries.
+async fn uncommitted_own_batches(
+    network: &Endpoint<PrimaryMessage>,
+    me: AuthorityIndex,
+    committee: &Committee,
+    store: &Store,
+    checkpoint: &ConsensusState,
+) -> Result<Option<Vec<(BatchDigest, WorkerId)>>, StoreError> {
+    let uncertain = uncertain_batches(store, me, committee.protocol().gc_depth, checkpoint)?;
+    let first_missed = store.state.consensus_state()?.unwrap_or_default().last_sub_dag_index + 1;
+    let mut committed = BTreeSet::new();
+    for chunk in uncertain.chunks(BATCHES_PER_QUERY) {
+        let batches: Vec<BatchDigest> = chunk.iter().map(|(digest, _)| *digest).collect();
+        let mut from = first_missed;
+        while from <= checkpoint.last_sub_dag_index {
+            let through = checkpoint.last_sub_dag_index.min(from + SUB_DAGS_PER_QUERY - 1);
+            let Some(found) = ask_committed(network, me, committee, from, through, &batches).await else {
+                return Ok(None);
+            };
+            committed.extend(found);
+            from = through + 1;
+        }
+    }
+    Ok(Some(uncertain.into_iter().filter(|(digest, _)| !committed.contains(digest)).collect()))
+}
+
+/// Which of `batches` sub-DAGs `from..=through` commit, as peers with f+1 stake that read them all say alike.
+async fn ask_committed(
+    network: &Endpoint<PrimaryMessage>,
+    me: AuthorityIndex,
+    committee: &Committee,
+    from: u64,
+    through: u64,
+    batches: &[BatchDigest],
+) -> Option<Vec<BatchDigest>> {
+    for attempt in 1..=ATTEMPTS {
+        let request = PrimaryMessage::CommittedRequest { from, through, batches: batches.to_vec() };
+        let answers = ask_everyone(network, me, committee, request, |answer| match answer {
+            PrimaryMessage::CommittedBatches { from, through, batches } => Some(((from, through), batches)),
+            _ => None,
+        })
+        .await;
+        // Only a peer that read the whole range knows; each answers about what we asked alone.
+        let asked: BTreeSet<&BatchDigest> = batches.iter().collect();
+        let complete: Vec<(AuthorityIndex, Vec<BatchDigest>)> = answers
+            .into_iter()
+            .filter(|(_, (range, _))| *range == (from, through))
+            .map(|(peer, (_, found))| (peer, found.into_iter().filter(|d| asked.contains(d)).collect()))
+            .collect();
+        if let Some(found) = agreed(committee, &complete) {
+            return Some(found);
+        }
+        warn!(
+            from,
+            through,
+            answers = complete.len(),
+            attempt,
+            "state sync: no f+1 peers agree on the sub-DAGs we missed"
+        );
+    }
+    None
+}
+
+/// The batches of our certificates that nobody here judged: those between our consensus's horizon and the
+/// checkpoint's that our consensus had not committed (and not in a pending proposal already). Whether the
+/// sub-DAGs we missed committed them only the peers can tell. Our certificates above the checkpoint's
+/// horizon are left to the DAG after the restart and its lost-certificate rule.
+fn uncertain_batches(
+    store: &Store,
+    me: AuthorityIndex,
+    gc_depth: u64,
+    checkpoint: &ConsensusState,
+) -> Result<Vec<(BatchDigest, WorkerId)>, StoreError> {
+    let ours = store.state.consensus_state()?.unwrap_or_default();
+    if checkpoint.last_sub_dag_index <= ours.last_sub_dag_index {
+        return Ok(Vec::new());
+    }
+    let committed: BTreeSet<_> = ours.committed.iter().copied().collect();
+    let mut known: BTreeSet<BatchDigest> = ours.committed_batches.iter().map(|(digest, _)| *digest).collect();
+    known.extend(store.state.pending_proposals()?.into_iter().map(|(digest, _)| digest));
+    let top = gc_round(checkpoint.last_leader_round, gc_depth).min(store.certificates.highest_round()?);
+    let mut uncertain = Vec::new();
+    for round in gc_round(ours.last_leader_round, gc_depth) + 1..=top {
+        if committed.contains(&(round, me)) {
+            continue;
+        }
+        if let Some(certificate) = store.certificates.get_by_round_author(round, me)? {
+            uncertain.extend(certificate.header.payload().iter().filter(|(digest, _)| known.insert(*digest)).copied());
+        }
+    }
+    Ok(uncertain)
 }
 
 /// Checkpoint `id`'s bytes from `peer`, part by part, checked against the id's digest.
@@ -174,21 +314,26 @@ async fn fetch(network: &Endpoint<PrimaryMessage>, peer: AuthorityIndex, id: Che
     Ok(bytes)
 }
 
-enum InstallError {
-    Store(StoreError),
-    Invalid(String),
-}
-
-/// Writes checkpoint `id` into the store, in one synced write, as if this validator had taken it.
-fn install(store: &Store, id: CheckpointId, bytes: &[u8]) -> Result<(), InstallError> {
-    let checkpoint: Checkpoint =
-        mako_types::decode(bytes).map_err(|e| InstallError::Invalid(format!("undecodable: {e}")))?;
+/// The checkpoint that `bytes` encode, if it is checkpoint `id`.
+fn decode(id: CheckpointId, bytes: Vec<u8>) -> Result<(Checkpoint, Vec<u8>), String> {
+    let checkpoint: Checkpoint = mako_types::decode(&bytes).map_err(|e| format!("undecodable: {e}"))?;
     if checkpoint.index != id.index || checkpoint.consensus.last_sub_dag_index != id.index {
-        return Err(InstallError::Invalid(format!(
+        return Err(format!(
             "checkpoint {} (consensus at {}) named {}",
             checkpoint.index, checkpoint.consensus.last_sub_dag_index, id.index
-        )));
+        ));
     }
+    Ok((checkpoint, bytes))
+}
+
+/// Writes `checkpoint` (encoded as `bytes`) into the store, in one synced write, as if this validator had taken
+/// it, with `lost`, our batches it never committed, as pending proposals.
+fn install(
+    store: &Store,
+    checkpoint: &Checkpoint,
+    bytes: &[u8],
+    lost: &[(BatchDigest, WorkerId)],
+) -> Result<(), StoreError> {
     let mut writes = store.write_set();
     writes.put_checkpoint_bytes(bytes);
     writes.put_block(&BlockRecord { index: checkpoint.index, root: checkpoint.root, write_set: Vec::new() });
@@ -197,7 +342,10 @@ fn install(store: &Store, id: CheckpointId, bytes: &[u8]) -> Result<(), InstallE
         state_root: checkpoint.root,
     });
     writes.put_consensus_state(&checkpoint.consensus);
-    writes.commit(Durability::Synced).map_err(InstallError::Store)
+    for (digest, worker) in lost {
+        writes.put_pending_proposal(digest, *worker);
+    }
+    writes.commit(Durability::Synced)
 }
 
 #[cfg(test)]
@@ -252,5 +400,66 @@ mod tests {
         assert_eq!(decide(&committee, 25, &offers, Lag::Any), Decision::Fetch { id: id(30, 2), from: vec![b, c] });
         assert_eq!(decide(&committee, 25, &offers, Lag::BeyondRetained), Decision::Replay);
         assert_eq!(decide(&committee, 30, &offers, Lag::Any), Decision::Replay);
+    }
+
+    fn batch(byte: u8) -> (BatchDigest, WorkerId) {
+        (BatchDigest(mako_types::Digest([byte; 32])), 0)
+    }
+
+    /// The adversary is a validator that was partitioned, certified headers nobody else received, and jumps
+    /// to a checkpoint far ahead: which of its batches must the peers be asked about? Those of its own
+    /// certificates between its consensus's horizon (GC depth 5 below its last leader, round 10) and the
+    /// checkpoint's (round 40 - 5), which its consensus had not committed, and which no pending proposal holds.
+    #[test]
+    fn the_peers_are_asked_about_our_certificates_that_nobody_here_judged() {
+        let mut figure = mako_mempool::test_dag::HandDag::new(4);
+        let me = 1;
+        let everyone = [0, 1, 2, 3];
+        for round in 1..=40 {
+            for author in everyone {
+                let payload = if author == me { vec![batch(round as u8)] } else { vec![] };
+                figure.add_with_payload(round, author, &everyone, payload);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut writes = store.write_set();
+        // We stored our certificates up to round 37 (we were partitioned after that).
+        for certificate in figure.certificates.iter().filter(|c| c.round() <= 37) {
+            writes.put_certificate(certificate);
+        }
+        let ours = ConsensusState {
+            last_sub_dag_index: 4,
+            last_leader_round: 10,
+            committed: vec![(6, AuthorityIndex(me)), (7, AuthorityIndex(0))],
+            committed_batches: vec![(batch(6).0, 6)],
+            ..Default::default()
+        };
+        writes.put_consensus_state(&ours);
+        writes.put_pending_proposal(&batch(9).0, 0); // requeued already: proposed again anyway
+        writes.commit(Durability::Synced).unwrap();
+
+        let checkpoint = ConsensusState { last_sub_dag_index: 20, last_leader_round: 40, ..Default::default() };
+        let uncertain = uncertain_batches(&store, AuthorityIndex(me), 5, &checkpoint).unwrap();
+        // Rounds 6..=35: not 6 (committed), not 9 (pending); 36 and 37 stay in the DAG after the restart.
+        let expected: Vec<_> = (6..=35).filter(|r| ![6, 9].contains(r)).map(batch).collect();
+        assert_eq!(uncertain, expected);
+
+        // A checkpoint we had already reached leaves nothing to ask.
+        let behind = ConsensusState { last_sub_dag_index: 4, last_leader_round: 10, ..Default::default() };
+        assert_eq!(uncertain_batches(&store, AuthorityIndex(me), 5, &behind).unwrap(), vec![]);
+    }
+
+    /// A Byzantine peer that says "all committed" (we would drop batches we must propose again) or "none" (we
+    /// would commit a batch twice) is one voice: only an answer f+1 give alike is believed.
+    #[test]
+    fn an_answer_is_believed_only_when_f_plus_1_give_it_alike() {
+        let committee = committee(10);
+        let (a, b, c) = (AuthorityIndex(1), AuthorityIndex(2), AuthorityIndex(3));
+        let (all, some) = (vec![batch(1).0, batch(2).0], vec![batch(2).0]);
+        assert_eq!(agreed(&committee, &[(a, all.clone())]), None);
+        assert_eq!(agreed(&committee, &[(a, all.clone()), (a, all.clone())]), None, "one peer counts once");
+        assert_eq!(agreed(&committee, &[(a, all.clone()), (b, some.clone())]), None);
+        assert_eq!(agreed(&committee, &[(a, all), (b, some.clone()), (c, some.clone())]), Some(some));
     }
 }

@@ -26,12 +26,12 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
 use super::aggregator::VotesAggregator;
-use super::checkpoints::CheckpointServer;
 use super::held_batches::HeldBatches;
 use super::metrics::PrimaryMetrics;
 use super::peer_penalties::{FrameDecision, PeerPenalties};
 use super::proposer::Parents;
 use super::retention::Retention;
+use super::state_sync_server::StateSyncServer;
 use super::synchronizer::SyncRequest;
 use crate::dag::{gc_round, Dag, Insertion};
 use crate::messages::{PrimaryMessage, PrimaryToWorker, WorkerToPrimary};
@@ -118,7 +118,7 @@ pub struct Core {
     /// Peers whose certificate frames failed verification, and for how long theirs are dropped.
     penalties: PeerPenalties,
     /// Our latest checkpoint, for peers that state-sync.
-    checkpoints: CheckpointServer,
+    state_sync: StateSyncServer,
     rng: rand_chacha::ChaCha8Rng,
     metrics: Arc<PrimaryMetrics>,
     channels: CoreChannels,
@@ -135,7 +135,7 @@ impl Core {
         dag: Dag,
         rng_seed: u64,
         max_unreferenced_bytes_per_peer: usize,
-        checkpoints: CheckpointServer,
+        state_sync: StateSyncServer,
         metrics: Arc<PrimaryMetrics>,
         channels: CoreChannels,
     ) -> tokio::task::JoinHandle<()> {
@@ -160,7 +160,7 @@ impl Core {
             held: HeldBatches::default(),
             retention: Retention::new(max_unreferenced_bytes_per_peer),
             penalties: PeerPenalties::default(),
-            checkpoints,
+            state_sync,
             rng: rand_chacha::ChaCha8Rng::seed_from_u64(rng_seed),
             metrics,
             channels,
@@ -390,13 +390,22 @@ impl Core {
                 drop(responder);
                 self.process_certificates(from, certificates).await;
             }
-            PrimaryMessage::CheckpointRequest { index, offset } => match self.checkpoints.answer(index, offset) {
+            PrimaryMessage::CheckpointRequest { index, offset } => match self.state_sync.answer(index, offset) {
                 Ok(answer) => {
                     let _ = responder.reply(&answer).await;
                 }
                 Err(error) => self.storage_error(&error),
             },
+            PrimaryMessage::CommittedRequest { from, through, batches } => {
+                match self.state_sync.committed_among(from, through, &batches) {
+                    Ok(answer) => {
+                        let _ = responder.reply(&answer).await;
+                    }
+                    Err(error) => self.storage_error(&error),
+                }
+            }
             PrimaryMessage::CheckpointPart { .. } => self.metrics.reject("unasked_checkpoint_part"),
+            PrimaryMessage::CommittedBatches { .. } => self.metrics.reject("unasked_committed_batches"),
         }
     }
 

@@ -7,13 +7,13 @@
 //! re-sends its last header if that has no certificate yet, so it never proposes two headers for one round.
 
 pub mod aggregator;
-pub mod checkpoints;
 pub mod core;
 pub mod held_batches;
 pub mod metrics;
 pub mod peer_penalties;
 pub mod proposer;
 pub mod retention;
+pub mod state_sync_server;
 pub mod synchronizer;
 
 use std::sync::Arc;
@@ -106,7 +106,7 @@ impl Primary {
             executed,
             rng_seed,
         } = setup;
-        let checkpoints = checkpoints::CheckpointServer::new(store.clone(), executed.clone());
+        let state_sync = state_sync_server::StateSyncServer::new(store.clone(), executed.clone());
         let dag = recover_dag(&committee, &store, committee.protocol().gc_depth)?;
         let last_header_round = store.state.last_header()?.map_or(0, |h| h.round());
         let key = Arc::new(key);
@@ -150,7 +150,7 @@ impl Primary {
                 dag,
                 rng_seed,
                 parameters.max_unreferenced_bytes_per_peer,
-                checkpoints,
+                state_sync,
                 Arc::clone(&metrics),
                 CoreChannels {
                     rx_network,
