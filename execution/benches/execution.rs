@@ -32,8 +32,8 @@ use std::time::{Duration, Instant};
 use criterion::{BatchSize, Criterion, Throughput};
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::{
-    choose_executor, execute_block, execute_sequential, execute_sequential_with, state_root, BlockOutput, BlockStm,
-    Choice, Genesis, InMemoryState, StateRoot, Transaction, Vm,
+    choose_executor, execute_block, execute_sequential, execute_sequential_in_place, execute_sequential_with,
+    state_root, BlockOutput, BlockStm, Choice, Genesis, InMemoryState, StateRoot, Transaction, Vm,
 };
 
 #[derive(Clone, Copy)]
@@ -153,76 +153,99 @@ struct StepTimes {
     apply: Duration,
 }
 
-/// One block of a validator's path: execute it sequentially, chain the root, apply the write set.
-fn pipeline_step(state: &mut InMemoryState, root: &mut StateRoot, block: &[Transaction], times: &mut StepTimes) {
+/// One block of a validator's path: execute it sequentially, chain the root, apply the write set; `in_place`
+/// as the pipeline does it (each transaction's writes straight into the state), otherwise through an overlay
+/// applied after the root.
+fn pipeline_step(
+    state: &mut InMemoryState,
+    root: &mut StateRoot,
+    block: &[Transaction],
+    in_place: bool,
+    times: &mut StepTimes,
+) {
     let start = Instant::now();
-    let out = execute_sequential(&*state, block);
+    let out = match in_place {
+        true => execute_sequential_in_place(Vm::default(), state, block),
+        false => execute_sequential(&*state, block),
+    };
     let executed = Instant::now();
     *root = state_root(*root, &out.write_set);
     let rooted = Instant::now();
-    state.apply(&out.write_set);
+    if !in_place {
+        state.apply(&out.write_set);
+    }
     times.execute += executed - start;
     times.root += rooted - executed;
     times.apply += rooted.elapsed();
 }
 
-/// Runs the `pipeline_100k` case; returns its table rows (step, µs per transaction).
-fn pipeline_path(criterion: &mut Criterion) -> Vec<(&'static str, f64)> {
+/// Runs the `pipeline_100k` case both ways; returns its table rows (path, step, µs per transaction).
+fn pipeline_path(criterion: &mut Criterion) -> Vec<(&'static str, &'static str, f64)> {
     let mut workload = Workload::new(42, PIPELINE_ACCOUNTS, Distribution::Uniform);
     let mut warm = Genesis::generate(PIPELINE_ACCOUNTS).state().expect("generated genesis is valid");
     let mut warm_root = StateRoot::genesis(&warm);
     for _ in 0..PIPELINE_WARM_BLOCKS {
-        pipeline_step(&mut warm, &mut warm_root, &workload.transfers(PIPELINE_BLOCK), &mut StepTimes::default());
+        let block = workload.transfers(PIPELINE_BLOCK);
+        pipeline_step(&mut warm, &mut warm_root, &block, false, &mut StepTimes::default());
     }
     let blocks: Vec<Vec<Transaction>> = (0..PIPELINE_BLOCKS).map(|_| workload.transfers(PIPELINE_BLOCK)).collect();
-    let run = |times: &mut StepTimes| {
+    let run = |in_place: bool, times: &mut StepTimes| {
         let (mut state, mut root) = (warm.clone(), warm_root);
         let start = Instant::now();
         for block in &blocks {
-            pipeline_step(&mut state, &mut root, block, times);
+            pipeline_step(&mut state, &mut root, block, in_place, times);
         }
-        (start.elapsed(), root, state.len())
+        (start.elapsed(), root, state.to_sorted())
     };
-    let (_, expected, entries) = run(&mut StepTimes::default());
+    let (_, expected, final_state) = run(false, &mut StepTimes::default());
+    let (_, in_place_root, in_place_state) = run(true, &mut StepTimes::default());
+    assert!(in_place_root == expected && in_place_state == final_state, "in place, the same roots and state");
     println!(
-        "pipeline_100k: {} entries after warm-up, {entries} after the timed blocks, final root {expected}",
-        warm.len()
+        "pipeline_100k: {} entries after warm-up, {} after the timed blocks, final root {expected}",
+        warm.len(),
+        final_state.len()
     );
 
     let transactions = (PIPELINE_BLOCKS * PIPELINE_BLOCK) as u64;
     let mut group = criterion.benchmark_group(format!("pipeline_100k/{PIPELINE_BLOCKS}x{PIPELINE_BLOCK}tx"));
     group.throughput(Throughput::Elements(transactions));
-    group.bench_function("sequential+root+apply", |b| {
-        b.iter_batched_ref(
-            || (warm.clone(), warm_root),
-            |(state, root)| {
-                for block in &blocks {
-                    pipeline_step(state, root, block, &mut StepTimes::default());
-                }
-            },
-            BatchSize::LargeInput,
-        )
-    });
+    for (name, in_place) in [("overlay+root+apply", false), ("in_place+root", true)] {
+        group.bench_function(name, |b| {
+            b.iter_batched_ref(
+                || (warm.clone(), warm_root),
+                |(state, root)| {
+                    for block in &blocks {
+                        pipeline_step(state, root, block, in_place, &mut StepTimes::default());
+                    }
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
     group.finish();
 
-    // Median of 7 runs of the whole path, with the steps of that run.
-    let mut runs: Vec<(Duration, StepTimes)> = (0..7)
-        .map(|_| {
-            let mut times = StepTimes::default();
-            let (total, root, _) = run(&mut times);
-            assert_eq!(root, expected, "the pipeline path is deterministic");
-            (total, times)
-        })
-        .collect();
-    runs.sort_by_key(|(total, _)| *total);
-    let (total, times) = runs[runs.len() / 2];
-    let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / transactions as f64;
-    vec![
-        ("execute", per_tx(times.execute)),
-        ("state root", per_tx(times.root)),
-        ("apply", per_tx(times.apply)),
-        ("total", per_tx(total)),
-    ]
+    // Median of 7 runs of the whole path, with the steps of that run, each way.
+    let mut rows = Vec::new();
+    for (path, in_place) in [("overlay, then apply", false), ("in place", true)] {
+        let mut runs: Vec<(Duration, StepTimes)> = (0..7)
+            .map(|_| {
+                let mut times = StepTimes::default();
+                let (total, root, _) = run(in_place, &mut times);
+                assert_eq!(root, expected, "the pipeline path is deterministic");
+                (total, times)
+            })
+            .collect();
+        runs.sort_by_key(|(total, _)| *total);
+        let (total, times) = runs[runs.len() / 2];
+        let per_tx = |d: Duration| d.as_secs_f64() * 1e6 / transactions as f64;
+        rows.extend([
+            (path, "execute", per_tx(times.execute)),
+            (path, "state root", per_tx(times.root)),
+            (path, "apply", per_tx(times.apply)),
+            (path, "total", per_tx(total)),
+        ]);
+    }
+    rows
 }
 
 fn main() {
@@ -315,10 +338,10 @@ fn main() {
             "\n## pipeline_100k: {PIPELINE_BLOCKS} blocks of {PIPELINE_BLOCK} transfers over {PIPELINE_ACCOUNTS} \
              accounts, sequential; median of 7 runs\n"
         );
-        println!("| step | µs/tx |");
-        println!("|---|---|");
-        for (step, micros) in pipeline {
-            println!("| {step} | {micros:.3} |");
+        println!("| path | step | µs/tx |");
+        println!("|---|---|---|");
+        for (path, step, micros) in pipeline {
+            println!("| {path} | {step} | {micros:.3} |");
         }
     }
 }

@@ -256,40 +256,41 @@ impl Executor {
             return Err(PipelineError::Gap { executed: self.progress.index, got: sub_dag.index });
         }
         let transactions = self.load_transactions(sub_dag).await?;
-        // Decoding, executing, the root and the write set's encoding count as execution's CPU (the bench's
-        // split); Block-STM's threads count their own.
+        let mut writes = self.store.write_set();
+        let previous = self.progress;
+        let interval = self.committee.protocol().checkpoint_interval;
+        let mut checkpoint = previous.checkpoint;
+        let mut deleted_batches = Vec::new();
+        if interval > 0 && previous.index.is_multiple_of(interval) && previous.index > checkpoint.index {
+            // Before the block changes it, the state in memory is the state after the previous block: that is
+            // the checkpoint.
+            let (id, leader_round) = self.put_checkpoint(&mut writes, previous)?;
+            deleted_batches = self.prune(&mut writes, leader_round)?;
+            checkpoint = id;
+        }
+        // Decoding, executing and applying, the root and the write set's encoding count as execution's CPU (the
+        // bench's split); Block-STM's threads count their own. The state changes here, before the block's
+        // record is written: if that write fails, the executor stops, and a restart recovers from the store.
         let (block, output, root, entries) = measure(Component::Execution, || {
             let block = decode_block(&transactions);
             // Sequential where Block-STM cannot pay (one thread, a small block, cheap or contended transactions).
-            let output = run_blocking(|| crate::execute_block(&self.executor, &self.state, &block));
+            let output = run_blocking(|| crate::execute_block_in_place(&self.executor, &mut self.state, &block));
             let root = state_root(StateRoot(self.progress.root), &output.write_set);
             let entries: Vec<(StateKey, Value)> = output.write_set.iter().map(|(k, v)| (*k, *v)).collect();
             (block, output, root, entries)
         });
-        let mut writes = self.store.write_set();
         writes.put_block(&BlockRecord {
             index: sub_dag.index,
             root: root.0,
             write_set: mako_types::encode(&entries).to_vec(),
         });
         writes.put_execution_progress(&ExecutionProgress { last_executed_index: sub_dag.index, state_root: root.0 });
-        let previous = self.progress;
-        let interval = self.committee.protocol().checkpoint_interval;
-        let mut checkpoint = previous.checkpoint;
-        let mut deleted_batches = Vec::new();
-        if interval > 0 && previous.index.is_multiple_of(interval) && previous.index > checkpoint.index {
-            // The state in memory is still the state after the previous block: that is the checkpoint.
-            let (id, leader_round) = self.put_checkpoint(&mut writes, previous)?;
-            deleted_batches = self.prune(&mut writes, leader_round)?;
-            checkpoint = id;
-        }
         writes.commit(Durability::Buffered)?;
         if interval > 0 {
             self.since_checkpoint.push((sub_dag.index, root.0));
         }
         self.delete_batches(deleted_batches);
 
-        measure(Component::Execution, || self.state.apply(&output.write_set));
         self.progress = ExecutedState { index: sub_dag.index, root: root.0, checkpoint };
         self.metrics.blocks.fetch_add(1, Ordering::Relaxed);
         self.metrics.transactions.fetch_add(block.len() as u64, Ordering::Relaxed);

@@ -18,7 +18,7 @@
 use crate::ids::Address;
 use crate::transaction::{BlockTransaction, Call, Transaction};
 use crate::vm::Vm;
-use crate::BlockStm;
+use crate::{BlockStm, InMemoryState};
 
 /// Smallest block Block-STM runs: below it, starting threads and emptying the multi-version memory
 /// cost more than they save.
@@ -85,6 +85,25 @@ where
     match choose_executor(block, executor.threads(), executor.vm()) {
         Choice::BlockStm => executor.execute(state, block),
         Choice::Sequential(_) => crate::execute_sequential_with(executor.vm(), state, block),
+    }
+}
+
+/// Executes `block` on `state` and applies it there, on the executor [`choose_executor`] picks: Block-STM's
+/// threads read the state as it was and its write set is applied after; the sequential executor writes in
+/// place ([`crate::sequential::execute_sequential_in_place`]). The output equals [`execute_block`]'s, and the
+/// state ends as [`execute_block`] followed by [`InMemoryState::apply`] leaves it.
+pub fn execute_block_in_place<T: BlockTransaction>(
+    executor: &BlockStm,
+    state: &mut InMemoryState,
+    block: &[T],
+) -> crate::BlockOutput {
+    match choose_executor(block, executor.threads(), executor.vm()) {
+        Choice::BlockStm => {
+            let output = executor.execute(&*state, block);
+            state.apply(&output.write_set);
+            output
+        }
+        Choice::Sequential(_) => crate::sequential::execute_sequential_in_place(executor.vm(), state, block),
     }
 }
 

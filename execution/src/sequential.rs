@@ -1,5 +1,8 @@
 //! The sequential executor: the oracle Block-STM is checked against, and the baseline it is measured
 //! against. A tight loop over a local overlay of the block's writes; no multi-version memory, no threads.
+//! [`execute_sequential_in_place`] is the same loop for a caller that applies the block anyway (the pipeline):
+//! it writes each transaction's writes straight into the state, instead of into an overlay that is applied
+//! again at the end of the block.
 
 use std::convert::Infallible;
 
@@ -7,7 +10,7 @@ use rustc_hash::FxHashMap;
 
 use crate::contracts::Reads;
 use crate::output::{assemble, BlockOutput, ExecutionStats};
-use crate::state::{StateKey, StateView, Value};
+use crate::state::{InMemoryState, StateKey, StateView, Value};
 use crate::transaction::BlockTransaction;
 use crate::vm::Vm;
 
@@ -40,6 +43,55 @@ where
     let stats = ExecutionStats { transactions: n, incarnations: n as u64, ..ExecutionStats::default() };
     // The overlay holds each written key once, with its last value: the block's write set.
     assemble(state, overlay.writes.into_iter().collect(), receipts, stats)
+}
+
+/// Executes a block in order on `state`, and leaves in it the state after the block: the output and the final
+/// state equal [`execute_sequential_with`]'s followed by [`InMemoryState::apply`]. A transaction's writes go
+/// into the state as soon as it ends, while its reads have the entries it touched in cache; applying the write
+/// set at the end of the block looked up every written key in the whole state a second time, each a cache miss.
+pub fn execute_sequential_in_place<T: BlockTransaction>(vm: Vm, state: &mut InMemoryState, block: &[T]) -> BlockOutput {
+    let mut writes: Vec<(StateKey, Value)> = Vec::with_capacity(block.len() * 3);
+    let mut receipts = Vec::with_capacity(block.len());
+    for entry in block {
+        let outcome = match vm.execute(entry.transaction(), &mut InPlace(state)) {
+            Ok(outcome) => outcome,
+            Err(never) => match never {},
+        };
+        for (key, value) in &outcome.writes {
+            state.insert(*key, *value);
+        }
+        writes.extend(outcome.writes);
+        receipts.push(outcome.receipt);
+    }
+    // Each written key once, with its last value: a stable sort keeps one key's writes in block order.
+    writes.sort_by_key(|(key, _)| *key);
+    let mut last_values: Vec<(StateKey, Value)> = Vec::with_capacity(writes.len());
+    for (key, value) in writes {
+        match last_values.last_mut() {
+            Some(last) if last.0 == key => last.1 = value,
+            _ => last_values.push((key, value)),
+        }
+    }
+    let n = block.len();
+    let stats = ExecutionStats { transactions: n, incarnations: n as u64, ..ExecutionStats::default() };
+    // No transaction writes the collected fees (`TxOutcome`): the state still holds the pre-block amount that
+    // `assemble` adds the block's fees to.
+    let output = assemble(&*state, last_values, receipts, stats);
+    if let Some(fees) = output.write_set.get(&StateKey::CollectedFees) {
+        state.insert(StateKey::CollectedFees, *fees);
+    }
+    output
+}
+
+/// Reads straight from the state, which holds the block's writes so far.
+struct InPlace<'s>(&'s InMemoryState);
+
+impl Reads for InPlace<'_> {
+    type Blocked = Infallible;
+
+    fn read(&mut self, key: &StateKey) -> Result<Option<Value>, Infallible> {
+        Ok(self.0.get(key))
+    }
 }
 
 /// The block's writes so far over the pre-block state.

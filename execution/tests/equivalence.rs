@@ -3,7 +3,8 @@
 //! Random chains of small blocks over every contract, failures included (wrong nonces, overdrafts,
 //! non-owner mints, slippage, overflow, malformed bytes), from heavy contention (2 accounts) to little
 //! (2000 accounts), at 1 to 8 threads (more than this machine's cores, on purpose). Each block's write set,
-//! receipts and state root must match the sequential oracle's.
+//! receipts and state root must match the sequential oracle's; the pipeline's path, which executes and applies
+//! in one step (sequentially in place), must also leave the state the oracle's write set makes.
 //!
 //! `MAKO_PROPTEST_CASES` sets the number of random cases (default 300, a few seconds in debug) and
 //! `MAKO_STRESS_BLOCKS` the number of tiny blocks in the termination stress (default 1500). A long run:
@@ -14,8 +15,8 @@
 
 use mako_execution::workload::{Distribution, Workload};
 use mako_execution::{
-    decode_transaction, execute_block, execute_sequential, state_root, BlockStm, DecodeError, Genesis, InMemoryState,
-    StateRoot, Transaction, Vm,
+    decode_transaction, execute_block, execute_block_in_place, execute_sequential, execute_sequential_in_place,
+    state_root, BlockStm, DecodeError, Genesis, InMemoryState, StateRoot, Transaction, Vm,
 };
 use proptest::prelude::*;
 
@@ -96,7 +97,23 @@ fn compare_chain(
                 ));
             }
         }
-        state.apply(&expected.write_set);
+        let mut after = state.clone();
+        after.apply(&expected.write_set);
+        let pipelines = [(1, Vm::default()), (threads, Vm::new(10))];
+        for (i, (threads, vm)) in pipelines.into_iter().enumerate() {
+            let mut in_place = state.clone();
+            let got = match i {
+                0 => execute_sequential_in_place(vm, &mut in_place, &block),
+                _ => execute_block_in_place(&BlockStm::new(threads).with_vm(vm), &mut in_place, &block),
+            };
+            if (&got.receipts, &got.write_set) != (&expected.receipts, &expected.write_set) {
+                return Err(format!("block {height}: in place at {threads} threads, output differs (seed {seed})"));
+            }
+            if in_place.to_sorted() != after.to_sorted() {
+                return Err(format!("block {height}: in place at {threads} threads, state differs (seed {seed})"));
+            }
+        }
+        state = after;
         root = expected_root;
     }
     Ok(())
