@@ -40,5 +40,5 @@ pub use receipt::{Failure, Receipt, Rejection, Status};
 pub use sequential::{execute_sequential, execute_sequential_in_place, execute_sequential_with};
 pub use state::{InMemoryState, PoolConfig, StateKey, StateView, Value};
 pub use state_root::{state_root, StateRoot};
-pub use transaction::{decode_block, decode_transaction, BlockTransaction, Call, Transaction};
+pub use transaction::{decode_batches, decode_block, decode_transaction, BlockTransaction, Call, Transaction};
 pub use vm::Vm;

@@ -28,7 +28,7 @@ use mako_mempool::worker_link::PrimaryLink;
 use mako_storage::{BlockRecord, Checkpoint, Durability, ExecutionProgress, Store, StoreError};
 use mako_types::cpu_time::{measure, Component};
 use mako_types::{
-    AuthorityIndex, Batch, BatchDigest, CheckpointId, Committee, Digest, ExecutedState, LatencyHistogram, Round,
+    AuthorityIndex, BatchDigest, CheckpointId, Committee, Digest, EncodedBatch, ExecutedState, LatencyHistogram, Round,
     WorkerId,
 };
 use tokio::sync::{mpsc, watch};
@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::root_check::{Divergence, RootCheck};
-use crate::{decode_block, state_root, BlockStm, Genesis, InMemoryState, StateKey, StateRoot, Value};
+use crate::{decode_batches, state_root, BlockStm, Genesis, InMemoryState, StateKey, StateRoot, Value};
 
 /// How often a block waits for a batch that its worker is still fetching.
 const BATCH_POLL: Duration = Duration::from_millis(20);
@@ -255,7 +255,7 @@ impl Executor {
         if sub_dag.index != self.progress.index + 1 {
             return Err(PipelineError::Gap { executed: self.progress.index, got: sub_dag.index });
         }
-        let transactions = self.load_transactions(sub_dag).await?;
+        let batches = self.load_batches(sub_dag).await?;
         let mut writes = self.store.write_set();
         let previous = self.progress;
         let interval = self.committee.protocol().checkpoint_interval;
@@ -272,13 +272,18 @@ impl Executor {
         // bench's split); Block-STM's threads count their own. The state changes here, before the block's
         // record is written: if that write fails, the executor stops, and a restart recovers from the store.
         let (block, output, root, entries) = measure(Component::Execution, || {
-            let block = decode_block(&transactions);
+            // Our workers stored (or the link checked the digest of) these bytes: not a batch is a broken store.
+            let block = decode_batches(&batches).map_err(|error| StoreError::Corrupt {
+                store: "batches",
+                key: Vec::new(),
+                reason: format!("a batch of sub-DAG {}: {error}", sub_dag.index),
+            })?;
             // Sequential where Block-STM cannot pay (one thread, a small block, cheap or contended transactions).
             let output = run_blocking(|| crate::execute_block_in_place(&self.executor, &mut self.state, &block));
             let root = state_root(StateRoot(self.progress.root), &output.write_set);
             let entries: Vec<(StateKey, Value)> = output.write_set.iter().map(|(k, v)| (*k, *v)).collect();
-            (block, output, root, entries)
-        });
+            Ok::<_, StoreError>((block, output, root, entries))
+        })?;
         writes.put_block(&BlockRecord {
             index: sub_dag.index,
             root: root.0,
@@ -404,20 +409,20 @@ impl Executor {
         }
     }
 
-    /// The block's transactions, in delivery order. A batch not stored yet is being fetched by our worker (the
+    /// The block's batches in their canonical bytes, in delivery order. A batch not stored yet is being fetched by our worker (the
     /// primary asks for every batch of an accepted certificate): wait for it, never skip it, and ask the
     /// worker again while waiting (the first fetch may have been lost in a crash, or dropped).
-    async fn load_transactions(&self, sub_dag: &CommittedSubDag) -> Result<Vec<mako_types::Transaction>, StoreError> {
+    async fn load_batches(&self, sub_dag: &CommittedSubDag) -> Result<Vec<EncodedBatch>, StoreError> {
         let index = sub_dag.index;
         // Each batch once, as consensus delivers it (a batch two certificates carry is executed once).
         let payload = sub_dag.batches.clone();
-        let mut transactions = Vec::new();
+        let mut batches = Vec::with_capacity(payload.len());
         match &self.batches {
             BatchSource::Store => {
                 for (digest, worker, author) in payload {
                     let fetch = FetchRequest::new(&self.fetch_requests, digest, worker, author);
-                    let batch = wait_for_batch(index, &fetch, || async { self.store.batches.get(&digest) }).await?;
-                    transactions.extend(batch.transactions);
+                    let read = || async { Ok(self.store.batches.get_encoded(&digest)?.map(EncodedBatch)) };
+                    batches.push(wait_for_batch(index, &fetch, read).await?);
                 }
             }
             BatchSource::Links(links) => {
@@ -439,12 +444,10 @@ impl Executor {
                     fetched.push((position, batch?));
                 }
                 fetched.sort_unstable_by_key(|(position, _)| *position);
-                for (_, batch) in fetched {
-                    transactions.extend(batch.transactions);
-                }
+                batches.extend(fetched.into_iter().map(|(_, batch)| batch));
             }
         }
-        Ok(transactions)
+        Ok(batches)
     }
 }
 
@@ -480,10 +483,10 @@ impl FetchRequest {
 
 /// Reads the batch of `fetch` for block `index` until our worker holds it, asking the worker to fetch it at
 /// once and again every [`POLLS_PER_FETCH_REQUEST`] polls.
-async fn wait_for_batch<F, R>(index: u64, fetch: &FetchRequest, mut read: F) -> Result<Batch, StoreError>
+async fn wait_for_batch<F, R>(index: u64, fetch: &FetchRequest, mut read: F) -> Result<EncodedBatch, StoreError>
 where
     F: FnMut() -> R,
-    R: std::future::Future<Output = Result<Option<Batch>, StoreError>>,
+    R: std::future::Future<Output = Result<Option<EncodedBatch>, StoreError>>,
 {
     let mut waited = 0u32;
     loop {
@@ -507,7 +510,7 @@ async fn fetch_from(
     link: Option<&PrimaryLink>,
     digest: BatchDigest,
     worker: WorkerId,
-) -> Result<Option<Batch>, StoreError> {
+) -> Result<Option<EncodedBatch>, StoreError> {
     let Some(link) = link else {
         debug!(%digest, worker, "a committed batch names a worker this validator does not run");
         return Ok(None);
@@ -531,7 +534,7 @@ fn run_blocking<T>(work: impl FnOnce() -> T) -> T {
 mod tests {
     use mako_mempool::test_dag::{certificate, committee, genesis_digests};
     use mako_storage::{ConsensusState, SubDagRecord};
-    use mako_types::Certificate;
+    use mako_types::{Batch, Certificate};
 
     use super::*;
 

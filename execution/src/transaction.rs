@@ -3,6 +3,8 @@
 //! never a panic. An executor takes a block of anything that is a [`BlockTransaction`]: a decoded
 //! [`Transaction`], or a `Result<Transaction, DecodeError>` whose `Err` entries execute as rejected no-ops.
 
+use mako_types::{EncodedBatch, WireError};
+
 use crate::error::DecodeError;
 use crate::ids::{Address, CollectionId, CounterId, PoolId, TokenId};
 
@@ -42,6 +44,8 @@ pub enum Call {
 /// A memo that starts with this tag carries a client's send time (microseconds since the Unix epoch, a
 /// little-endian `u64`) right after it: the executor measures end-to-end latency on such samples.
 const SAMPLE_TAG: &[u8; 8] = b"mako/lat";
+/// The tag and the time.
+const SAMPLE_LEN: usize = 16;
 
 impl Transaction {
     /// The memo length that makes a transaction encode to at least `size` bytes (about exactly: rkyv aligns the
@@ -68,11 +72,11 @@ impl Transaction {
     /// Marks this transaction as a latency sample sent at `sent_at`, in the first 16 bytes of its memo.
     pub fn stamp_sample(&mut self, sent_at: std::time::SystemTime) {
         let micros = sent_at.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64);
-        if self.memo.len() < 16 {
-            self.memo.resize(16, 0);
+        if self.memo.len() < SAMPLE_LEN {
+            self.memo.resize(SAMPLE_LEN, 0);
         }
         self.memo[..8].copy_from_slice(SAMPLE_TAG);
-        self.memo[8..16].copy_from_slice(&micros.to_le_bytes());
+        self.memo[8..SAMPLE_LEN].copy_from_slice(&micros.to_le_bytes());
     }
 
     /// When the client sent this transaction, if it is a latency sample.
@@ -99,9 +103,52 @@ pub fn decode_transaction(bytes: &[u8]) -> Result<Transaction, DecodeError> {
 }
 
 /// Decodes each of a block's mempool transactions, keeping malformed ones as errors in their place, so that
-/// receipts stay aligned with the block's order.
+/// receipts stay aligned with the block's order. As [`decode_batches`], the memo is kept only as far as a
+/// latency sample.
 pub fn decode_block(transactions: &[mako_types::Transaction]) -> Vec<Result<Transaction, DecodeError>> {
-    transactions.iter().map(|t| decode_transaction(&t.0)).collect()
+    let mut aligned = rkyv::util::AlignedVec::new();
+    transactions.iter().map(|t| decode_for_execution(&t.0, &mut aligned)).collect()
+}
+
+/// Decodes the transactions of a block's batches, given in their canonical bytes as stored, in order, read in
+/// place (issue 16, item 2): each batch is validated once and each transaction decoded from its bytes inside
+/// it, with no copy of the batch and none of the memo beyond a latency sample (no contract reads the memo,
+/// and gas does not count it). Malformed transactions stay in their place as errors, so that receipts stay
+/// aligned with the block's order; bytes that are not a batch are an error.
+pub fn decode_batches(batches: &[EncodedBatch]) -> Result<Vec<Result<Transaction, DecodeError>>, WireError> {
+    let mut block = Vec::new();
+    let mut aligned = rkyv::util::AlignedVec::new();
+    for batch in batches {
+        batch.for_each_transaction(|bytes| block.push(decode_for_execution(bytes, &mut aligned)))?;
+    }
+    Ok(block)
+}
+
+/// One transaction as execution needs it, decoded through `aligned` (a buffer reused from one to the next):
+/// the memo is dropped unless it is a latency sample, which keeps its tag and time.
+fn decode_for_execution(bytes: &[u8], aligned: &mut rkyv::util::AlignedVec<16>) -> Result<Transaction, DecodeError> {
+    let malformed = |e: rkyv::rancor::Error| {
+        DecodeError(WireError::Malformed {
+            type_name: std::any::type_name::<Transaction>(),
+            len: bytes.len(),
+            reason: e.to_string(),
+        })
+    };
+    aligned.clear();
+    aligned.extend_from_slice(bytes);
+    let archived = rkyv::access::<ArchivedTransaction, rkyv::rancor::Error>(aligned).map_err(malformed)?;
+    let memo = archived.memo.as_slice();
+    let sample = match memo.starts_with(SAMPLE_TAG) && memo.len() >= SAMPLE_LEN {
+        true => memo[..SAMPLE_LEN].to_vec(),
+        false => Vec::new(),
+    };
+    Ok(Transaction {
+        sender: rkyv::deserialize::<Address, rkyv::rancor::Error>(&archived.sender).map_err(malformed)?,
+        nonce: archived.nonce.to_native(),
+        gas_limit: archived.gas_limit.to_native(),
+        call: rkyv::deserialize::<Call, rkyv::rancor::Error>(&archived.call).map_err(malformed)?,
+        memo: sample,
+    })
 }
 
 /// One entry of a block as an executor sees it: a transaction, or nothing (malformed bytes). A `None` entry
@@ -132,6 +179,39 @@ impl BlockTransaction for Option<Transaction> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A block's batches decode in place to what decoding each transaction gives, in order, except the memo:
+    /// kept only as far as a latency sample, whose time survives. A malformed transaction stays an error in
+    /// its place; bytes that are not a batch are an error.
+    #[test]
+    fn batches_decode_in_place_keeping_only_the_latency_sample() {
+        let tx = |nonce: u64| Transaction {
+            sender: Address::from_index(nonce),
+            nonce,
+            gas_limit: 10_000,
+            call: Call::Transfer { to: Address::from_index(9), amount: 5 },
+            memo: vec![7; 400],
+        };
+        let sent_at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_234_567);
+        let mut sample = tx(2);
+        sample.stamp_sample(sent_at);
+        let first = mako_types::Batch::new(vec![tx(1).to_mempool(), mako_types::Transaction(vec![0xff; 40])]);
+        let second = mako_types::Batch::new(vec![sample.to_mempool(), tx(3).to_mempool()]);
+        let batches = [EncodedBatch::new(&first), EncodedBatch::new(&second)];
+
+        let block = decode_batches(&batches).unwrap();
+        assert_eq!(block.len(), 4);
+        assert_eq!(block[0], Ok(Transaction { memo: Vec::new(), ..tx(1) }));
+        assert!(block[1].is_err(), "malformed, in its place");
+        assert_eq!(block[2].as_ref().unwrap().sample_sent_at(), Some(sent_at));
+        assert_eq!(block[2].as_ref().unwrap().memo.len(), SAMPLE_LEN);
+        assert_eq!(block[3], Ok(Transaction { memo: Vec::new(), ..tx(3) }));
+        assert_eq!(decode_block(&[tx(1).to_mempool()]), vec![Ok(Transaction { memo: Vec::new(), ..tx(1) })]);
+
+        let mut broken = batches[0].clone();
+        broken.0.truncate(broken.0.len() - 3);
+        assert!(decode_batches(&[broken]).is_err());
+    }
 
     #[test]
     fn round_trip_and_garbage() {

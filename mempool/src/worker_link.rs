@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use mako_network::{Endpoint, Inbound, NetworkError, Peer, Peers};
 use mako_storage::Store;
-use mako_types::{AuthorityIndex, Batch, BatchDigest, NetworkPublicKey, WorkerId};
+use mako_types::{AuthorityIndex, BatchDigest, EncodedBatch, NetworkPublicKey, WorkerId};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -52,7 +52,7 @@ pub enum LinkMessage {
     /// Primary → worker: "send me this batch" (a committed batch, for execution).
     BatchRequest(BatchDigest),
     /// Worker → primary, the answer to a request: the batch, or `None` while the worker does not hold it.
-    Batch(Option<Batch>),
+    Batch(Option<EncodedBatch>),
 }
 
 /// The peer list of one end of a link: the other end at `other_end`, under the validator's network key.
@@ -138,10 +138,11 @@ impl WorkerLink {
                                     drop(responder);
                                 }
                                 LinkMessage::BatchRequest(digest) => {
-                                    let batch = store.batches.get(&digest).unwrap_or_else(|error| {
+                                    let batch = store.batches.get_encoded(&digest).unwrap_or_else(|error| {
                                         warn!(%digest, %error, "cannot read a batch the primary asked for");
                                         None
                                     });
+                                    let batch = batch.map(EncodedBatch);
                                     if let Err(error) = responder.reply(&LinkMessage::Batch(batch)).await {
                                         debug!(%error, "batch answer not delivered");
                                     }
@@ -229,8 +230,9 @@ impl PrimaryLink {
         (link, task)
     }
 
-    /// The batch `digest` from the worker; `None` while it does not hold it (it is fetching it).
-    pub async fn fetch(&self, digest: BatchDigest) -> Result<Option<Batch>, NetworkError> {
+    /// The batch `digest` from the worker, in its canonical bytes as stored; `None` while it does not hold it (it
+    /// is fetching it).
+    pub async fn fetch(&self, digest: BatchDigest) -> Result<Option<EncodedBatch>, NetworkError> {
         match self.endpoint.request(OTHER_END, &LinkMessage::BatchRequest(digest), FETCH_TIMEOUT).await? {
             LinkMessage::Batch(batch) => Ok(batch.filter(|batch| batch.digest() == digest)),
             other => {

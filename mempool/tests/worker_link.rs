@@ -11,7 +11,7 @@ use mako_mempool::messages::{PrimaryToWorker, WorkerToPrimary};
 use mako_mempool::worker_link::{link_peers, LinkMessage, PrimaryLink, WorkerLink};
 use mako_network::{Endpoint, NetworkConfig};
 use mako_storage::Store;
-use mako_types::{AuthorityIndex, Batch, Transaction, ValidatorKeys};
+use mako_types::{AuthorityIndex, Batch, EncodedBatch, Transaction, ValidatorKeys};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 
@@ -100,7 +100,7 @@ async fn reports_requests_and_batches_cross_the_link() {
     let forwarded = timeout(Duration::from_secs(10), from_primary.recv()).await.expect("progress in time").unwrap();
     assert_eq!(forwarded, progress);
 
-    assert_eq!(link.fetch(batch.digest()).await.unwrap(), Some(batch.clone()));
+    assert_eq!(link.fetch(batch.digest()).await.unwrap(), Some(EncodedBatch::new(&batch)));
     let unknown = Batch::new(vec![Transaction(vec![1])]).digest();
     assert_eq!(link.fetch(unknown).await.unwrap(), None, "a batch the worker lacks is None, not an error");
 
@@ -132,5 +132,9 @@ async fn batches_are_read_while_the_primary_takes_no_reports() {
         }
     }
     let batch = timeout(Duration::from_secs(10), fixture.link.fetch(fixture.batch.digest())).await.expect("in time");
-    assert_eq!(batch.unwrap(), Some(fixture.batch.clone()), "a batch read waits behind unacknowledged reports");
+    assert_eq!(
+        batch.unwrap(),
+        Some(EncodedBatch::new(&fixture.batch)),
+        "a batch read waits behind unacknowledged reports"
+    );
 }

@@ -54,7 +54,24 @@ impl EncodedBatch {
     /// The size of each transaction, read from the bytes in place (validated first): an error if they are
     /// not a batch.
     pub fn transaction_sizes(&self) -> Result<Vec<usize>, WireError> {
-        transaction_sizes(&self.0)
+        let mut sizes = Vec::new();
+        self.for_each_transaction(|bytes| sizes.push(bytes.len()))?;
+        Ok(sizes)
+    }
+
+    /// Hands each transaction's bytes to `each`, in order, read in place (the bytes validated once, first): an
+    /// error if they are not a batch.
+    pub fn for_each_transaction(&self, mut each: impl FnMut(&[u8])) -> Result<(), WireError> {
+        with_aligned(&self.0, |aligned| {
+            let archived =
+                rkyv::access::<ArchivedBatch, rkyv::rancor::Error>(aligned).map_err(|e| WireError::Malformed {
+                    type_name: std::any::type_name::<Batch>(),
+                    len: aligned.len(),
+                    reason: e.to_string(),
+                })?;
+            archived.transactions.iter().for_each(|t| each(t.0.as_slice()));
+            Ok(())
+        })
     }
 
     pub fn decode(&self) -> Result<Batch, WireError> {
@@ -62,20 +79,6 @@ impl EncodedBatch {
     }
 }
 
-fn transaction_sizes(bytes: &[u8]) -> Result<Vec<usize>, WireError> {
-    with_aligned(bytes, |aligned| {
-        let archived =
-            rkyv::access::<ArchivedBatch, rkyv::rancor::Error>(aligned).map_err(|e| WireError::Malformed {
-                type_name: std::any::type_name::<Batch>(),
-                len: aligned.len(),
-                reason: e.to_string(),
-            })?;
-        Ok(archived.transactions.iter().map(|t| t.0.len()).collect())
-    })
-}
-
-/// Runs `f` over `bytes` aligned as rkyv needs, copying them only when they are not (a buffer from the
-/// allocator always is).
 fn with_aligned<R>(bytes: &[u8], f: impl FnOnce(&[u8]) -> R) -> R {
     const ALIGN: usize = 16;
     if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
@@ -119,7 +122,9 @@ mod tests {
         let mut shifted = vec![0u8];
         shifted.extend_from_slice(&encoded.0);
         assert_ne!(shifted[1..].as_ptr() as usize % 16, 0);
-        assert_eq!(transaction_sizes(&shifted[1..]).unwrap(), vec![5, 300, 1], "misaligned bytes are copied first");
+        let realigned =
+            with_aligned(&shifted[1..], |b| (b.as_ptr() as usize).is_multiple_of(16) && b == &encoded.0[..]);
+        assert!(realigned, "misaligned bytes are copied first");
         let mut truncated = encoded.clone();
         truncated.0.truncate(encoded.0.len() - 3);
         assert!(truncated.transaction_sizes().is_err());
