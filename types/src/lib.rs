@@ -55,6 +55,22 @@ where
     rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("serializing into memory cannot fail")
 }
 
+/// [`encode`] into a buffer sized for `capacity` bytes up front: for values of tens of MB (a checkpoint), which
+/// would otherwise grow the buffer by doubling, each time onto fresh pages the kernel must zero.
+pub fn encode_sized<T>(value: &T, capacity: usize) -> rkyv::util::AlignedVec
+where
+    T: for<'a> rkyv::Serialize<
+        rkyv::api::high::HighSerializer<
+            rkyv::util::AlignedVec,
+            rkyv::ser::allocator::ArenaHandle<'a>,
+            rkyv::rancor::Error,
+        >,
+    >,
+{
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, rkyv::util::AlignedVec::with_capacity(capacity))
+        .expect("serializing into memory cannot fail")
+}
+
 /// Decodes a value from untrusted bytes: the archive is validated (bytecheck) before anything is read.
 pub fn decode<T>(bytes: &[u8]) -> Result<T, WireError>
 where

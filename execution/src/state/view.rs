@@ -133,7 +133,16 @@ impl InMemoryState {
 
     /// All entries in key order (for hashing a genesis or comparing states).
     pub fn to_sorted(&self) -> BTreeMap<StateKey, Value> {
-        self.entries().collect()
+        self.sorted_entries().into_iter().collect()
+    }
+
+    /// All entries in key order, as a vector (a checkpoint's content): sorted in place rather than inserted one
+    /// by one into a map.
+    pub fn sorted_entries(&self) -> Vec<(StateKey, Value)> {
+        let mut entries = Vec::with_capacity(self.len());
+        entries.extend(self.entries());
+        entries.sort_unstable_by_key(|(key, _)| *key);
+        entries
     }
 
     /// Every entry once, in no particular order.
