@@ -57,6 +57,8 @@ pub struct Bullshark {
     /// The state (and the schedule's saved state) right after each sub-DAG whose index is a checkpoint index
     /// (a multiple of the committee's `checkpoint_interval`), until the caller takes them.
     snapshots: Vec<(CommitState, Vec<u64>)>,
+    /// Certificates that can no longer be committed, since [`Bullshark::take_skipped`].
+    skipped: Vec<Certificate>,
 }
 
 impl Bullshark {
@@ -70,6 +72,7 @@ impl Bullshark {
             state: CommitState::default(),
             unblocked: Vec::new(),
             snapshots: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -103,17 +106,32 @@ impl Bullshark {
         std::mem::take(&mut self.snapshots)
     }
 
+    /// The certificates that became impossible to commit since the last call: those the GC round passed
+    /// uncommitted, and those that arrived at or below it. Nobody commits them after (a sub-DAG holds only
+    /// history above its horizon, the same at every validator), so their batches are free to be proposed
+    /// again (DESIGN.md §9.3), which their author's validator does with its own.
+    pub fn take_skipped(&mut self) -> Vec<Certificate> {
+        std::mem::take(&mut self.skipped)
+    }
+
     /// Adds a certificate (normally after its parents) and returns the sub-DAGs it lets us commit, in order.
     /// A certificate whose parents are missing waits in the DAG; every certificate it unblocks gets its
     /// chance to complete a leader's support.
     pub fn add_certificate(&mut self, certificate: Certificate) -> Vec<CommittedSubDag> {
+        let late = certificate.round() > 0 && self.dag.is_below_horizon(certificate.round());
+        let copy = late.then(|| certificate.clone());
         match self.dag.insert(certificate) {
             Ok(Insertion::Accepted(accepted)) if injected(Bug::IgnoreUnblocked) => {
                 self.commit_supported_by(&accepted[..1])
             }
             Ok(Insertion::Accepted(accepted)) => self.commit_supported_by(&accepted),
-            // A duplicate, one below the GC round, one still waiting for parents, or a conflicting
-            // certificate (the mempool never delivers one): nothing new to commit.
+            Ok(Insertion::BelowGc) => {
+                // New to this DAG (the mempool delivers a certificate once), and too late for any commit.
+                self.skipped.extend(copy);
+                Vec::new()
+            }
+            // A duplicate, one still waiting for parents, or a conflicting certificate (the mempool never
+            // delivers one): nothing new to commit.
             Ok(_) | Err(_) => Vec::new(),
         }
     }
@@ -304,6 +322,11 @@ impl Bullshark {
     /// Drops everything at or below the GC round of the last committed leader.
     fn garbage_collect(&mut self) {
         let gc_round = self.gc_round();
+        // What the horizon passes uncommitted is never committed.
+        for round in self.dag.gc_round() + 1..=gc_round {
+            let uncommitted = self.dag.round(round).filter(|c| !self.state.committed.contains(&(round, c.author())));
+            self.skipped.extend(uncommitted.cloned());
+        }
         // Pending certificates that the new horizon completes are accepted, and get their commit attempt.
         let unblocked = self.dag.garbage_collect(gc_round);
         self.unblocked.extend(unblocked);
@@ -433,6 +456,34 @@ mod tests {
         assert_eq!(committed.len(), 2);
         assert_eq!(committed[0].batches, vec![(batch.0, batch.1, A(0))], "once, with the first certificate");
         assert!(committed[1].batches.is_empty(), "not again in a later sub-DAG");
+    }
+
+    /// What can never be committed is reported, and nothing else. The adversaries: validator 1's round-3
+    /// certificate that no round-4 certificate references (it came late), and validator 1's round-4 certificate,
+    /// arriving after the GC round passed round 4. With GC depth 2, committing the leader of round 6 moves the
+    /// GC round to 4: the first is passed over uncommitted; the second arrives below the horizon.
+    #[test]
+    fn certificates_that_can_no_longer_be_committed_are_reported_skipped() {
+        let mut dag = HandDag::new(4);
+        for round in 1..=3 {
+            dag.add_round(round, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        }
+        dag.add_round(4, &[0, 2, 3], &[0, 2, 3]);
+        dag.add_round(5, &[0, 1, 2, 3], &[0, 2, 3]);
+        for round in 6..=9 {
+            dag.add_round(round, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        }
+        let mut bullshark = Bullshark::new(dag.committee.clone(), Box::new(RoundRobin::new(&dag.committee)), 2);
+        let committed = feed(&mut bullshark, &dag.certificates);
+        assert!(bullshark.dag().gc_round() >= 4, "the test needs the GC round past round 4");
+        let skipped: Vec<_> = bullshark.take_skipped().iter().map(|c| (c.round(), c.author())).collect();
+        assert_eq!(skipped, vec![(3, A(1))]);
+        assert!(committed.iter().all(|s| s.certificates.iter().all(|c| (c.round(), c.author()) != (3, A(1)))));
+        assert!(bullshark.take_skipped().is_empty(), "reported once");
+
+        let late = certificate(&dag.committee, A(1), 4, vec![dag.digest(3, 0), dag.digest(3, 1), dag.digest(3, 2)]);
+        assert!(bullshark.add_certificate(late.clone()).is_empty());
+        assert_eq!(bullshark.take_skipped(), vec![late]);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 //! *before* the sub-DAG leaves, so after a crash the node knows exactly what it committed (§9.5). On restart
 //! the actor first re-emits the sub-DAGs after the index its consumer reports as applied (no gap, no repeat),
 //! then replays the stored certificates above its GC round through the commit rule, then follows the mempool.
-//! It also drives the mempool: the last committed leader round goes to the primary (garbage collection) and
-//! the leader table to the proposer (whom to wait for).
+//! It also drives the mempool: the last committed leader round goes to the primary (garbage collection), the
+//! leader table to the proposer (whom to wait for), and the batches of our certificates that can no longer be
+//! committed back to the primary, to be proposed again (DESIGN.md §9.3): recorded as pending proposals in the
+//! same write as the commit that decided it, so that no crash falls between the two.
 
 use mako_storage::{ConsensusState, Durability, Store, StoreError, SubDagRecord};
-use mako_types::{Certificate, Committee, LeaderTable, Round};
+use mako_types::{AuthorityIndex, BatchDigest, Certificate, Committee, LeaderTable, Round, WorkerId};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error};
@@ -29,6 +31,10 @@ pub struct ConsensusHandle {
     /// The index of the last committed sub-DAG (persisted, perhaps not yet consumed): with the executor's
     /// index, how far execution is behind (the workers' admission, `mako_mempool::admission`).
     pub committed_index: watch::Receiver<u64>,
+    /// The batches of our certificates that became impossible to commit, durably recorded as pending
+    /// proposals: the primary proposes them again. Unbounded, as the primary feeds consensus (a bound could
+    /// close a cycle); it holds only our own skipped certificates' batches.
+    pub skipped_batches: mpsc::UnboundedReceiver<Vec<(BatchDigest, WorkerId)>>,
     task: JoinHandle<()>,
 }
 
@@ -39,6 +45,7 @@ impl Drop for ConsensusHandle {
 }
 
 pub struct Consensus {
+    me: AuthorityIndex,
     bullshark: Bullshark,
     store: Store,
     rx_certificates: mpsc::Receiver<Certificate>,
@@ -46,13 +53,15 @@ pub struct Consensus {
     committed_round: watch::Sender<Round>,
     tx_leader_table: watch::Sender<LeaderTable>,
     tx_committed_index: watch::Sender<u64>,
+    tx_skipped_batches: mpsc::UnboundedSender<Vec<(BatchDigest, WorkerId)>>,
 }
 
 impl Consensus {
-    /// Starts consensus. `applied_index` is the last sub-DAG index the consumer has applied (0 for none);
-    /// `committed_round` is the mempool primary's GC input.
+    /// Starts consensus for validator `me`. `applied_index` is the last sub-DAG index the consumer has applied
+    /// (0 for none); `committed_round` is the mempool primary's GC input.
     /// The leader schedule and the GC depth are the committee's protocol parameters.
     pub fn spawn(
+        me: AuthorityIndex,
         committee: Committee,
         store: Store,
         rx_certificates: mpsc::Receiver<Certificate>,
@@ -74,7 +83,9 @@ impl Consensus {
         let (tx_sub_dags, sub_dags) = mpsc::channel(OUTPUT_CAPACITY);
         let (tx_leader_table, leader_table) = watch::channel(bullshark.schedule().table().clone());
         let (tx_committed_index, committed_index) = watch::channel(saved.last_sub_dag_index);
+        let (tx_skipped_batches, skipped_batches) = mpsc::unbounded_channel();
         let consensus = Self {
+            me,
             bullshark,
             store,
             rx_certificates,
@@ -82,9 +93,10 @@ impl Consensus {
             committed_round,
             tx_leader_table,
             tx_committed_index,
+            tx_skipped_batches,
         };
         let task = tokio::spawn(consensus.run(replay));
-        Ok(ConsensusHandle { sub_dags, leader_table, committed_index, task })
+        Ok(ConsensusHandle { sub_dags, leader_table, committed_index, skipped_batches, task })
     }
 
     async fn run(mut self, replay: Vec<CommittedSubDag>) {
@@ -115,13 +127,18 @@ impl Consensus {
     /// must stop (the consumer is gone, or a commit could not be persisted).
     async fn process(&mut self, certificate: Certificate) -> bool {
         let committed = self.bullshark.add_certificate(certificate);
-        if committed.is_empty() {
+        let skipped = self.our_skipped_batches();
+        if committed.is_empty() && skipped.is_empty() {
             return true;
         }
-        if let Err(error) = self.persist(&committed) {
+        if let Err(error) = self.persist(&committed, &skipped) {
             // Emitting what is not persisted would break durability (§9.5): stop rather than diverge.
             error!(%error, "cannot persist a commit; consensus stops");
             return false;
+        }
+        if !skipped.is_empty() {
+            debug!(batches = skipped.len(), "our certificates can no longer be committed: their batches go back");
+            let _ = self.tx_skipped_batches.send(skipped); // none is listening without a primary
         }
         self.publish_progress();
         for sub_dag in committed {
@@ -133,9 +150,27 @@ impl Consensus {
         true
     }
 
-    fn persist(&mut self, committed: &[CommittedSubDag]) -> Result<(), StoreError> {
+    /// The batches of our certificates that [`Bullshark::take_skipped`] reports, except any a commit delivered
+    /// through another certificate.
+    fn our_skipped_batches(&mut self) -> Vec<(BatchDigest, WorkerId)> {
+        let skipped = self.bullshark.take_skipped();
+        let delivered = &self.bullshark.state().committed_batches;
+        let ours = skipped.iter().filter(|certificate| certificate.author() == self.me);
+        ours.flat_map(|certificate| certificate.header.payload().iter().copied())
+            .filter(|(digest, _)| !delivered.contains_key(digest))
+            .collect()
+    }
+
+    fn persist(
+        &mut self,
+        committed: &[CommittedSubDag],
+        skipped: &[(BatchDigest, WorkerId)],
+    ) -> Result<(), StoreError> {
         let current = persisted(self.bullshark.state(), self.bullshark.schedule().save());
         let mut writes = self.store.write_set();
+        for (digest, worker) in skipped {
+            writes.put_pending_proposal(digest, *worker);
+        }
         for sub_dag in committed {
             writes.put_sub_dag(&SubDagRecord {
                 index: sub_dag.index,
@@ -210,4 +245,53 @@ fn stored_sub_dags(store: &Store, from: u64, to: u64) -> Result<Vec<CommittedSub
         sub_dags.push(CommittedSubDag { index, leader, certificates, batches: record.batches });
     }
     Ok(sub_dags)
+}
+
+#[cfg(test)]
+mod tests {
+    use mako_mempool::test_dag::HandDag;
+    use mako_types::{AuthorityIndex as A, Digest, ProtocolParameters};
+
+    use super::*;
+
+    /// The adversary is a crash right after the commit that makes one of our certificates impossible to
+    /// commit: its batches must already be pending proposals in the store, in the write that moved the GC
+    /// round, or no one proposes them after the restart (the primary rebuilds its DAG above that GC round).
+    /// Validator 1's round-3 certificate carries batch B and no round-4 certificate references it; with GC
+    /// depth 2, committing the leader of round 6 passes it over.
+    #[tokio::test]
+    async fn our_skipped_batches_are_pending_proposals_in_the_commit_that_skipped_them() {
+        let batch = (BatchDigest(Digest([9; 32])), 0);
+        let mut dag = HandDag::new(4);
+        dag.add_round(1, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        dag.add_round(2, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        dag.add_with_payload(3, 1, &[0, 1, 2, 3], vec![batch]);
+        dag.add_round(3, &[0, 2, 3], &[0, 1, 2, 3]);
+        dag.add_round(4, &[0, 2, 3], &[0, 2, 3]);
+        dag.add_round(5, &[0, 1, 2, 3], &[0, 2, 3]);
+        for round in 6..=9 {
+            dag.add_round(round, &[0, 1, 2, 3], &[0, 1, 2, 3]);
+        }
+        let protocol = ProtocolParameters { gc_depth: 2, ..Default::default() };
+        let committee = dag.committee.clone().with_protocol(protocol).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (tx_certificates, rx_certificates) = mpsc::channel(100);
+        let (tx_round, _round) = watch::channel(0);
+        let store = Store::open(dir.path()).unwrap();
+        let mut consensus = Consensus::spawn(A(1), committee, store.clone(), rx_certificates, tx_round, 0).unwrap();
+        for certificate in &dag.certificates {
+            tx_certificates.send(certificate.clone()).await.unwrap();
+        }
+        // The primary hears of the batch only once the commit that skipped it is written: a crash at any point
+        // after that write finds the batch pending.
+        let skipped = consensus.skipped_batches.recv().await.unwrap();
+        assert_eq!(skipped, vec![batch]);
+        let state = store.state.consensus_state().unwrap().unwrap();
+        assert!(gc_round(state.last_leader_round) >= 3, "the GC round passed round 3");
+        assert_eq!(store.state.pending_proposals().unwrap(), vec![batch]);
+    }
+
+    fn gc_round(leader_round: Round) -> Round {
+        mako_mempool::dag::gc_round(leader_round, 2)
+    }
 }

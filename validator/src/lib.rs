@@ -4,8 +4,9 @@
 //!
 //! - workers → primary: batch reports; primary → workers: batches to fetch (to vote);
 //! - primary → consensus: certificates in causal order;
-//! - consensus → primary: the last committed leader round (garbage collection) and the leader table (the
-//!   proposer's leader waits);
+//! - consensus → primary: the last committed leader round (garbage collection), the leader table (the
+//!   proposer's leader waits), and the batches of our certificates that can no longer be committed (to be
+//!   proposed again);
 //! - consensus → execution: committed sub-DAGs (the bounded queue is the back-pressure, DESIGN.md §5);
 //! - execution → primary: our latest (index, root), published in our headers; execution → workers: the
 //!   committed batches it waits for (DESIGN.md §9.8);
@@ -180,8 +181,9 @@ impl Validator {
         let (tx_committed_round, committed_round) = watch::channel(0);
         let (to_consensus, rx_certificates) = mpsc::channel(CHANNEL_CAPACITY);
         let mut consensus =
-            Consensus::spawn(committee.clone(), store.clone(), rx_certificates, tx_committed_round, applied_index)?;
+            Consensus::spawn(me, committee.clone(), store.clone(), rx_certificates, tx_committed_round, applied_index)?;
         let sub_dags = std::mem::replace(&mut consensus.sub_dags, mpsc::channel(1).1);
+        let skipped_batches = std::mem::replace(&mut consensus.skipped_batches, mpsc::unbounded_channel().1);
         let execution = match executor {
             Some(executor) => {
                 let sub_dags = tap_receiver(sub_dags, &observer, |o, sub_dag| o.committed(sub_dag), &mut tasks);
@@ -221,6 +223,7 @@ impl Validator {
             to_workers,
             to_consensus: tx_certificates,
             committed_round: committed_round.clone(),
+            skipped_batches,
             leader_table: Some(consensus.leader_table.clone()),
             executed: execution.as_ref().map(|execution| execution.executed.clone()),
             rng_seed,

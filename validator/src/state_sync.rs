@@ -16,8 +16,9 @@
 //! consensus resumes at its horizon, fetching the certificates above from its peers as after any restart.
 //!
 //! What the jump skips must not lose an acknowledged batch (DESIGN.md §9.3). Our certificates between our
-//! consensus's horizon and the checkpoint's were judged by nobody here: the DAG after the restart starts at
-//! the checkpoint's horizon, below which the lost-certificate rule (`Core::garbage_collect`) never looks. One
+//! consensus's horizon and the checkpoint's were judged by nobody here: consensus after the restart starts at
+//! the checkpoint's horizon, below which it never reports a certificate of ours skipped
+//! (`Bullshark::take_skipped`), whose batches it would otherwise record to be proposed again. One
 //! that never reached the others (we certified it while partitioned from them) was never committed, and its
 //! batches must be proposed again; one that was committed must not be (a batch is committed once, §9.2). Only
 //! the sub-DAGs we missed can tell: [`uncommitted_own_batches`] asks the peers which of those batches they
@@ -258,7 +259,7 @@ async fn ask_committed(
 /// The batches of our certificates that nobody here judged: those between our consensus's horizon and the
 /// checkpoint's that our consensus had not committed (and not in a pending proposal already). Whether the
 /// sub-DAGs we missed committed them only the peers can tell. Our certificates above the checkpoint's
-/// horizon are left to the DAG after the restart and its lost-certificate rule.
+/// horizon are left to consensus after the restart, which reports those it skips.
 fn uncertain_batches(
     store: &Store,
     me: AuthorityIndex,

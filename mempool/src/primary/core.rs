@@ -74,6 +74,7 @@ pub struct CoreChannels {
     pub rx_workers: mpsc::Receiver<WorkerToPrimary>,
     pub rx_synced: mpsc::Receiver<(AuthorityIndex, Vec<Certificate>)>,
     pub rx_committed_round: watch::Receiver<Round>,
+    pub rx_skipped_batches: mpsc::UnboundedReceiver<Vec<(BatchDigest, WorkerId)>>,
     pub tx_parents: mpsc::Sender<Parents>,
     /// Who leads each even round, for the leader waits; `None` runs the mempool without them (pure Narwhal).
     pub leader_table: Option<watch::Receiver<LeaderTable>>,
@@ -196,6 +197,10 @@ impl Core {
                     self.metrics.committed_round.store(committed, std::sync::atomic::Ordering::Relaxed);
                     self.garbage_collect(committed).await;
                 }
+                Some(batches) = self.channels.rx_skipped_batches.recv() => {
+                    debug!(batches = batches.len(), "re-proposing the batches of our certificates consensus skipped");
+                    self.propose_again(&batches).await;
+                }
                 header = self.channels.rx_own_headers.recv() => {
                     let Some(header) = header else { return };
                     self.propose(header).await;
@@ -302,16 +307,21 @@ impl Core {
     }
 
     /// The batches of our header `header` will never be committed through it: it will never be certified (we
-    /// moved on to a new one, or it fell below the GC round, and only we aggregate its votes), or its
-    /// certificate fell below the GC round unreferenced. They go back to the proposer for a later header, so
-    /// that a batch a quorum holds is not lost (DESIGN.md §9.3); the old header can never commit them too.
+    /// moved on to a new one, or it fell below the GC round, and only we aggregate its votes). They go back to
+    /// the proposer for a later header, so that a batch a quorum holds is not lost (DESIGN.md §9.3); the old
+    /// header can never commit them too. (A certificate of ours that can no longer be committed is consensus's
+    /// to tell: `rx_skipped_batches`.)
     async fn requeue_payload(&mut self, header: &Header) {
         debug!(
             round = header.round(),
             batches = header.payload().len(),
             "re-proposing the batches of an uncertified header"
         );
-        for (digest, worker) in header.payload() {
+        self.propose_again(header.payload()).await;
+    }
+
+    async fn propose_again(&mut self, batches: &[(BatchDigest, WorkerId)]) {
+        for (digest, worker) in batches {
             PrimaryMetrics::bump(&self.metrics.batches_requeued);
             let _ = self.channels.tx_our_batches.send((*digest, *worker)).await;
         }
@@ -790,31 +800,6 @@ impl Core {
         let gc_round = gc_round(committed_round, self.committee.protocol().gc_depth);
         if gc_round <= self.dag.gc_round() {
             return;
-        }
-        // Our certificates that fall below the horizon with nothing referencing them were never committed
-        // (an anchor needs support, history needs a path) and can no longer be: their batches go back to the
-        // proposer (DESIGN.md §9.3). This is how a validator that fell behind, and certified a header the
-        // others had already collected, gets its batches committed after all.
-        let lost: Vec<Header> = self
-            .dag
-            .orphans(gc_round + 1, usize::MAX)
-            .iter()
-            .filter_map(|(_, digest)| self.dag.get(digest))
-            .filter(|certificate| certificate.author() == self.me)
-            .map(|certificate| certificate.header.clone())
-            .collect();
-        // Their records went when the certificates were stored: recorded again, to survive a crash.
-        let mut writes = self.store.write_set();
-        for (digest, worker) in lost.iter().flat_map(|header| header.payload()) {
-            writes.put_pending_proposal(digest, *worker);
-        }
-        if !writes.is_empty() {
-            if let Err(error) = writes.commit(Durability::Buffered) {
-                self.storage_error(&error);
-            }
-        }
-        for header in &lost {
-            self.requeue_payload(header).await;
         }
         let completed = self.dag.garbage_collect(gc_round);
         self.vote_messages.forget_through(gc_round);

@@ -20,7 +20,10 @@ use std::sync::Arc;
 
 use mako_network::{Endpoint, Inbound};
 use mako_storage::{Store, StoreError};
-use mako_types::{AuthorityIndex, BlsKeyPair, Certificate, CheckpointId, Committee, ExecutedState, LeaderTable, Round};
+use mako_types::{
+    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CheckpointId, Committee, ExecutedState, LeaderTable, Round,
+    WorkerId,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -78,6 +81,9 @@ pub struct PrimarySetup {
     /// The last committed leader round (from consensus); the primary garbage-collects behind it
     /// (`dag::gc_round`).
     pub committed_round: watch::Receiver<Round>,
+    /// The batches of our certificates that consensus found can no longer be committed, already recorded as
+    /// pending proposals (DESIGN.md §9.3): proposed again.
+    pub skipped_batches: mpsc::UnboundedReceiver<Vec<(BatchDigest, WorkerId)>>,
     /// Who leads each even round (from consensus): turns on Bullshark's leader waits; `None` runs plain Narwhal.
     pub leader_table: Option<watch::Receiver<LeaderTable>>,
     /// Our latest executed sub-DAG and state root (from execution), published in our headers.
@@ -102,6 +108,7 @@ impl Primary {
             to_workers: tx_workers,
             to_consensus: tx_consensus,
             committed_round: rx_committed_round,
+            skipped_batches: rx_skipped_batches,
             leader_table,
             executed,
             rng_seed,
@@ -158,6 +165,7 @@ impl Primary {
                     rx_workers,
                     rx_synced,
                     rx_committed_round,
+                    rx_skipped_batches,
                     tx_parents,
                     leader_table,
                     tx_our_batches,
