@@ -52,7 +52,7 @@ where
         >,
     >,
 {
-    rkyv::to_bytes::<rkyv::rancor::Error>(value).expect("serializing into memory cannot fail")
+    encode_sized(value, 0)
 }
 
 /// [`encode`] into a buffer sized for `capacity` bytes up front: for values of tens of MB (a checkpoint), which
