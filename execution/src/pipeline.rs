@@ -153,8 +153,8 @@ impl Executor {
                 let checkpoint: Checkpoint = mako_types::decode(&bytes)
                     .map_err(|e| PipelineError::CorruptLog { index: 0, reason: format!("checkpoint: {e}") })?;
                 let corrupt = |reason: String| PipelineError::CorruptLog { index: checkpoint.index, reason };
-                let entries: Vec<(StateKey, Value)> =
-                    mako_types::decode(&checkpoint.state).map_err(|e| corrupt(format!("checkpoint: {e}")))?;
+                let state = InMemoryState::decode_canonical(&checkpoint.state)
+                    .map_err(|e| corrupt(format!("checkpoint: {e}")))?;
                 let logged = store.state.block(checkpoint.index)?.ok_or_else(|| corrupt("missing".into()))?;
                 if logged.root != checkpoint.root {
                     return Err(corrupt(format!("the checkpoint's root {} is not the block's", checkpoint.root)));
@@ -164,7 +164,7 @@ impl Executor {
                     Pruned { sub_dags_through: checkpoint.index.saturating_sub(interval), certificates_below: 0 };
                 let id = CheckpointId { index: checkpoint.index, digest: checkpoint_digest(&bytes) };
                 latest = (id, checkpoint.consensus.last_leader_round, pruned);
-                (entries.into_iter().collect(), StateRoot(checkpoint.root), checkpoint.index + 1)
+                (state, StateRoot(checkpoint.root), checkpoint.index + 1)
             }
             None => {
                 let state = genesis.state().map_err(|e| PipelineError::Genesis(e.to_string()))?;
@@ -334,12 +334,10 @@ impl Executor {
         })?;
         let leader_round = consensus.last_leader_round;
         let encoded = measure(Component::Storage, || {
-            // Buffers sized up front: tens of MB grown by doubling cost more in fresh pages than in copying.
-            let entries = self.state.sorted_entries();
-            let state = mako_types::encode_sized(&entries, entries.len() * size_of::<(StateKey, Value)>() + 64);
-            drop(entries);
+            // The buffer sized up front: megabytes grown by doubling cost more in fresh pages than in copying.
+            let state = self.state.encode_canonical();
             let size = state.len() + 64 * 1024 + consensus.committed_batches.len() * 48;
-            mako_types::encode_sized(&Checkpoint { index, root: previous.root, state: state.to_vec(), consensus }, size)
+            mako_types::encode_sized(&Checkpoint { index, root: previous.root, state, consensus }, size)
         });
         let id = CheckpointId { index, digest: measure(Component::Crypto, || checkpoint_digest(&encoded)) };
         writes.put_checkpoint_bytes(&encoded);

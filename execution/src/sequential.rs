@@ -64,7 +64,7 @@ pub fn execute_sequential_in_place<T: BlockTransaction>(vm: Vm, state: &mut InMe
         receipts.push(outcome.receipt);
     }
     // Each written key once, with its last value: a stable sort keeps one key's writes in block order.
-    writes.sort_by_key(|(key, _)| *key);
+    writes.sort_by_cached_key(|(key, _)| key.order_key());
     let mut last_values: Vec<(StateKey, Value)> = Vec::with_capacity(writes.len());
     for (key, value) in writes {
         match last_values.last_mut() {

@@ -19,6 +19,11 @@ use rustc_hash::FxHashMap;
 use crate::ids::Address;
 use crate::state::{StateKey, Value};
 
+/// The longest canonical entry: a token balance's key (1 + 4 + 20 bytes) with an address value (1 + 20).
+const MAX_ENTRY_BYTES: usize = 25 + 21;
+/// The shortest: the collected fees' key (1 byte) with an amount (1 + 8).
+const MIN_ENTRY_BYTES: usize = 1 + 9;
+
 /// Read access to the state a block executes over. `Sync` is what Block-STM's threads need.
 pub trait StateView {
     fn get(&self, key: &StateKey) -> Option<Value>;
@@ -136,13 +141,77 @@ impl InMemoryState {
         self.sorted_entries().into_iter().collect()
     }
 
-    /// All entries in key order, as a vector (a checkpoint's content): sorted in place rather than inserted one
-    /// by one into a map.
+    /// All entries in key order, as a vector. Account keys sort before every other kind (every `Balance` by
+    /// address, then every `Nonce`), so the records are sorted once by address, which gives both runs, and only
+    /// `others` is sorted, by [`StateKey::order_key`]; the two sorted runs are then merged. Sorting every entry
+    /// by its derived order took 60 ms for 400k entries, half of them token balances.
     pub fn sorted_entries(&self) -> Vec<(StateKey, Value)> {
+        let mut accounts: Vec<(&Address, &Account)> = self.accounts.iter().collect();
+        accounts.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let balances = accounts.iter().filter_map(|(a, r)| Some((StateKey::Balance(**a), Value::Amount(r.balance?))));
+        let nonces = accounts.iter().filter_map(|(a, r)| Some((StateKey::Nonce(**a), Value::Amount(r.nonce?))));
+        let mut others: Vec<(StateKey, Value)> = self.others.iter().map(|(k, v)| (*k, *v)).collect();
+        others.sort_by_cached_key(|(key, _)| key.order_key());
+        let mut others = others.into_iter().peekable();
         let mut entries = Vec::with_capacity(self.len());
-        entries.extend(self.entries());
-        entries.sort_unstable_by_key(|(key, _)| *key);
+        for entry in balances.chain(nonces) {
+            // A key is in one place only: never equal. `others` holds account keys only when misfiled.
+            while let Some(other) = others.next_if(|other| other.0 < entry.0) {
+                entries.push(other);
+            }
+            entries.push(entry);
+        }
+        entries.extend(others);
         entries
+    }
+
+    /// The state's canonical bytes, what a checkpoint holds: the number of entries (u64, big-endian), then each
+    /// entry in ascending key order as the key's and the value's canonical encodings (those the state root
+    /// hashes). Equal states give equal bytes. An account field takes 30 bytes, against about 110 in rkyv's
+    /// layout of the same entries (fixed-size enums, padded to their largest variant), and the encoding is a
+    /// few byte copies per entry.
+    pub fn encode_canonical(&self) -> Vec<u8> {
+        let entries = self.sorted_entries();
+        let mut out = Vec::with_capacity(8 + entries.len() * MAX_ENTRY_BYTES);
+        out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
+        for (key, value) in &entries {
+            key.encode_into(&mut out);
+            value.encode_into(&mut out);
+        }
+        out
+    }
+
+    /// The state that [`Self::encode_canonical`] wrote as `bytes`. Refuses what that function cannot write:
+    /// an unknown tag, a truncated entry, keys out of order or repeated, a count that does not match, and
+    /// bytes after the last entry.
+    pub fn decode_canonical(bytes: &[u8]) -> Result<Self, String> {
+        let mut input = bytes;
+        let count = input
+            .split_first_chunk::<8>()
+            .map(|(count, rest)| {
+                input = rest;
+                u64::from_be_bytes(*count)
+            })
+            .ok_or("no entry count")?;
+        // A count the bytes cannot hold is refused before anything is allocated for it.
+        if count > (input.len() / MIN_ENTRY_BYTES) as u64 {
+            return Err(format!("{count} entries announced in {} bytes", input.len()));
+        }
+        let mut state = Self::new();
+        let mut previous: Option<StateKey> = None;
+        for i in 0..count {
+            let key = StateKey::decode_from(&mut input).map_err(|e| format!("entry {i}: {e}"))?;
+            let value = Value::decode_from(&mut input).map_err(|e| format!("entry {i}: {e}"))?;
+            if previous.is_some_and(|previous| previous >= key) {
+                return Err(format!("entry {i}: {key:?} is not after {previous:?}"));
+            }
+            previous = Some(key);
+            state.insert(key, value);
+        }
+        if !input.is_empty() {
+            return Err(format!("{} bytes after the last entry", input.len()));
+        }
+        Ok(state)
     }
 
     /// Every entry once, in no particular order.
@@ -300,6 +369,7 @@ mod tests {
             }
             prop_assert_eq!(state.len(), reference.len());
             prop_assert_eq!(&state.to_sorted(), &reference);
+            prop_assert_eq!(state.sorted_entries(), reference.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
             for i in 0..7 {
                 let a = Address::from_index(i);
                 for key in [StateKey::Balance(a), StateKey::Nonce(a), StateKey::TokenBalance(TokenId(0), a)] {
@@ -308,6 +378,47 @@ mod tests {
             }
             let rebuilt: InMemoryState = reference.iter().rev().map(|(k, v)| (*k, *v)).collect();
             prop_assert_eq!(&state, &rebuilt);
+            // A checkpoint's bytes: the same for the same entries however they were made, and read back whole.
+            let bytes = state.encode_canonical();
+            prop_assert_eq!(&bytes, &rebuilt.encode_canonical());
+            prop_assert_eq!(&InMemoryState::decode_canonical(&bytes).unwrap(), &state);
+        }
+    }
+
+    /// The bytes [`InMemoryState::encode_canonical`] cannot write are refused, not read as some other state:
+    /// entries out of order or repeated, a wrong count, a cut, bytes after the end.
+    #[test]
+    fn canonical_bytes_that_no_state_encodes_to_are_refused() {
+        let (a, b) = (Address::from_index(1), Address::from_index(2));
+        let entry = |key: StateKey, amount: u64| {
+            let mut out = Vec::new();
+            key.encode_into(&mut out);
+            Value::Amount(amount).encode_into(&mut out);
+            out
+        };
+        let bytes = |count: u64, entries: &[Vec<u8>]| {
+            let mut out = count.to_be_bytes().to_vec();
+            entries.iter().for_each(|e| out.extend_from_slice(e));
+            out
+        };
+        let (first, second) = (entry(StateKey::Balance(a), 1), entry(StateKey::Balance(b), 2));
+        let good = bytes(2, &[first.clone(), second.clone()]);
+        let state = InMemoryState::decode_canonical(&good).unwrap();
+        assert_eq!(state.encode_canonical(), good);
+        assert_eq!(InMemoryState::decode_canonical(&0u64.to_be_bytes()).unwrap(), InMemoryState::new());
+
+        let refused = [
+            ("out of order", bytes(2, &[second.clone(), first.clone()])),
+            ("repeated", bytes(2, &[first.clone(), first.clone()])),
+            ("count too high", bytes(3, &[first.clone(), second.clone()])),
+            ("count too low", bytes(1, &[first.clone(), second.clone()])),
+            ("cut", good[..good.len() - 1].to_vec()),
+            ("trailing", [good.clone(), vec![0]].concat()),
+            ("huge count", bytes(u64::MAX, std::slice::from_ref(&first))),
+            ("no count", vec![0; 7]),
+        ];
+        for (what, bytes) in refused {
+            assert!(InMemoryState::decode_canonical(&bytes).is_err(), "{what}");
         }
     }
 }
