@@ -147,7 +147,7 @@ fn caption(base: &TestnetOptions) -> String {
     format!(
         "mako at {commit}, {cores} cores ({cpu}), {date}; each point {} after a {} warm-up, {}-byte {} \
          transactions over {} accounts, {} worker(s) per validator{}, GC depth {}, checkpoints every {} \
-         sub-DAGs{}",
+         sub-DAGs, headers at least {} ms apart{}",
         humantime::format_duration(base.duration),
         humantime::format_duration(base.warmup),
         base.size,
@@ -157,6 +157,9 @@ fn caption(base: &TestnetOptions) -> String {
         if base.workers_apart { " in their own processes" } else { "" },
         base.protocol.gc_depth,
         base.protocol.checkpoint_interval,
+        base.min_header_delay
+            .unwrap_or(mako_mempool::config::MempoolParameters::default().min_header_delay)
+            .as_millis(),
         match base.network.jitter.is_zero() && base.network.loss_percent == 0.0 && base.network.partitions.is_empty() {
             true => String::new(),
             false => format!(

@@ -234,6 +234,11 @@ struct TestnetArgs {
     /// comma-separated or repeated; V@T cuts it off to the end.
     #[arg(long = "partition", value_delimiter = ',')]
     partitions: Vec<faults::Crash>,
+    /// Each primary proposes its headers at least this far apart (the validators' `[mempool]
+    /// min_header_delay`, 120ms unless given): longer rounds carry more batches each, which spreads the
+    /// per-round cost (signatures, certificates, messages) over more transactions, for some latency.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    min_header_delay: Option<std::time::Duration>,
     #[command(flatten)]
     protocol: ProtocolArgs,
 }
@@ -297,6 +302,7 @@ impl TestnetArgs {
                 loss_percent: self.loss.unwrap_or(0.0),
                 partitions: self.partitions.clone(),
             },
+            min_header_delay: self.min_header_delay,
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct TestnetOptions {
     pub down: usize,
     /// Latency, jitter, loss and partitions between the validators, through `mako relay` ([`crate::relay`]).
     pub network: EmulatedNetwork,
+    /// The validators' `[mempool] min_header_delay`, where not the default.
+    pub min_header_delay: Option<Duration>,
 }
 
 /// Network conditions between a testnet's validators; all zero: none, and no relay.
@@ -463,6 +465,9 @@ fn prepare(options: &TestnetOptions) -> anyhow::Result<Vec<Prepared>> {
                 ..ValidatorConfig::default()
             };
             config.execution.genesis_accounts = options.accounts;
+            if let Some(delay) = options.min_header_delay {
+                config.mempool.min_header_delay = delay;
+            }
             if options.network.is_active() {
                 config.quic_port_shift = RELAY_PORT_SHIFT;
                 config.max_udp_payload = WAN_UDP_PAYLOAD;
