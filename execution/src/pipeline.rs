@@ -264,7 +264,8 @@ impl Executor {
         if interval > 0 && previous.index.is_multiple_of(interval) && previous.index > checkpoint.index {
             // Before the block changes it, the state in memory is the state after the previous block: that is
             // the checkpoint.
-            let (id, leader_round) = self.put_checkpoint(&mut writes, previous)?;
+            // Tens of milliseconds of sorting and encoding: off the runtime's worker, like the block itself.
+            let (id, leader_round) = run_blocking(|| self.put_checkpoint(&mut writes, previous))?;
             deleted_batches = self.prune(&mut writes, leader_round)?;
             checkpoint = id;
         }
