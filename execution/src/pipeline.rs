@@ -36,7 +36,8 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::root_check::{Divergence, RootCheck};
-use crate::{decode_batches, state_root, BlockStm, Genesis, InMemoryState, StateKey, StateRoot, Value};
+use crate::state::canonical;
+use crate::{decode_batches, state_root, BlockStm, Genesis, InMemoryState, StateRoot};
 
 /// How often a block waits for a batch that its worker is still fetching.
 const BATCH_POLL: Duration = Duration::from_millis(20);
@@ -178,9 +179,11 @@ impl Executor {
         for index in from..=progress.last_executed_index {
             let corrupt = |reason: String| PipelineError::CorruptLog { index, reason };
             let record = store.state.block(index)?.ok_or_else(|| corrupt("missing".into()))?;
-            let entries: Vec<(StateKey, Value)> =
-                mako_types::decode(&record.write_set).map_err(|e| corrupt(e.to_string()))?;
-            let write_set = entries.into_iter().collect();
+            let mut write_set = std::collections::BTreeMap::new();
+            canonical::decode_entries(&record.write_set, |key, value| {
+                write_set.insert(key, value);
+            })
+            .map_err(corrupt)?;
             root = state_root(root, &write_set);
             if root.0 != record.root {
                 return Err(corrupt(format!("root {} does not chain to the stored {}", root, record.root)));
@@ -272,7 +275,7 @@ impl Executor {
         // Decoding, executing and applying, the root and the write set's encoding count as execution's CPU (the
         // bench's split); Block-STM's threads count their own. The state changes here, before the block's
         // record is written: if that write fails, the executor stops, and a restart recovers from the store.
-        let (block, output, root, entries) = measure(Component::Execution, || {
+        let (block, output, root, write_set) = measure(Component::Execution, || {
             // Our workers stored (or the link checked the digest of) these bytes: not a batch is a broken store.
             let block = decode_batches(&batches).map_err(|error| StoreError::Corrupt {
                 store: "batches",
@@ -282,14 +285,10 @@ impl Executor {
             // Sequential where Block-STM cannot pay (one thread, a small block, cheap or contended transactions).
             let output = run_blocking(|| crate::execute_block_in_place(&self.executor, &mut self.state, &block));
             let root = state_root(StateRoot(self.progress.root), &output.write_set);
-            let entries: Vec<(StateKey, Value)> = output.write_set.iter().map(|(k, v)| (*k, *v)).collect();
-            Ok::<_, StoreError>((block, output, root, entries))
+            let write_set = canonical::encode_entries(output.write_set.iter().map(|(k, v)| (*k, *v)));
+            Ok::<_, StoreError>((block, output, root, write_set))
         })?;
-        writes.put_block(&BlockRecord {
-            index: sub_dag.index,
-            root: root.0,
-            write_set: mako_types::encode(&entries).to_vec(),
-        });
+        writes.put_block(&BlockRecord { index: sub_dag.index, root: root.0, write_set });
         writes.put_execution_progress(&ExecutionProgress { last_executed_index: sub_dag.index, state_root: root.0 });
         writes.commit(Durability::Buffered)?;
         if interval > 0 {

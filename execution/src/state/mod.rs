@@ -1,5 +1,6 @@
 //! The state model: full keys, values, read access and an in-memory state.
 
+pub mod canonical;
 mod key;
 mod view;
 

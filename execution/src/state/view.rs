@@ -17,12 +17,7 @@ use std::fmt;
 use rustc_hash::FxHashMap;
 
 use crate::ids::Address;
-use crate::state::{StateKey, Value};
-
-/// The longest canonical entry: a token balance's key (1 + 4 + 20 bytes) with an address value (1 + 20).
-const MAX_ENTRY_BYTES: usize = 25 + 21;
-/// The shortest: the collected fees' key (1 byte) with an amount (1 + 8).
-const MIN_ENTRY_BYTES: usize = 1 + 9;
+use crate::state::{canonical, StateKey, Value};
 
 /// Read access to the state a block executes over. `Sync` is what Block-STM's threads need.
 pub trait StateView {
@@ -165,52 +160,15 @@ impl InMemoryState {
         entries
     }
 
-    /// The state's canonical bytes, what a checkpoint holds: the number of entries (u64, big-endian), then each
-    /// entry in ascending key order as the key's and the value's canonical encodings (those the state root
-    /// hashes). Equal states give equal bytes. An account field takes 30 bytes, against about 110 in rkyv's
-    /// layout of the same entries (fixed-size enums, padded to their largest variant), and the encoding is a
-    /// few byte copies per entry.
+    /// The state's canonical bytes, what a checkpoint holds ([`canonical`]): equal states give equal bytes.
     pub fn encode_canonical(&self) -> Vec<u8> {
-        let entries = self.sorted_entries();
-        let mut out = Vec::with_capacity(8 + entries.len() * MAX_ENTRY_BYTES);
-        out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
-        for (key, value) in &entries {
-            key.encode_into(&mut out);
-            value.encode_into(&mut out);
-        }
-        out
+        canonical::encode_entries(self.sorted_entries().into_iter())
     }
 
-    /// The state that [`Self::encode_canonical`] wrote as `bytes`. Refuses what that function cannot write:
-    /// an unknown tag, a truncated entry, keys out of order or repeated, a count that does not match, and
-    /// bytes after the last entry.
+    /// The state that [`Self::encode_canonical`] wrote as `bytes`; refuses what it cannot write.
     pub fn decode_canonical(bytes: &[u8]) -> Result<Self, String> {
-        let mut input = bytes;
-        let count = input
-            .split_first_chunk::<8>()
-            .map(|(count, rest)| {
-                input = rest;
-                u64::from_be_bytes(*count)
-            })
-            .ok_or("no entry count")?;
-        // A count the bytes cannot hold is refused before anything is allocated for it.
-        if count > (input.len() / MIN_ENTRY_BYTES) as u64 {
-            return Err(format!("{count} entries announced in {} bytes", input.len()));
-        }
         let mut state = Self::new();
-        let mut previous: Option<StateKey> = None;
-        for i in 0..count {
-            let key = StateKey::decode_from(&mut input).map_err(|e| format!("entry {i}: {e}"))?;
-            let value = Value::decode_from(&mut input).map_err(|e| format!("entry {i}: {e}"))?;
-            if previous.is_some_and(|previous| previous >= key) {
-                return Err(format!("entry {i}: {key:?} is not after {previous:?}"));
-            }
-            previous = Some(key);
-            state.insert(key, value);
-        }
-        if !input.is_empty() {
-            return Err(format!("{} bytes after the last entry", input.len()));
-        }
+        canonical::decode_entries(bytes, |key, value| state.insert(key, value))?;
         Ok(state)
     }
 
@@ -382,43 +340,6 @@ mod tests {
             let bytes = state.encode_canonical();
             prop_assert_eq!(&bytes, &rebuilt.encode_canonical());
             prop_assert_eq!(&InMemoryState::decode_canonical(&bytes).unwrap(), &state);
-        }
-    }
-
-    /// The bytes [`InMemoryState::encode_canonical`] cannot write are refused, not read as some other state:
-    /// entries out of order or repeated, a wrong count, a cut, bytes after the end.
-    #[test]
-    fn canonical_bytes_that_no_state_encodes_to_are_refused() {
-        let (a, b) = (Address::from_index(1), Address::from_index(2));
-        let entry = |key: StateKey, amount: u64| {
-            let mut out = Vec::new();
-            key.encode_into(&mut out);
-            Value::Amount(amount).encode_into(&mut out);
-            out
-        };
-        let bytes = |count: u64, entries: &[Vec<u8>]| {
-            let mut out = count.to_be_bytes().to_vec();
-            entries.iter().for_each(|e| out.extend_from_slice(e));
-            out
-        };
-        let (first, second) = (entry(StateKey::Balance(a), 1), entry(StateKey::Balance(b), 2));
-        let good = bytes(2, &[first.clone(), second.clone()]);
-        let state = InMemoryState::decode_canonical(&good).unwrap();
-        assert_eq!(state.encode_canonical(), good);
-        assert_eq!(InMemoryState::decode_canonical(&0u64.to_be_bytes()).unwrap(), InMemoryState::new());
-
-        let refused = [
-            ("out of order", bytes(2, &[second.clone(), first.clone()])),
-            ("repeated", bytes(2, &[first.clone(), first.clone()])),
-            ("count too high", bytes(3, &[first.clone(), second.clone()])),
-            ("count too low", bytes(1, &[first.clone(), second.clone()])),
-            ("cut", good[..good.len() - 1].to_vec()),
-            ("trailing", [good.clone(), vec![0]].concat()),
-            ("huge count", bytes(u64::MAX, std::slice::from_ref(&first))),
-            ("no count", vec![0; 7]),
-        ];
-        for (what, bytes) in refused {
-            assert!(InMemoryState::decode_canonical(&bytes).is_err(), "{what}");
         }
     }
 }
