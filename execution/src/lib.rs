@@ -34,7 +34,7 @@ pub use block_stm::{BlockStm, Incarnation};
 pub use error::{DecodeError, ExecutionError};
 pub use genesis::Genesis;
 pub use ids::{Address, CollectionId, CounterId, PoolId, TokenId};
-pub use output::{BlockOutput, ExecutionStats};
+pub use output::{BlockOutput, ExecutionStats, WriteSet};
 pub use plan::{choose_executor, execute_block, execute_block_in_place, Choice};
 pub use receipt::{Failure, Receipt, Rejection, Status};
 pub use sequential::{execute_sequential, execute_sequential_in_place, execute_sequential_with};

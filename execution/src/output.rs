@@ -1,7 +1,5 @@
 //! A block's result, and the one function both executors use to fold per-transaction outcomes into it.
 
-use std::collections::BTreeMap;
-
 use crate::receipt::Receipt;
 use crate::state::{StateKey, StateView, Value};
 
@@ -10,11 +8,79 @@ use crate::state::{StateKey, StateView, Value};
 pub struct BlockOutput {
     /// Every key written by some transaction, with its final value, sorted; the fee delta is already folded
     /// into [`StateKey::CollectedFees`].
-    pub write_set: BTreeMap<StateKey, Value>,
+    pub write_set: WriteSet,
     /// One per block entry, in block order.
     pub receipts: Vec<Receipt>,
     /// How much work it took; differs between executors and thread counts (not part of the result).
     pub stats: ExecutionStats,
+}
+
+/// A block's writes: each key once with its final value, in ascending key order, in one vector. What the
+/// state root hashes, the state applies and the block log stores are read from it in that order; a map built
+/// for it (a `BTreeMap` before) cost an allocation per dozen entries and a copy into a vector to store it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WriteSet(Vec<(StateKey, Value)>);
+
+impl WriteSet {
+    /// The entries of `sorted`, which holds each key once in ascending order (checked in debug builds).
+    pub(crate) fn from_sorted(sorted: Vec<(StateKey, Value)>) -> Self {
+        debug_assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0), "a write set is sorted, each key once");
+        Self(sorted)
+    }
+
+    pub fn get(&self, key: &StateKey) -> Option<&Value> {
+        self.0.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| &self.0[i].1)
+    }
+
+    /// Sets `key` to `value`, in its place in the order.
+    pub fn insert(&mut self, key: StateKey, value: Value) {
+        match self.0.binary_search_by(|(k, _)| k.cmp(&key)) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (key, value)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The entries in ascending key order.
+    pub fn iter(&self) -> Entries<'_> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+/// A write set's entries by reference, as a map's iterator gives them.
+pub type Entries<'a> =
+    std::iter::Map<std::slice::Iter<'a, (StateKey, Value)>, fn(&'a (StateKey, Value)) -> (&'a StateKey, &'a Value)>;
+
+impl<'a> IntoIterator for &'a WriteSet {
+    type Item = (&'a StateKey, &'a Value);
+    type IntoIter = Entries<'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
+    }
+}
+
+/// Any writes, in any order: a key written twice keeps its last value.
+impl FromIterator<(StateKey, Value)> for WriteSet {
+    fn from_iter<I: IntoIterator<Item = (StateKey, Value)>>(iter: I) -> Self {
+        let mut writes: Vec<(StateKey, Value)> = iter.into_iter().collect();
+        writes.sort_by_key(|(key, _)| *key); // stable: one key's writes stay in order
+        let mut sorted: Vec<(StateKey, Value)> = Vec::with_capacity(writes.len());
+        for (key, value) in writes {
+            match sorted.last_mut() {
+                Some(last) if last.0 == key => last.1 = value,
+                _ => sorted.push((key, value)),
+            }
+        }
+        Self(sorted)
+    }
 }
 
 /// Work counters. Sequential execution has one incarnation per transaction and no validations.
@@ -61,9 +127,8 @@ fn ratio(n: u64, d: usize) -> f64 {
 /// order, and `receipts` one receipt per block entry. Fees (each receipt's `gas_used`) are summed here, once,
 /// onto the pre-block fee balance: the commutative delta of DESIGN.md §5.
 ///
-/// The write set is sorted and then built in one pass (`BTreeMap`'s bulk build from sorted input), which is
-/// several times cheaper than inserting tens of thousands of keys one by one. Inputs made of a few sorted runs
-/// (Block-STM's per-thread parts) cost a merge, not a full sort.
+/// The write set is sorted in place: inputs made of a few sorted runs (Block-STM's per-thread parts) cost a
+/// merge, not a full sort, and sorted input (the sequential executor's) one pass.
 pub(crate) fn assemble<S: StateView + ?Sized>(
     state: &S,
     mut writes: Vec<(StateKey, Value)>,
@@ -71,8 +136,7 @@ pub(crate) fn assemble<S: StateView + ?Sized>(
     stats: ExecutionStats,
 ) -> BlockOutput {
     writes.sort_by_key(|(key, _)| *key);
-    debug_assert!(writes.windows(2).all(|w| w[0].0 != w[1].0), "assemble: a key is written twice");
-    let mut write_set: BTreeMap<StateKey, Value> = writes.into_iter().collect();
+    let mut write_set = WriteSet::from_sorted(writes);
     let mut fees: u64 = 0;
     let mut charged = false;
     for receipt in &receipts {
@@ -89,4 +153,30 @@ pub(crate) fn assemble<S: StateView + ?Sized>(
         write_set.insert(StateKey::CollectedFees, Value::Amount(before.saturating_add(fees)));
     }
     BlockOutput { write_set, receipts, stats }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Address;
+
+    /// Writes in any order make one sorted entry per key with the last value written to it; `insert` keeps
+    /// the order, `get` finds what is there and only that.
+    #[test]
+    fn a_write_set_holds_each_key_once_in_order_with_its_last_value() {
+        let key = |i: u64| StateKey::Balance(Address::from_index(i));
+        let mut set: WriteSet =
+            [(key(3), Value::Amount(1)), (key(1), Value::Amount(2)), (key(3), Value::Amount(9))].into_iter().collect();
+        assert_eq!(
+            set.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>(),
+            [(key(1), Value::Amount(2)), (key(3), Value::Amount(9))]
+        );
+        set.insert(key(2), Value::Amount(5));
+        set.insert(key(1), Value::Amount(7));
+        assert_eq!(set.len(), 3);
+        assert_eq!(set.get(&key(1)), Some(&Value::Amount(7)));
+        assert_eq!(set.get(&key(2)), Some(&Value::Amount(5)));
+        assert_eq!(set.get(&key(4)), None);
+        assert!(set.iter().zip(set.iter().skip(1)).all(|(a, b)| a.0 < b.0));
+    }
 }

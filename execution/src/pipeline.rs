@@ -37,7 +37,7 @@ use tracing::{debug, info, warn};
 
 use crate::root_check::{Divergence, RootCheck};
 use crate::state::canonical;
-use crate::{decode_batches, state_root, BlockStm, Genesis, InMemoryState, StateRoot};
+use crate::{decode_batches, state_root, BlockStm, Genesis, InMemoryState, StateRoot, WriteSet};
 
 /// How often a block waits for a batch that its worker is still fetching.
 const BATCH_POLL: Duration = Duration::from_millis(20);
@@ -179,11 +179,9 @@ impl Executor {
         for index in from..=progress.last_executed_index {
             let corrupt = |reason: String| PipelineError::CorruptLog { index, reason };
             let record = store.state.block(index)?.ok_or_else(|| corrupt("missing".into()))?;
-            let mut write_set = std::collections::BTreeMap::new();
-            canonical::decode_entries(&record.write_set, |key, value| {
-                write_set.insert(key, value);
-            })
-            .map_err(corrupt)?;
+            let mut entries = Vec::new();
+            canonical::decode_entries(&record.write_set, |key, value| entries.push((key, value))).map_err(corrupt)?;
+            let write_set: WriteSet = entries.into_iter().collect();
             root = state_root(root, &write_set);
             if root.0 != record.root {
                 return Err(corrupt(format!("root {} does not chain to the stored {}", root, record.root)));

@@ -3,12 +3,12 @@
 //! DESIGN.md §9; the write set is hashed in its canonical encoding ([`StateKey::encode_into`]), preceded by
 //! its length, so two different write sets never hash the same bytes.
 
-use std::collections::BTreeMap;
 use std::fmt;
 
 use mako_types::Digest;
 
-use crate::state::{InMemoryState, StateKey, Value};
+use crate::output::WriteSet;
+use crate::state::InMemoryState;
 
 const CONTEXT: &str = "mako 2026 state root v1";
 
@@ -29,7 +29,7 @@ impl StateRoot {
 
     /// The root of a genesis state: its whole content as the first write set.
     pub fn genesis(state: &InMemoryState) -> StateRoot {
-        state_root(StateRoot::ZERO, &state.to_sorted())
+        state_root(StateRoot::ZERO, &WriteSet::from_sorted(state.sorted_entries()))
     }
 }
 
@@ -46,7 +46,7 @@ impl fmt::Display for StateRoot {
 }
 
 /// The root after applying `write_set` to the state whose root is `previous`.
-pub fn state_root(previous: StateRoot, write_set: &BTreeMap<StateKey, Value>) -> StateRoot {
+pub fn state_root(previous: StateRoot, write_set: &WriteSet) -> StateRoot {
     let mut hasher = blake3::Hasher::new_derive_key(CONTEXT);
     hasher.update(previous.as_bytes());
     hasher.update(&(write_set.len() as u64).to_be_bytes());
@@ -67,8 +67,9 @@ pub fn state_root(previous: StateRoot, write_set: &BTreeMap<StateKey, Value>) ->
 mod tests {
     use super::*;
     use crate::ids::Address;
+    use crate::state::{StateKey, Value};
 
-    fn write_set(amount: u64) -> BTreeMap<StateKey, Value> {
+    fn write_set(amount: u64) -> WriteSet {
         (0..100u64)
             .map(|i| (StateKey::Balance(Address::from_index(i)), Value::Amount(if i == 42 { amount } else { i })))
             .collect()
@@ -86,14 +87,14 @@ mod tests {
         let ws = write_set(1);
         let first = state_root(StateRoot::ZERO, &ws);
         assert_ne!(state_root(first, &ws), first);
-        assert_ne!(state_root(StateRoot::ZERO, &BTreeMap::new()), StateRoot::ZERO);
+        assert_ne!(state_root(StateRoot::ZERO, &WriteSet::default()), StateRoot::ZERO);
     }
 
     #[test]
     fn key_and_value_kinds_are_separated() {
         let a = Address::from_index(1);
-        let balance: BTreeMap<_, _> = [(StateKey::Balance(a), Value::Amount(5))].into();
-        let nonce: BTreeMap<_, _> = [(StateKey::Nonce(a), Value::Amount(5))].into();
+        let balance: WriteSet = [(StateKey::Balance(a), Value::Amount(5))].into_iter().collect();
+        let nonce: WriteSet = [(StateKey::Nonce(a), Value::Amount(5))].into_iter().collect();
         assert_ne!(state_root(StateRoot::ZERO, &balance), state_root(StateRoot::ZERO, &nonce));
     }
 }

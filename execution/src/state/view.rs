@@ -17,6 +17,7 @@ use std::fmt;
 use rustc_hash::FxHashMap;
 
 use crate::ids::Address;
+use crate::output::WriteSet;
 use crate::state::{canonical, StateKey, Value};
 
 /// Read access to the state a block executes over. `Sync` is what Block-STM's threads need.
@@ -91,7 +92,7 @@ impl InMemoryState {
     }
 
     /// Applies a block's write set: every key takes its written value.
-    pub fn apply(&mut self, write_set: &BTreeMap<StateKey, Value>) {
+    pub fn apply(&mut self, write_set: &WriteSet) {
         for (key, value) in write_set {
             self.insert(*key, *value);
         }
@@ -319,7 +320,7 @@ mod tests {
             let mut state: InMemoryState = initial.into_iter().collect();
             for write_set in &writes {
                 reference.extend(write_set.iter().map(|(k, v)| (*k, *v)));
-                state.apply(write_set);
+                state.apply(&write_set.iter().map(|(k, v)| (*k, *v)).collect());
             }
             for (key, value) in inserts {
                 reference.insert(key, value);
