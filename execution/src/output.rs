@@ -28,6 +28,25 @@ impl WriteSet {
         Self(sorted)
     }
 
+    /// Writes in the order they were made, a key possibly written more than once: each key keeps its last
+    /// value. A stable sort (by [`StateKey::order_key`]) keeps one key's writes in order.
+    pub fn from_writes(mut writes: Vec<(StateKey, Value)>) -> Self {
+        writes.sort_by_cached_key(|(key, _)| key.order_key());
+        let mut last_values: Vec<(StateKey, Value)> = Vec::with_capacity(writes.len());
+        for (key, value) in writes {
+            match last_values.last_mut() {
+                Some(last) if last.0 == key => last.1 = value,
+                _ => last_values.push((key, value)),
+            }
+        }
+        Self(last_values)
+    }
+
+    /// The entries, in ascending key order.
+    pub fn into_entries(self) -> Vec<(StateKey, Value)> {
+        self.0
+    }
+
     pub fn get(&self, key: &StateKey) -> Option<&Value> {
         self.0.binary_search_by(|(k, _)| k.cmp(key)).ok().map(|i| &self.0[i].1)
     }
@@ -70,16 +89,7 @@ impl<'a> IntoIterator for &'a WriteSet {
 /// Any writes, in any order: a key written twice keeps its last value.
 impl FromIterator<(StateKey, Value)> for WriteSet {
     fn from_iter<I: IntoIterator<Item = (StateKey, Value)>>(iter: I) -> Self {
-        let mut writes: Vec<(StateKey, Value)> = iter.into_iter().collect();
-        writes.sort_by_key(|(key, _)| *key); // stable: one key's writes stay in order
-        let mut sorted: Vec<(StateKey, Value)> = Vec::with_capacity(writes.len());
-        for (key, value) in writes {
-            match sorted.last_mut() {
-                Some(last) if last.0 == key => last.1 = value,
-                _ => sorted.push((key, value)),
-            }
-        }
-        Self(sorted)
+        Self::from_writes(iter.into_iter().collect())
     }
 }
 

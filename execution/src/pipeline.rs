@@ -181,7 +181,7 @@ impl Executor {
             let record = store.state.block(index)?.ok_or_else(|| corrupt("missing".into()))?;
             let mut entries = Vec::new();
             canonical::decode_entries(&record.write_set, |key, value| entries.push((key, value))).map_err(corrupt)?;
-            let write_set: WriteSet = entries.into_iter().collect();
+            let write_set = WriteSet::from_sorted(entries); // the decoder checked the order
             root = state_root(root, &write_set);
             if root.0 != record.root {
                 return Err(corrupt(format!("root {} does not chain to the stored {}", root, record.root)));

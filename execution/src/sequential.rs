@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use rustc_hash::FxHashMap;
 
 use crate::contracts::Reads;
-use crate::output::{assemble, BlockOutput, ExecutionStats};
+use crate::output::{assemble, BlockOutput, ExecutionStats, WriteSet};
 use crate::state::{InMemoryState, StateKey, StateView, Value};
 use crate::transaction::BlockTransaction;
 use crate::vm::Vm;
@@ -63,15 +63,8 @@ pub fn execute_sequential_in_place<T: BlockTransaction>(vm: Vm, state: &mut InMe
         writes.extend(outcome.writes);
         receipts.push(outcome.receipt);
     }
-    // Each written key once, with its last value: a stable sort keeps one key's writes in block order.
-    writes.sort_by_cached_key(|(key, _)| key.order_key());
-    let mut last_values: Vec<(StateKey, Value)> = Vec::with_capacity(writes.len());
-    for (key, value) in writes {
-        match last_values.last_mut() {
-            Some(last) if last.0 == key => last.1 = value,
-            _ => last_values.push((key, value)),
-        }
-    }
+    // Each written key once, with its last value (sorted already: `assemble` only checks it).
+    let last_values = WriteSet::from_writes(writes).into_entries();
     let n = block.len();
     let stats = ExecutionStats { transactions: n, incarnations: n as u64, ..ExecutionStats::default() };
     // No transaction writes the collected fees (`TxOutcome`): the state still holds the pre-block amount that

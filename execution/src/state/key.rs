@@ -66,10 +66,7 @@ impl StateKey {
 
     /// Hands the canonical encoding to `put`, a piece at a time.
     fn encode_with(&self, mut put: impl FnMut(&[u8])) {
-        let mut tagged = |tag: u8, fields: &[&[u8]]| {
-            put(&[tag]);
-            fields.iter().for_each(|field| put(field));
-        };
+        let mut tagged = |tag: u8, fields: &[&[u8]]| tagged(&mut put, tag, fields);
         match self {
             StateKey::Balance(a) => tagged(1, &[a.as_bytes()]),
             StateKey::Nonce(a) => tagged(2, &[a.as_bytes()]),
@@ -83,23 +80,7 @@ impl StateKey {
             StateKey::CollectedFees => tagged(10, &[]),
         }
     }
-}
 
-impl Value {
-    /// Appends the canonical encoding: one tag byte, then the fields big-endian.
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
-        match self {
-            Value::Amount(n) => tagged(out, 1, &[&n.to_be_bytes()]),
-            Value::Address(a) => tagged(out, 2, &[a.as_bytes()]),
-            Value::Pool(c) => {
-                tagged(out, 3, &[&c.token_a.0.to_be_bytes(), &c.token_b.0.to_be_bytes(), &c.fee_bps.to_be_bytes()])
-            }
-            Value::Reserves { a, b } => tagged(out, 4, &[&a.to_be_bytes(), &b.to_be_bytes()]),
-        }
-    }
-}
-
-impl StateKey {
     /// A key that orders as the key itself: its canonical encoding, zero-padded to 32 bytes, read as two
     /// big-endian integers. Tags follow the variants' order and a variant's fields are fixed-size and
     /// big-endian, so the encodings sort as the keys (a derived `Ord`); two integer comparisons instead of a
@@ -138,6 +119,19 @@ impl StateKey {
 }
 
 impl Value {
+    /// Appends the canonical encoding: one tag byte, then the fields big-endian.
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        let put = &mut |bytes: &[u8]| out.extend_from_slice(bytes);
+        match self {
+            Value::Amount(n) => tagged(put, 1, &[&n.to_be_bytes()]),
+            Value::Address(a) => tagged(put, 2, &[a.as_bytes()]),
+            Value::Pool(c) => {
+                tagged(put, 3, &[&c.token_a.0.to_be_bytes(), &c.token_b.0.to_be_bytes(), &c.fee_bps.to_be_bytes()])
+            }
+            Value::Reserves { a, b } => tagged(put, 4, &[&a.to_be_bytes(), &b.to_be_bytes()]),
+        }
+    }
+
     /// Reads one value's canonical encoding off the front of `input`.
     pub fn decode_from(input: &mut &[u8]) -> Result<Self, String> {
         let mut r = Reader(input);
@@ -184,10 +178,11 @@ impl Reader<'_, '_> {
     }
 }
 
-fn tagged(out: &mut Vec<u8>, tag: u8, fields: &[&[u8]]) {
-    out.push(tag);
+/// One tag byte, then the fields, to `put`.
+fn tagged(put: &mut impl FnMut(&[u8]), tag: u8, fields: &[&[u8]]) {
+    put(&[tag]);
     for field in fields {
-        out.extend_from_slice(field);
+        put(field);
     }
 }
 
