@@ -715,9 +715,16 @@ impl Core {
             digests: self.dag.round(round).map(Certificate::digest).collect(),
             weak: self.dag.orphans(round, self.committee.size()),
             leader_ready: self.leader_ready(round),
+            we_lead: self.leads(round),
         };
         let _ = self.channels.tx_parents.send(parents).await;
         true
+    }
+
+    /// We are `round`'s leader (an even round, under the current schedule).
+    fn leads(&self, round: Round) -> bool {
+        let Some(table) = &self.channels.leader_table else { return false };
+        round.is_multiple_of(2) && table.borrow().leader(round) == self.me
     }
 
     /// Bullshark's wait (DESIGN.md §4) for moving on from `round`: in an even round, the leader's certificate

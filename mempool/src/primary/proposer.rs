@@ -7,7 +7,8 @@
 //! `header_num_batches` digests of our batches wait or `max_header_delay` has passed, but not sooner than
 //! `min_header_delay` after its previous header (a floor on the round's CPU cost). It owns the round counter
 //! and the queue of our batch digests; the core owns everything else. After a restart it starts above the last
-//! header it proposed, so it never makes a second header for one round.
+//! header it proposed, so it never makes a second header for one round. A proposer that falls behind jumps to
+//! the newest round it has parents for, except past the round it leads: there it proposes first ([`Advance`]).
 
 use std::collections::VecDeque;
 
@@ -29,6 +30,34 @@ pub struct Parents {
     pub weak: Vec<(Round, CertificateDigest)>,
     /// The leader wait of DESIGN.md §4 is satisfied (the core judges it over the DAG).
     pub leader_ready: bool,
+    /// We are the leader of `round` (the core reads the schedule).
+    pub we_lead: bool,
+}
+
+/// What a new quorum of certificates does to the header we are about to propose.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Advance {
+    /// Older than the parents we hold: nothing.
+    Stale,
+    /// Parents for the round we are about to propose: they replace what we held, or we move ahead to it.
+    Take,
+    /// The others made a quorum of the round we lead without our header. Every one of them waits up to
+    /// `leader_timeout` for our certificate there (Bullshark's leader wait, DESIGN.md §4), so moving past it
+    /// would stall the whole committee for that long: propose there now, with the parents we hold (a header
+    /// late but valid; votes are cast for it as for any other), then take the new parents.
+    ProposeLedRoundFirst,
+}
+
+/// The rule behind [`Advance`]: `round` is the round of our next header, `held` the round of the parents we
+/// hold for it (`round - 1`), if any.
+fn advance(round: Round, held: Option<Round>, parents: &Parents) -> Advance {
+    if parents.round + 1 < round {
+        Advance::Stale
+    } else if parents.round == round && parents.we_lead && held == Some(round - 1) {
+        Advance::ProposeLedRoundFirst
+    } else {
+        Advance::Take
+    }
 }
 
 pub struct Proposer {
@@ -109,6 +138,18 @@ impl Proposer {
                 biased;
                 parents = self.rx_parents.recv() => {
                     let Some(parents) = parents else { return };
+                    match advance(self.round, self.parents.as_ref().map(|p| p.round), &parents) {
+                        Advance::Stale => continue,
+                        Advance::ProposeLedRoundFirst => {
+                            debug!(round = self.round, "proposing the round we lead before moving past it");
+                            if self.propose().await.is_err() {
+                                return;
+                            }
+                            header_deadline = Instant::now() + self.parameters.max_header_delay;
+                            header_floor = Instant::now() + self.parameters.min_header_delay;
+                        }
+                        Advance::Take => {}
+                    }
                     self.on_parents(parents);
                 }
                 batch = self.rx_batches.recv() => {
@@ -120,14 +161,11 @@ impl Proposer {
         }
     }
 
-    /// Certificates of round r: the parents of our round r+1 header. Parents from an older round are stale;
-    /// more of the current round replace what we had (the leader may be among them now); parents from a later
-    /// round mean we fell behind, and we jump ahead.
+    /// Certificates of round r (not stale): the parents of our round r+1 header. More of the current round
+    /// replace what we had (the leader may be among them now); parents from a later round mean we fell
+    /// behind, and we jump ahead.
     fn on_parents(&mut self, parents: Parents) {
         let next = parents.round + 1;
-        if next < self.round {
-            return;
-        }
         if next > self.round {
             debug!(from = self.round, to = next, "proposer catches up");
             self.round = next;
@@ -159,7 +197,51 @@ mod tests {
     use super::*;
 
     fn parents(round: Round) -> Parents {
-        Parents { round, digests: vec![], weak: vec![], leader_ready: true }
+        Parents { round, digests: vec![], weak: vec![], leader_ready: true, we_lead: false }
+    }
+
+    #[test]
+    fn advance_proposes_first_only_in_the_round_we_lead_and_hold_parents_for() {
+        let led = |round| Parents { we_lead: true, ..parents(round) };
+        assert_eq!(advance(5, Some(4), &parents(3)), Advance::Stale);
+        assert_eq!(advance(5, Some(4), &parents(4)), Advance::Take, "more of the same round");
+        assert_eq!(advance(5, Some(4), &parents(5)), Advance::Take, "a round we do not lead: jump");
+        assert_eq!(advance(4, Some(3), &led(4)), Advance::ProposeLedRoundFirst);
+        assert_eq!(advance(4, None, &led(4)), Advance::Take, "no parents to propose with");
+        assert_eq!(advance(4, Some(3), &led(6)), Advance::Take, "two rounds behind: the others moved on");
+    }
+
+    /// The adversary: we lead round 2 but are slow to propose there (the header floor, a busy core), and the
+    /// other three make a quorum of round 2 without us. Jumping to round 3 would leave round 2 without its
+    /// leader, and every validator waits `leader_timeout` for it; we propose round 2 at once instead.
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_leader_proposes_its_round_before_moving_past_it() {
+        for we_lead in [true, false] {
+            let parameters = MempoolParameters::default();
+            let (tx_parents, rx_parents) = mpsc::channel(16);
+            let (_tx_batches, rx_batches) = mpsc::channel(16);
+            let (tx_headers, mut rx_headers) = mpsc::channel(16);
+            let _proposer = Proposer::spawn(AuthorityIndex(0), parameters, 1, rx_parents, rx_batches, tx_headers, None);
+            tx_parents.send(parents(0)).await.unwrap();
+            tokio::time::sleep(parameters_max_header_delay()).await;
+            assert_eq!(rx_headers.recv().await.unwrap().round(), 1);
+            let start = Instant::now();
+            // Round 1's quorum arrives inside our header floor; round 2's follows before the floor ends.
+            tx_parents.send(parents(1)).await.unwrap();
+            tx_parents.send(Parents { we_lead, ..parents(2) }).await.unwrap();
+            let next = rx_headers.recv().await.unwrap();
+            if we_lead {
+                assert_eq!(next.round(), 2, "the led round is proposed");
+                assert_eq!(Instant::now(), start, "at once: the committee is waiting for it");
+                assert_eq!(rx_headers.recv().await.unwrap().round(), 3);
+            } else {
+                assert_eq!(next.round(), 3, "a round we do not lead is jumped over");
+            }
+        }
+    }
+
+    fn parameters_max_header_delay() -> Duration {
+        MempoolParameters::default().max_header_delay
     }
 
     /// Parents and batches are always there at once (a fast network under load): headers still leave no
