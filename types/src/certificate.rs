@@ -10,7 +10,9 @@ use std::borrow::{Borrow, Cow};
 use rand::RngCore;
 
 use crate::committee::{AuthorityIndex, Committee, Stake};
-use crate::crypto::{batch_verify, verify_aggregate_hashed, BatchItem, BlsSignature, HashedMessage, SignatureBytes};
+use crate::crypto::{
+    batch_verify, verify_aggregate_hashed, BatchItem, BlsSignature, HashedMessage, SignatureBytes, SignatureShare,
+};
 use crate::digest::{context, CertificateDigest, Digest};
 use crate::error::DagError;
 use crate::header::Header;
@@ -68,10 +70,30 @@ impl Certificate {
     /// Assembles a certificate from votes for `header`, summing their signatures. The votes are not checked
     /// one by one: verifying the result checks them all at once (the optimistic path of DESIGN.md §2).
     pub fn from_votes(header: Header, votes: &[Vote], committee: &Committee) -> Result<Self, DagError> {
-        let signatures = votes
+        Self::assemble(header, votes, committee).map(|(certificate, _)| certificate)
+    }
+
+    /// [`Self::from_votes`], then [`Self::verify_hashed`] on the aggregate as summed, not decoded again from
+    /// the bytes just encoded: the aggregator's optimistic path, once per header.
+    pub fn from_votes_verified(
+        header: Header,
+        votes: &[Vote],
+        committee: &Committee,
+        message: &HashedMessage,
+    ) -> Result<Self, DagError> {
+        let (certificate, signature) = Self::assemble(header, votes, committee)?;
+        let keys = certificate.signer_keys(committee)?;
+        verify_aggregate_hashed(keys, message, &signature).map_err(|_| certificate.bad_signature())?;
+        Ok(certificate)
+    }
+
+    /// The votes' shares are decoded without a subgroup check each; their sum gets one
+    /// ([`BlsSignature::aggregate_shares`]).
+    fn assemble(header: Header, votes: &[Vote], committee: &Committee) -> Result<(Self, BlsSignature), DagError> {
+        let shares = votes
             .iter()
             .map(|v| {
-                BlsSignature::from_bytes(&v.signature).map_err(|_| DagError::BadSignature {
+                SignatureShare::from_bytes(&v.signature).map_err(|_| DagError::BadSignature {
                     kind: "vote",
                     digest: v.header_digest.to_string(),
                     author: v.voter,
@@ -79,9 +101,9 @@ impl Certificate {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let signature = BlsSignature::aggregate(&signatures)?.to_bytes();
+        let signature = BlsSignature::aggregate_shares(&shares)?;
         let signers = SignerBitmap::from_signers(committee.size(), votes.iter().map(|v| v.voter));
-        Ok(Self { header, signers, signature })
+        Ok((Self { header, signers, signature: signature.to_bytes() }, signature))
     }
 
     pub fn round(&self) -> Round {

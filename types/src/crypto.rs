@@ -236,6 +236,42 @@ impl BlsSignature {
     }
 }
 
+/// One voter's part of an aggregate, decoded but not validated: on the curve, but not checked to be in the
+/// prime-order subgroup, which is about 40% of a checked decompression (DESIGN.md §2). Shares are only ever
+/// summed by [`BlsSignature::aggregate_shares`], which checks the sum; a share on its own verifies nothing.
+#[derive(Clone, Copy)]
+pub struct SignatureShare(Signed);
+
+impl SignatureShare {
+    pub fn from_bytes(bytes: &SignatureBytes) -> Result<Self, KeyError> {
+        if stand_in::in_use() {
+            return StandIn::from_bytes(bytes)
+                .map(|s| Self(Signed::StandIn(s)))
+                .ok_or(KeyError::InvalidPoint("stand-in signature"));
+        }
+        measure(Component::Crypto, || Option::<G2Affine>::from(G2Affine::from_compressed_unchecked(&bytes.0)))
+            .map(|p| Self(Signed::Point(p)))
+            .ok_or(KeyError::InvalidPoint("BLS12-381 G2 signature share"))
+    }
+}
+
+impl BlsSignature {
+    /// Sums shares into one aggregate and checks the sum alone to be in the prime-order subgroup: the one
+    /// point a pairing then sees. A share off the subgroup can only pass when other shares cancel what lies
+    /// outside it, and then the sum is a valid signature in its own right (it verifies under the signers'
+    /// summed keys or it does not). Checking each share instead would cost one subgroup check per voter.
+    pub fn aggregate_shares(shares: &[SignatureShare]) -> Result<Self, CryptoError> {
+        let signatures: Vec<BlsSignature> = shares.iter().map(|share| BlsSignature(share.0)).collect();
+        let sum = Self::aggregate(&signatures)?;
+        match sum.0 {
+            Signed::Point(point) if !bool::from(measure(Component::Crypto, || point.is_torsion_free())) => {
+                Err(KeyError::InvalidPoint("BLS12-381 G2 aggregate outside the prime-order subgroup").into())
+            }
+            _ => Ok(sum),
+        }
+    }
+}
+
 impl fmt::Debug for BlsSignature {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&self.to_bytes(), f)
@@ -396,6 +432,32 @@ fn mul_secret(point: &G2Affine, scalar: &Scalar) -> G2Projective {
         }
     }
     acc
+}
+
+/// What a Byzantine voter can send, for tests of the rules that must refuse it.
+#[doc(hidden)]
+pub mod testing {
+    use super::*;
+
+    /// A point on the curve outside the prime-order subgroup.
+    pub fn off_subgroup_point() -> G2Projective {
+        (1..=255u8)
+            .find_map(|x| {
+                let mut bytes = [0u8; 96];
+                bytes[0] = 0x80; // compressed, not the identity
+                bytes[95] = x;
+                Option::<G2Affine>::from(G2Affine::from_compressed_unchecked(&bytes))
+                    .filter(|p| !bool::from(p.is_torsion_free()))
+            })
+            .map(G2Projective::from)
+            .expect("about half of all x are on the curve, almost none of them in the subgroup")
+    }
+
+    /// `signature` (a BLS point) plus [`off_subgroup_point`]: still on the curve, no longer a signature.
+    pub fn with_off_subgroup_component(signature: &SignatureBytes) -> SignatureBytes {
+        let point = Option::<G2Affine>::from(G2Affine::from_compressed(&signature.0)).expect("a BLS signature");
+        SignatureBytes((G2Projective::from(point) + off_subgroup_point()).to_affine().to_compressed())
+    }
 }
 
 /// A BLS secret key with its public key.
@@ -579,5 +641,34 @@ mod tests {
         assert!(BlsSignature::from_bytes(&SignatureBytes([0x13; 96])).is_err());
         let restored = BlsKeyPair::from_secret_bytes(&key.secret_bytes()).unwrap();
         assert_eq!(restored.public(), key.public());
+    }
+
+    fn share_bytes(point: G2Projective) -> SignatureBytes {
+        SignatureBytes(point.to_affine().to_compressed())
+    }
+
+    /// The adversary: a voter whose share carries a component outside the prime-order subgroup. The share
+    /// decodes (it is on the curve), the sum with honest shares is refused, and only a sum whose outside
+    /// components cancel is accepted, which is then a valid aggregate of the two signatures.
+    #[test]
+    fn shares_are_checked_once_as_a_sum() {
+        let keys = keys(2);
+        let message = HashedMessage::new(Domain::Vote, b"header digest");
+        let signed = |k: &BlsKeyPair| match k.sign_hashed(&message).0 {
+            Signed::Point(p) => G2Projective::from(p),
+            Signed::StandIn(_) => unreachable!("no stand-in in this test"),
+        };
+        let (one, two) = (signed(&keys[0]), signed(&keys[1]));
+        let outside = testing::off_subgroup_point();
+        let share = |p| SignatureShare::from_bytes(&share_bytes(p)).unwrap();
+
+        assert!(BlsSignature::from_bytes(&share_bytes(one + outside)).is_err(), "a checked decode refuses it");
+        assert!(BlsSignature::aggregate_shares(&[share(one + outside), share(two)]).is_err());
+        let publics = [keys[0].public(), keys[1].public()];
+        let cancelled = BlsSignature::aggregate_shares(&[share(one + outside), share(two - outside)]).unwrap();
+        verify_aggregate_hashed(&publics, &message, &cancelled).unwrap();
+        let honest = BlsSignature::aggregate_shares(&[share(one), share(two)]).unwrap();
+        assert_eq!(honest, cancelled);
+        assert!(SignatureShare::from_bytes(&SignatureBytes([0x13; 96])).is_err(), "off the curve");
     }
 }

@@ -26,7 +26,7 @@ pub use certificate::{Certificate, SignerBitmap};
 pub use committee::{Authority, AuthorityIndex, Committee, Stake, WorkerId};
 pub use crypto::{
     use_stand_in_signatures, BlsKeyPair, BlsPublicKey, BlsSignature, Domain, HashedMessage, PublicKeyBytes,
-    SignatureBytes,
+    SignatureBytes, SignatureShare,
 };
 pub use digest::{BatchDigest, CertificateDigest, Digest, HeaderDigest};
 pub use error::{CommitteeError, CryptoError, DagError, KeyError, WireError};

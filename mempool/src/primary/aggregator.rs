@@ -53,9 +53,7 @@ impl VotesAggregator {
             return Aggregation::default();
         }
         let votes: Vec<Vote> = self.votes.values().cloned().collect();
-        let optimistic = Certificate::from_votes(self.header.clone(), &votes, committee)
-            .and_then(|certificate| certificate.verify_hashed(committee, &self.message).map(|()| certificate));
-        match optimistic {
+        match Certificate::from_votes_verified(self.header.clone(), &votes, committee, &self.message) {
             Ok(certificate) => {
                 self.done = true;
                 Aggregation { certificate: Some(certificate), bad_voters: Vec::new() }
@@ -111,5 +109,24 @@ mod tests {
         let certificate = outcome.certificate.expect("three valid votes are a quorum");
         certificate.verify(&committee).unwrap();
         assert!(aggregator.add(vote(1), &committee).certificate.is_none(), "only one certificate per header");
+    }
+
+    /// A vote whose signature lies on the curve but outside the prime-order subgroup: shares are decoded
+    /// unchecked, so it reaches the sum, which is refused; the one-by-one path finds the voter.
+    #[test]
+    fn a_share_outside_the_subgroup_is_singled_out() {
+        let keys: Vec<_> = (0..4).map(ValidatorKeys::from_seed).collect();
+        let committee = Committee::local(&keys, 20_000, 1).unwrap();
+        let header = Header::new(AuthorityIndex(0), 1, vec![], vec![]);
+        let vote = |v: u16| Vote::new(&header, AuthorityIndex(v), &keys[v as usize].bls);
+        let mut aggregator = VotesAggregator::new(header.clone(), Vote::message(&header.digest()));
+        let mut bad = vote(1);
+        bad.signature = mako_types::crypto::testing::with_off_subgroup_component(&bad.signature);
+        aggregator.add(vote(0), &committee);
+        aggregator.add(bad, &committee);
+        let outcome = aggregator.add(vote(2), &committee);
+        assert!(outcome.certificate.is_none());
+        assert_eq!(outcome.bad_voters.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [AuthorityIndex(1)]);
+        aggregator.add(vote(3), &committee).certificate.expect("three valid votes").verify(&committee).unwrap();
     }
 }
