@@ -53,7 +53,7 @@ impl StandIn {
         })
     }
 
-    /// The first 32 bytes; the other 64 must be zero.
+    /// The first 32 bytes; the others must be zero.
     pub(super) fn from_bytes(bytes: &SignatureBytes) -> Option<Self> {
         if bytes.0[32..].iter().any(|b| *b != 0) {
             return None;
@@ -66,7 +66,7 @@ impl StandIn {
     }
 
     pub(super) fn to_bytes(self) -> SignatureBytes {
-        let mut bytes = [0u8; 96];
+        let mut bytes = [0u8; 192];
         for (chunk, limb) in bytes[..32].chunks_exact_mut(8).zip(self.0) {
             chunk.copy_from_slice(&limb.to_le_bytes());
         }
