@@ -11,7 +11,7 @@ use rustc_hash::FxHashMap;
 use crate::contracts::Reads;
 use crate::output::{assemble, BlockOutput, ExecutionStats, WriteSet};
 use crate::state::{InMemoryState, StateKey, StateView, Value};
-use crate::transaction::BlockTransaction;
+use crate::transaction::{BlockTransaction, Call};
 use crate::vm::Vm;
 
 /// Executes a block in order with the default [`Vm`].
@@ -50,6 +50,13 @@ where
 /// into the state as soon as it ends, while its reads have the entries it touched in cache; applying the write
 /// set at the end of the block looked up every written key in the whole state a second time, each a cache miss.
 pub fn execute_sequential_in_place<T: BlockTransaction>(vm: Vm, state: &mut InMemoryState, block: &[T]) -> BlockOutput {
+    state.warm_accounts(block.iter().filter_map(BlockTransaction::transaction).flat_map(|tx| {
+        let recipient = match &tx.call {
+            Call::Transfer { to, .. } => Some(to),
+            _ => None,
+        };
+        std::iter::once(&tx.sender).chain(recipient)
+    }));
     let mut writes: Vec<(StateKey, Value)> = Vec::with_capacity(block.len() * 3);
     let mut receipts = Vec::with_capacity(block.len());
     for entry in block {
