@@ -193,16 +193,24 @@ enum Signed {
     StandIn(StandIn),
 }
 
-impl BlsSignature {
-    pub fn from_bytes(bytes: &SignatureBytes) -> Result<Self, KeyError> {
+impl Signed {
+    /// The stand-in's signature where the process uses it, else the point `decode` makes of the bytes.
+    fn decode(
+        bytes: &SignatureBytes,
+        what: &'static str,
+        decode: impl FnOnce(&[u8; 192]) -> Option<G2Affine>,
+    ) -> Result<Self, KeyError> {
         if stand_in::in_use() {
-            return StandIn::from_bytes(bytes)
-                .map(|s| Self(Signed::StandIn(s)))
-                .ok_or(KeyError::InvalidPoint("stand-in signature"));
+            return StandIn::from_bytes(bytes).map(Signed::StandIn).ok_or(KeyError::InvalidPoint("stand-in signature"));
         }
-        measure(Component::Crypto, || Option::<G2Affine>::from(G2Affine::from_uncompressed(&bytes.0)))
-            .map(|p| Self(Signed::Point(p)))
-            .ok_or(KeyError::InvalidPoint("BLS12-381 G2 signature"))
+        measure(Component::Crypto, || decode(&bytes.0)).map(Signed::Point).ok_or(KeyError::InvalidPoint(what))
+    }
+}
+
+impl BlsSignature {
+    /// Checked: on the curve and in the prime-order subgroup.
+    pub fn from_bytes(bytes: &SignatureBytes) -> Result<Self, KeyError> {
+        Signed::decode(bytes, "BLS12-381 G2 signature", |b| G2Affine::from_uncompressed(b).into()).map(Self)
     }
 
     pub fn to_bytes(&self) -> SignatureBytes {
@@ -241,23 +249,18 @@ impl BlsSignature {
 }
 
 /// One voter's part of an aggregate, decoded but not validated: on the curve, but not checked to be in the
-/// prime-order subgroup (about 100 µs a point here). Shares are only ever
-/// summed by [`BlsSignature::aggregate_shares`], which checks the sum; a share on its own verifies nothing.
+/// prime-order subgroup (about 100 µs a point here). Shares are only ever summed by
+/// [`BlsSignature::aggregate_shares`], which checks the sum; a share on its own verifies nothing.
 #[derive(Clone, Copy)]
 pub struct SignatureShare(Signed);
 
 impl SignatureShare {
+    /// On the curve only.
     pub fn from_bytes(bytes: &SignatureBytes) -> Result<Self, KeyError> {
-        if stand_in::in_use() {
-            return StandIn::from_bytes(bytes)
-                .map(|s| Self(Signed::StandIn(s)))
-                .ok_or(KeyError::InvalidPoint("stand-in signature"));
-        }
-        let on_curve = |p: &G2Affine| bool::from(p.is_on_curve());
-        measure(Component::Crypto, || Option::<G2Affine>::from(G2Affine::from_uncompressed_unchecked(&bytes.0)))
-            .filter(on_curve)
-            .map(|p| Self(Signed::Point(p)))
-            .ok_or(KeyError::InvalidPoint("BLS12-381 G2 signature share"))
+        let on_curve = |b: &[u8; 192]| {
+            Option::<G2Affine>::from(G2Affine::from_uncompressed_unchecked(b)).filter(|p| bool::from(p.is_on_curve()))
+        };
+        Signed::decode(bytes, "BLS12-381 G2 signature share", on_curve).map(Self)
     }
 }
 

@@ -89,11 +89,16 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn quorum_of_votes_makes_a_certificate_and_bad_votes_are_singled_out() {
+    /// Four validators' keys, their committee, and a header of validator 0 in round 1.
+    fn fixture() -> (Vec<ValidatorKeys>, Committee, Header) {
         let keys: Vec<_> = (0..4).map(ValidatorKeys::from_seed).collect();
         let committee = Committee::local(&keys, 20_000, 1).unwrap();
-        let header = Header::new(AuthorityIndex(0), 1, vec![], vec![]);
+        (keys, committee, Header::new(AuthorityIndex(0), 1, vec![], vec![]))
+    }
+
+    #[test]
+    fn quorum_of_votes_makes_a_certificate_and_bad_votes_are_singled_out() {
+        let (keys, committee, header) = fixture();
         let vote = |v: u16| Vote::new(&header, AuthorityIndex(v), &keys[v as usize].bls);
 
         let mut aggregator = VotesAggregator::new(header.clone(), Vote::message(&header.digest()));
@@ -115,9 +120,7 @@ mod tests {
     /// unchecked, so it reaches the sum, which is refused; the one-by-one path finds the voter.
     #[test]
     fn a_share_outside_the_subgroup_is_singled_out() {
-        let keys: Vec<_> = (0..4).map(ValidatorKeys::from_seed).collect();
-        let committee = Committee::local(&keys, 20_000, 1).unwrap();
-        let header = Header::new(AuthorityIndex(0), 1, vec![], vec![]);
+        let (keys, committee, header) = fixture();
         let vote = |v: u16| Vote::new(&header, AuthorityIndex(v), &keys[v as usize].bls);
         let mut aggregator = VotesAggregator::new(header.clone(), Vote::message(&header.digest()));
         let mut bad = vote(1);
