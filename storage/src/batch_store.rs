@@ -7,12 +7,18 @@
 //! went through fjall's journal and again into a blob file at flush: two writes of every batch. Bytes whose
 //! write set never commits are dead weight in their segment. The store keeps, in memory, where each indexed
 //! batch lies and how many live bytes each segment holds; a segment with none left, other than the one being
-//! appended to, is deleted at the next [`crate::Store::sync`], once the removals that emptied it are durable
-//! (a removal a power cut undid must not find its bytes gone).
+//! appended to, goes at the next [`crate::Store::sync`], once the removals that emptied it are durable (a
+//! removal a power cut undid must not find its bytes gone).
+//!
+//! A segment that goes is kept as a *spare* (`<id>.spare`, up to [`SPARE_SEGMENTS`]) and the next segment is
+//! written over it, in place. On this VM, page-cache pages freed by a deletion are handed back to the host
+//! within seconds, and a write into fresh pages faults each of them in: writing a new 400 MB file took 0.21 s
+//! a few seconds after one was deleted, overwriting a cached one 0.07 s, and at 100k tx/s offered those
+//! copies were 14% of all CPU. A spare's old bytes past what is written are never read: reads go by the
+//! index.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,6 +32,10 @@ use crate::{decode_value, StoreError};
 
 /// A segment file is closed and a new one started past this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
+
+/// Emptied segments kept to be written over (the rest are deleted): about what one checkpoint frees at
+/// 100k tx/s, so disk use stays bounded by this many segments beyond the live ones.
+pub const SPARE_SEGMENTS: usize = 16;
 
 /// Where a batch's bytes lie.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,8 +76,10 @@ struct Segments {
     live: BTreeMap<u64, u64>,
     /// Appends whose write set has not committed or been dropped yet, per segment: such a segment stays.
     pending: BTreeMap<u64, u64>,
-    /// Segments with no live byte, deleted at the next sync.
+    /// Segments with no live byte, deleted or kept as spares at the next sync.
     dead: BTreeSet<u64>,
+    /// Emptied segment files to write the next segments over (`<id>.spare`).
+    spares: Vec<PathBuf>,
     readers: BTreeMap<u64, Arc<File>>,
 }
 
@@ -114,16 +126,23 @@ impl BatchStore {
             located.insert(BatchDigest(Digest(digest)), location);
         }
         let mut on_disk = BTreeSet::new();
+        let mut spares = Vec::new();
         for entry in std::fs::read_dir(&self.dir).map_err(|e| StoreError::io("list batch segments", e))? {
             let entry = entry.map_err(|e| StoreError::io("list batch segments", e))?;
             let name = entry.file_name();
-            if let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".seg")).and_then(|n| n.parse::<u64>().ok()) {
+            let id = |suffix| name.to_str().and_then(|n| n.strip_suffix(suffix)).and_then(|n| n.parse::<u64>().ok());
+            if let Some(id) = id(".seg") {
                 on_disk.insert(id);
+            } else if let Some(id) = id(".spare") {
+                spares.push((id, entry.path()));
             }
         }
         let dead = on_disk.iter().copied().filter(|id| !live.contains_key(id)).collect();
-        let next_id = on_disk.iter().chain(live.keys()).max().map_or(0, |id| id + 1);
-        *self.lock() = Segments { next_id, located, live, dead, ..Segments::default() };
+        // Above every name in the folder: a segment that goes is renamed to a spare of its own id.
+        let next_id =
+            on_disk.iter().chain(live.keys()).chain(spares.iter().map(|(id, _)| id)).max().map_or(0, |id| id + 1);
+        let spares = spares.into_iter().map(|(_, path)| path).collect();
+        *self.lock() = Segments { next_id, located, live, dead, spares, ..Segments::default() };
         Ok(())
     }
 
@@ -160,11 +179,7 @@ impl BatchStore {
         let full = segments.current.as_ref().is_none_or(|(_, _, len)| *len + bytes.len() as u64 > SEGMENT_BYTES);
         if full {
             let id = segments.next_id;
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(self.path(id))
-                .map_err(|e| StoreError::io("create a batch segment", e))?;
+            let file = self.start_segment(id, segments.spares.pop())?;
             segments.next_id += 1;
             if let Some((previous, _, _)) = segments.current.replace((id, file, 0)) {
                 if !segments.live.contains_key(&previous) && !segments.pending.contains_key(&previous) {
@@ -173,11 +188,31 @@ impl BatchStore {
             }
         }
         let (segment, file, len) = segments.current.as_mut().expect("opened above");
-        measure(Component::Storage, || file.write_all(bytes)).map_err(|e| StoreError::io("append a batch", e))?;
+        measure(Component::Storage, || file.write_all_at(bytes, *len))
+            .map_err(|e| StoreError::io("append a batch", e))?;
         let location = Location { segment: *segment, offset: *len, len: bytes.len() as u32 };
         *len += bytes.len() as u64;
         *segments.pending.entry(location.segment).or_default() += 1;
         Ok(Some(location))
+    }
+
+    /// Opens segment `id` for writing: a spare renamed to it (its old bytes are written over), or a new file.
+    /// The folder is synced, so that the segment's name is durable before any index entry that points into it.
+    fn start_segment(&self, id: u64, spare: Option<PathBuf>) -> Result<File, StoreError> {
+        let path = self.path(id);
+        if let Some(spare) = spare {
+            std::fs::rename(&spare, &path).map_err(|e| StoreError::io("reuse a spare batch segment", e))?;
+        }
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::io("create a batch segment", e))?;
+        File::open(&self.dir)
+            .and_then(|dir| dir.sync_all())
+            .map_err(|e| StoreError::io("sync the batch segment folder", e))?;
+        Ok(file)
     }
 
     /// The index entry of an appended batch.
@@ -229,18 +264,21 @@ impl BatchStore {
         }
     }
 
-    /// Deletes the segments left with no live byte; call once the removals that emptied them are durable.
+    /// Keeps as spares, or deletes, the segments left with no live byte; call once the removals that emptied
+    /// them are durable. A segment a reader still holds open (a read that began before its last batch was
+    /// removed) is deleted, never written over: the read finds the bytes it asked for.
     pub(crate) fn delete_dead_segments(&self) -> Result<(), StoreError> {
-        let dead = {
-            let mut segments = self.lock();
-            let dead = std::mem::take(&mut segments.dead);
-            for id in &dead {
-                segments.readers.remove(id);
-            }
-            dead
-        };
-        for id in dead {
-            match std::fs::remove_file(self.path(id)) {
+        let mut segments = self.lock();
+        for id in std::mem::take(&mut segments.dead) {
+            let unread = segments.readers.remove(&id).is_none_or(|reader| Arc::strong_count(&reader) == 1);
+            let path = self.path(id);
+            let outcome = if unread && segments.spares.len() < SPARE_SEGMENTS {
+                let spare = self.dir.join(format!("{id:016}.spare"));
+                std::fs::rename(&path, &spare).map(|()| segments.spares.push(spare))
+            } else {
+                std::fs::remove_file(&path)
+            };
+            match outcome {
                 Ok(()) => {}
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
                 Err(error) => return Err(StoreError::io("delete a batch segment", error)),
@@ -356,14 +394,18 @@ mod tests {
     }
 
     /// Each batch is written once (the same digest again appends nothing), and disk use follows deletion: a
-    /// segment whose batches are all removed is deleted at the next sync, one that still holds a live batch
-    /// stays, and what stays reads back after a reopen. The adversary is a removal that a power cut undoes:
+    /// segment whose batches are all removed becomes a spare at the next sync and the next segment is written
+    /// over it, one that still holds a live batch stays, and what stays reads back after a reopen. The adversary is a removal that a power cut undoes:
     /// the segment must still be there when the batch comes back.
     #[test]
-    fn batches_are_written_once_and_emptied_segments_deleted_after_a_sync() {
+    fn batches_are_written_once_and_emptied_segments_reused_after_a_sync() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_emulating_power_loss(dir.path()).unwrap();
-        let segment_files = || std::fs::read_dir(dir.path().join("batch-segments")).unwrap().count();
+        let files = |suffix: &str| {
+            let names = std::fs::read_dir(dir.path().join("batch-segments")).unwrap();
+            names.filter(|e| e.as_ref().unwrap().file_name().to_str().unwrap().ends_with(suffix)).count()
+        };
+        let segment_files = || files(".seg");
         // 2 MB batches: 40 of them fill a 64 MB segment and start a second.
         let batches: Vec<Batch> = (0..40u8).map(|i| batch(i, 4_000)).collect();
         for b in &batches {
@@ -399,11 +441,27 @@ mod tests {
         writes.remove_batch(&last.digest());
         writes.commit(crate::Durability::Buffered).unwrap();
         store.sync().unwrap();
-        assert_eq!(segment_files(), 1, "the emptied segment is deleted");
+        assert_eq!((segment_files(), files(".spare")), (1, 1), "the emptied segment is kept as a spare");
         drop(store);
         let store = Store::open(dir.path()).unwrap();
         for b in batches.iter().filter(|b| !in_first.contains(b)) {
             assert_eq!(store.batches.get(&b.digest()).unwrap().as_ref(), Some(b));
+        }
+        // New batches roll a new segment over the spare (after a reopen, which must not reuse its name): the
+        // spare's old bytes are written over or never read, and every batch reads back as it was stored.
+        let fresh: Vec<Batch> = (100..140u8).map(|i| batch(i, 4_000)).collect();
+        for b in &fresh {
+            store.batches.put(&b.digest(), b).unwrap();
+        }
+        store.sync().unwrap();
+        assert_eq!(files(".spare"), 0, "the spare was written over");
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        for b in batches.iter().filter(|b| !in_first.contains(b)).chain(&fresh) {
+            assert_eq!(store.batches.get(&b.digest()).unwrap().as_ref(), Some(b));
+        }
+        for b in &in_first {
+            assert_eq!(store.batches.get(&b.digest()).unwrap(), None);
         }
     }
 }
