@@ -89,7 +89,7 @@ impl Store {
             .map_err(StoreError::fjall("sync"))?,
         }
         // Every removal is durable now: segments they emptied can go.
-        self.batches.delete_dead_segments()
+        self.batches.retire_dead_segments()
     }
 
     /// The keyspace called `name`.

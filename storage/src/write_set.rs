@@ -205,7 +205,7 @@ impl WriteSet {
             unsynced.synced();
         }
         if durability == Durability::Synced {
-            store.batches.delete_dead_segments()?;
+            store.batches.retire_dead_segments()?;
         }
         Ok(())
     }

@@ -1,6 +1,6 @@
-//! BLS12-381 signatures (DESIGN.md §2): public keys in G1 (48 bytes), signatures in G2 (192 bytes uncompressed,
-//! see [`SignatureBytes`]),
-//! hash-to-curve on G2 (RFC 9380, `bls12_381` 0.9.0) with one domain-separation tag per message kind.
+//! BLS12-381 signatures (DESIGN.md §2): public keys in G1 (48 bytes), signatures in G2 (192 bytes, uncompressed:
+//! see [`SignatureBytes`]), hash-to-curve on G2 (RFC 9380, `bls12_381` 0.9.0) with one domain-separation tag per
+//! message kind.
 //!
 //! Aggregates are safe from rogue keys because every committee key comes with a proof of possession, checked
 //! when the committee loads. A quorum certificate is one aggregate signature: verifying it is summing the
@@ -246,6 +246,21 @@ impl BlsSignature {
             signatures.iter().map(|s| if let Signed::StandIn(t) = s { Some(*t) } else { None }).collect();
         stand_ins.map(|parts| Self(Signed::StandIn(StandIn::sum(parts)))).ok_or(CryptoError::MixedSchemes)
     }
+
+    /// Sums shares into one aggregate and checks the sum alone to be in the prime-order subgroup: the one
+    /// point a pairing then sees. A share off the subgroup can only pass when other shares cancel what lies
+    /// outside it, and then the sum is a valid signature in its own right (it verifies under the signers'
+    /// summed keys or it does not). Checking each share instead would cost one subgroup check per voter.
+    pub fn aggregate_shares(shares: &[SignatureShare]) -> Result<Self, CryptoError> {
+        let signatures: Vec<BlsSignature> = shares.iter().map(|share| BlsSignature(share.0)).collect();
+        let sum = Self::aggregate(&signatures)?;
+        match sum.0 {
+            Signed::Point(point) if !bool::from(measure(Component::Crypto, || point.is_torsion_free())) => {
+                Err(KeyError::InvalidPoint("BLS12-381 G2 aggregate outside the prime-order subgroup").into())
+            }
+            _ => Ok(sum),
+        }
+    }
 }
 
 /// One voter's part of an aggregate, decoded but not validated: on the curve, but not checked to be in the
@@ -261,23 +276,6 @@ impl SignatureShare {
             Option::<G2Affine>::from(G2Affine::from_uncompressed_unchecked(b)).filter(|p| bool::from(p.is_on_curve()))
         };
         Signed::decode(bytes, "BLS12-381 G2 signature share", on_curve).map(Self)
-    }
-}
-
-impl BlsSignature {
-    /// Sums shares into one aggregate and checks the sum alone to be in the prime-order subgroup: the one
-    /// point a pairing then sees. A share off the subgroup can only pass when other shares cancel what lies
-    /// outside it, and then the sum is a valid signature in its own right (it verifies under the signers'
-    /// summed keys or it does not). Checking each share instead would cost one subgroup check per voter.
-    pub fn aggregate_shares(shares: &[SignatureShare]) -> Result<Self, CryptoError> {
-        let signatures: Vec<BlsSignature> = shares.iter().map(|share| BlsSignature(share.0)).collect();
-        let sum = Self::aggregate(&signatures)?;
-        match sum.0 {
-            Signed::Point(point) if !bool::from(measure(Component::Crypto, || point.is_torsion_free())) => {
-                Err(KeyError::InvalidPoint("BLS12-381 G2 aggregate outside the prime-order subgroup").into())
-            }
-            _ => Ok(sum),
-        }
     }
 }
 

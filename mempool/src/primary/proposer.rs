@@ -118,8 +118,7 @@ impl Proposer {
                 if self.propose().await.is_err() {
                     return; // the core is gone: the primary is shutting down
                 }
-                header_deadline = Instant::now() + self.parameters.max_header_delay;
-                header_floor = Instant::now() + self.parameters.min_header_delay;
+                (header_deadline, header_floor) = self.header_timers();
                 continue;
             }
             // Wake for whichever wait can end by itself.
@@ -145,8 +144,7 @@ impl Proposer {
                             if self.propose().await.is_err() {
                                 return;
                             }
-                            header_deadline = Instant::now() + self.parameters.max_header_delay;
-                            header_floor = Instant::now() + self.parameters.min_header_delay;
+                            (header_deadline, header_floor) = self.header_timers();
                         }
                         Advance::Take => {}
                     }
@@ -159,6 +157,12 @@ impl Proposer {
                 () = sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
             }
         }
+    }
+
+    /// After a header: the latest and the earliest time for the next one.
+    fn header_timers(&self) -> (Instant, Instant) {
+        let now = Instant::now();
+        (now + self.parameters.max_header_delay, now + self.parameters.min_header_delay)
     }
 
     /// Certificates of round r (not stale): the parents of our round r+1 header. More of the current round
@@ -218,12 +222,13 @@ mod tests {
     async fn a_lagging_leader_proposes_its_round_before_moving_past_it() {
         for we_lead in [true, false] {
             let parameters = MempoolParameters::default();
+            let max_header_delay = parameters.max_header_delay;
             let (tx_parents, rx_parents) = mpsc::channel(16);
             let (_tx_batches, rx_batches) = mpsc::channel(16);
             let (tx_headers, mut rx_headers) = mpsc::channel(16);
             let _proposer = Proposer::spawn(AuthorityIndex(0), parameters, 1, rx_parents, rx_batches, tx_headers, None);
             tx_parents.send(parents(0)).await.unwrap();
-            tokio::time::sleep(parameters_max_header_delay()).await;
+            tokio::time::sleep(max_header_delay).await;
             assert_eq!(rx_headers.recv().await.unwrap().round(), 1);
             let start = Instant::now();
             // Round 1's quorum arrives inside our header floor; round 2's follows before the floor ends.
@@ -238,10 +243,6 @@ mod tests {
                 assert_eq!(next.round(), 3, "a round we do not lead is jumped over");
             }
         }
-    }
-
-    fn parameters_max_header_delay() -> Duration {
-        MempoolParameters::default().max_header_delay
     }
 
     /// Parents and batches are always there at once (a fast network under load): headers still leave no
