@@ -20,10 +20,11 @@
 //! - `MAKO_BENCH_CASES=uniform_10k,nonce_chain`: workloads to run (default: all).
 //!
 //! The `pipeline_100k` case is one testnet validator's path instead: a state of 100k accounts (warmed until
-//! nearly every account has a nonce: ~400k entries), then blocks of 10k uniform native transfers, each
-//! executed sequentially, its state root chained and its write set applied to the state, as
-//! [`mako_execution::pipeline`] does (without the block log's fjall write). It reports µs per transaction
-//! for the three steps; `MAKO_BENCH_THREADS`, `MAKO_BENCH_WORK` and `MAKO_BENCH_SIZES` do not apply to it.
+//! nearly every account has a nonce: ~400k entries), then blocks of 25k uniform native transfers (what a
+//! testnet commit carries near 100k tx/s), each executed sequentially, its state root chained and its write
+//! set applied to the state, as [`mako_execution::pipeline`] does (without the block log's fjall write). It
+//! reports µs per transaction for the three steps; `MAKO_BENCH_THREADS`, `MAKO_BENCH_WORK` and
+//! `MAKO_BENCH_SIZES` do not apply to it.
 //!
 //! `cargo bench -p mako-execution --bench execution`
 
@@ -143,7 +144,7 @@ fn medians(
 const PIPELINE_ACCOUNTS: u64 = 100_000;
 const PIPELINE_WARM_BLOCKS: usize = 30;
 const PIPELINE_BLOCKS: usize = 10;
-const PIPELINE_BLOCK: usize = 10_000;
+const PIPELINE_BLOCK: usize = 25_000;
 
 /// Time spent in each step of [`pipeline_step`].
 #[derive(Clone, Copy, Default)]
