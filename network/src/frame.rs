@@ -46,22 +46,31 @@ pub(crate) enum FrameError {
     Malformed(String),
 }
 
-/// The frame of a message.
+/// The frame of a message: the archive itself, not a copy of it.
 pub fn encode<M: Message>(message: &M) -> Result<bytes::Bytes, NetworkError> {
     rkyv::to_bytes::<rancor::Error>(message)
-        .map(|archive| bytes::Bytes::copy_from_slice(&archive))
+        .map(bytes::Bytes::from_owner)
         .map_err(|e| NetworkError::Encode { type_name: std::any::type_name::<M>(), reason: e.to_string() })
 }
+
+/// A frame in memory aligned as rkyv reads archives in place.
+pub(crate) type AlignedFrame = AlignedVec<16>;
 
 /// A message from an untrusted frame: refused if longer than `max_frame_size` or if bytecheck rejects it.
 pub(crate) fn decode<M: Message>(frame: &[u8], max_frame_size: usize) -> Result<M, FrameError> {
     if frame.len() > max_frame_size {
         return Err(FrameError::Oversized);
     }
-    // rkyv reads archives in place and needs them aligned; bytes from a socket may not be.
-    let mut aligned = AlignedVec::<16>::with_capacity(frame.len());
+    // Bytes from a socket may not be aligned.
+    let mut aligned = AlignedFrame::with_capacity(frame.len());
     aligned.extend_from_slice(frame);
-    rkyv::from_bytes::<M, rancor::Error>(&aligned).map_err(|e| FrameError::Malformed(e.to_string()))
+    decode_aligned(&aligned).map_err(FrameError::Malformed)
+}
+
+/// A message from an untrusted frame already aligned (its size checked by whoever read it): the reason
+/// bytecheck refused it otherwise.
+pub(crate) fn decode_aligned<M: Message>(frame: &AlignedFrame) -> Result<M, String> {
+    rkyv::from_bytes::<M, rancor::Error>(frame).map_err(|e| e.to_string())
 }
 
 /// The answer frame carrying `reply`.

@@ -141,7 +141,7 @@ impl Stream {
     async fn send(self, outgoing: Outgoing) {
         let Outgoing { frame, answer } = outgoing;
         match answer {
-            None => match self.send_uni(&frame).await {
+            None => match self.send_uni(frame).await {
                 Ok(()) => bump(&self.metrics.sent),
                 Err(error) => {
                     bump(&self.metrics.send_failures);
@@ -152,7 +152,7 @@ impl Stream {
                 let result = tokio::select! {
                     biased;
                     () = answer.closed() => return, // cancelled: dropping the stream resets it
-                    result = tokio::time::timeout(self.attempt_timeout, self.exchange(&frame)) => result
+                    result = tokio::time::timeout(self.attempt_timeout, self.exchange(frame)) => result
                         .unwrap_or(Err(NetworkError::Timeout { peer: self.peer.index, timeout: self.attempt_timeout })),
                 };
                 match &result {
@@ -164,15 +164,17 @@ impl Stream {
         }
     }
 
-    async fn send_uni(&self, frame: &[u8]) -> Result<(), NetworkError> {
+    /// The frame's bytes are handed to quinn as they are (`write_chunk`), not copied into its send buffer: the
+    /// same frame goes to every peer.
+    async fn send_uni(&self, frame: Bytes) -> Result<(), NetworkError> {
         let mut send = self.connection.open_uni().await.map_err(|e| self.stream_error(e))?;
-        send.write_all(frame).await.map_err(|e| self.stream_error(e))?;
+        send.write_chunk(frame).await.map_err(|e| self.stream_error(e))?;
         send.finish().map_err(|e| self.stream_error(e))
     }
 
-    async fn exchange(&self, frame: &[u8]) -> AnswerResult {
+    async fn exchange(&self, frame: Bytes) -> AnswerResult {
         let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| self.stream_error(e))?;
-        send.write_all(frame).await.map_err(|e| self.stream_error(e))?;
+        send.write_chunk(frame).await.map_err(|e| self.stream_error(e))?;
         send.finish().map_err(|e| self.stream_error(e))?;
         bump(&self.metrics.sent);
         // An answer is at most a tag byte and one frame.
