@@ -29,11 +29,14 @@ impl WriteSet {
     }
 
     /// Writes in the order they were made, a key possibly written more than once: each key keeps its last
-    /// value. A stable sort (by [`StateKey::order_key`]) keeps one key's writes in order.
-    pub fn from_writes(mut writes: Vec<(StateKey, Value)>) -> Self {
-        writes.sort_by_cached_key(|(key, _)| key.order_key());
+    /// value. The writes are ranked by [`StateKey::order_key`], then by when they were made ([`radix_sort`]).
+    pub fn from_writes(writes: Vec<(StateKey, Value)>) -> Self {
+        let mut ranked: Vec<Ranked> =
+            writes.iter().enumerate().map(|(i, (key, _))| (key.order_key(), i as u32)).collect();
+        radix_sort(&mut ranked, &mut Vec::new());
         let mut last_values: Vec<(StateKey, Value)> = Vec::with_capacity(writes.len());
-        for (key, value) in writes {
+        for (_, i) in ranked {
+            let (key, value) = writes[i as usize];
             match last_values.last_mut() {
                 Some(last) if last.0 == key => last.1 = value,
                 _ => last_values.push((key, value)),
@@ -70,6 +73,57 @@ impl WriteSet {
     /// The entries in ascending key order.
     pub fn iter(&self) -> Entries<'_> {
         self.0.iter().map(|(k, v)| (k, v))
+    }
+}
+
+/// A write's place in a write set: its key's [`StateKey::order_key`], then its position among the writes.
+type Ranked = ([u128; 2], u32);
+
+/// Runs this short are sorted by comparison.
+const SHORT_RUN: usize = 32;
+
+/// Sorts `ranked` as `sort_unstable` would, by most-significant byte first: each pass finds the first byte at
+/// which the run's keys differ, skipping the bytes they share (an account key's tag, and the leading zero
+/// bytes of indexed addresses), and splits the run by that byte, stably, into runs sorted the same way. A run
+/// whose keys are all equal is then already in the order of the writes. A testnet block near 100k tx/s holds
+/// 75k writes: sorting them by comparison took 4 ms, a third of executing the block.
+fn radix_sort(ranked: &mut [Ranked], scratch: &mut Vec<Ranked>) {
+    if ranked.len() <= SHORT_RUN {
+        ranked.sort_unstable();
+        return;
+    }
+    let first = ranked[0].0;
+    let differ =
+        ranked.iter().fold([0u128; 2], |acc, (key, _)| [acc[0] | (key[0] ^ first[0]), acc[1] | (key[1] ^ first[1])]);
+    let byte = match differ {
+        [0, 0] => return,
+        [0, low] => 16 + low.leading_zeros() as usize / 8,
+        [high, _] => high.leading_zeros() as usize / 8,
+    };
+    let digit = |key: &[u128; 2]| (key[byte / 16] >> (8 * (15 - byte % 16))) as u8 as usize;
+    let mut ends = [0usize; 256];
+    for (key, _) in ranked.iter() {
+        ends[digit(key)] += 1;
+    }
+    let mut next = [0usize; 256];
+    for d in 1..256 {
+        next[d] = next[d - 1] + ends[d - 1];
+        ends[d - 1] = next[d];
+    }
+    ends[255] = ranked.len();
+    scratch.clear();
+    scratch.extend_from_slice(ranked);
+    for entry in scratch.iter() {
+        let d = digit(&entry.0);
+        ranked[next[d]] = *entry;
+        next[d] += 1;
+    }
+    let mut start = 0;
+    for end in ends {
+        if end - start > 1 {
+            radix_sort(&mut ranked[start..end], scratch);
+        }
+        start = end;
     }
 }
 
@@ -167,8 +221,10 @@ pub(crate) fn assemble<S: StateView + ?Sized>(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::ids::Address;
+    use crate::ids::{Address, CollectionId, PoolId, TokenId};
 
     /// Writes in any order make one sorted entry per key with the last value written to it; `insert` keeps
     /// the order, `get` finds what is there and only that.
@@ -188,5 +244,35 @@ mod tests {
         assert_eq!(set.get(&key(2)), Some(&Value::Amount(5)));
         assert_eq!(set.get(&key(4)), None);
         assert!(set.iter().zip(set.iter().skip(1)).all(|(a, b)| a.0 < b.0));
+    }
+
+    /// Keys of every variant, over indexed addresses (which share their leading bytes) and hashed ones.
+    fn any_key() -> impl Strategy<Value = StateKey> {
+        let address = prop_oneof![
+            (0u64..300).prop_map(Address::from_index),
+            any::<[u8; 20]>().prop_map(Address),
+            (0u64..4).prop_map(|i| Address::from_index(i << 40)),
+        ];
+        prop_oneof![
+            4 => address.clone().prop_map(StateKey::Balance),
+            4 => address.clone().prop_map(StateKey::Nonce),
+            1 => (0u32..3, address).prop_map(|(t, a)| StateKey::TokenBalance(TokenId(t), a)),
+            1 => (0u32..3).prop_map(|p| StateKey::PoolReserves(PoolId(p))),
+            1 => (0u32..3, 0u64..3).prop_map(|(c, id)| StateKey::NftOwner(CollectionId(c), id)),
+            1 => Just(StateKey::CollectedFees),
+        ]
+    }
+
+    proptest! {
+        /// The radix sort ranks writes as a comparison sort does, so each key keeps the value written to it
+        /// last: checked against a map filled in write order, over runs long enough to be split many times.
+        #[test]
+        fn a_write_set_is_what_a_map_of_the_writes_holds(
+            writes in proptest::collection::vec((any_key(), any::<u64>().prop_map(Value::Amount)), 0..600)
+        ) {
+            let expected: std::collections::BTreeMap<StateKey, Value> = writes.iter().copied().collect();
+            let set = WriteSet::from_writes(writes);
+            prop_assert_eq!(set.into_entries(), expected.into_iter().collect::<Vec<_>>());
+        }
     }
 }

@@ -58,6 +58,10 @@ pub enum Value {
     Reserves { a: u64, b: u64 },
 }
 
+/// The encoding's tags of the two account keys, which [`StateKey::order_key`] also lays out by hand.
+const BALANCE_TAG: u8 = 1;
+const NONCE_TAG: u8 = 2;
+
 impl StateKey {
     /// Appends the canonical encoding: one tag byte, then the fields big-endian.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
@@ -68,8 +72,8 @@ impl StateKey {
     fn encode_with(&self, mut put: impl FnMut(&[u8])) {
         let mut tagged = |tag: u8, fields: &[&[u8]]| tagged(&mut put, tag, fields);
         match self {
-            StateKey::Balance(a) => tagged(1, &[a.as_bytes()]),
-            StateKey::Nonce(a) => tagged(2, &[a.as_bytes()]),
+            StateKey::Balance(a) => tagged(BALANCE_TAG, &[a.as_bytes()]),
+            StateKey::Nonce(a) => tagged(NONCE_TAG, &[a.as_bytes()]),
             StateKey::TokenOwner(t) => tagged(3, &[&t.0.to_be_bytes()]),
             StateKey::TokenBalance(t, a) => tagged(4, &[&t.0.to_be_bytes(), a.as_bytes()]),
             StateKey::Pool(p) => tagged(5, &[&p.0.to_be_bytes()]),
@@ -86,6 +90,19 @@ impl StateKey {
     /// big-endian, so the encodings sort as the keys (a derived `Ord`); two integer comparisons instead of a
     /// discriminant, a field and a `memcmp`, for sorting hundreds of thousands of keys.
     pub fn order_key(&self) -> [u128; 2] {
+        // Account keys, nearly every write, are laid out without going through the encoder.
+        let account = |tag: u8, address: &Address| {
+            let a = address.as_bytes();
+            let high =
+                [tag, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11], a[12], a[13], a[14]];
+            let low = [a[15], a[16], a[17], a[18], a[19], 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+            [u128::from_be_bytes(high), u128::from_be_bytes(low)]
+        };
+        match self {
+            StateKey::Balance(a) => return account(BALANCE_TAG, a),
+            StateKey::Nonce(a) => return account(NONCE_TAG, a),
+            _ => {}
+        }
         let mut padded = [0u8; 32];
         let mut at = 0;
         self.encode_with(|bytes| {
@@ -103,8 +120,8 @@ impl StateKey {
     pub fn decode_from(input: &mut &[u8]) -> Result<Self, String> {
         let mut r = Reader(input);
         Ok(match r.u8()? {
-            1 => StateKey::Balance(r.address()?),
-            2 => StateKey::Nonce(r.address()?),
+            BALANCE_TAG => StateKey::Balance(r.address()?),
+            NONCE_TAG => StateKey::Nonce(r.address()?),
             3 => StateKey::TokenOwner(TokenId(r.u32()?)),
             4 => StateKey::TokenBalance(TokenId(r.u32()?), r.address()?),
             5 => StateKey::Pool(PoolId(r.u32()?)),
@@ -231,6 +248,12 @@ mod tests {
             for y in &keys {
                 assert_eq!(x.order_key().cmp(&y.order_key()), x.cmp(y), "{x:?} vs {y:?}");
             }
+            // The account keys' shortcut lays out the same bytes as the encoding.
+            let mut padded = Vec::new();
+            x.encode_into(&mut padded);
+            padded.resize(32, 0);
+            let [high, low] = x.order_key();
+            assert_eq!([high.to_be_bytes(), low.to_be_bytes()].concat(), padded, "{x:?}");
         }
     }
 
