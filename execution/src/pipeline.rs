@@ -565,7 +565,7 @@ mod tests {
             assert_eq!(asked, Ok(Some(request.clone())), "the waiting block asks the worker, and again");
         }
         let mut writes = store.write_set();
-        writes.put_batch(&digest, &mako_types::encode(&batch));
+        writes.put_batch(&digest, &EncodedBatch::new(&batch).0);
         writes.commit(Durability::Buffered).unwrap();
         let executed = tokio::time::timeout(Duration::from_secs(10), handle.executed.wait_for(|e| e.index == 1));
         assert!(executed.await.is_ok(), "the block executes once its batch is stored");

@@ -147,7 +147,7 @@ async fn client_batch_reaches_a_quorum_and_every_peer_stores_it() {
         other => panic!("expected our batch, got {other:?}"),
     }
     assert_eq!(nodes[0].store.batches.get(&expected.digest()).unwrap(), Some(expected.clone()));
-    let size = mako_types::encode(&expected).len() as u64;
+    let size = EncodedBatch::new(&expected).0.len() as u64;
     for node in &mut nodes[1..] {
         let pushed = WorkerToPrimary::PeerBatch { digest: expected.digest(), worker: 0, from: AuthorityIndex(0), size };
         assert_eq!(next_report(node).await, pushed);

@@ -25,10 +25,10 @@ use std::sync::{Arc, Mutex};
 
 use fjall::Keyspace;
 use mako_types::cpu_time::{measure, Component};
-use mako_types::{Batch, BatchDigest, Digest};
+use mako_types::{Batch, BatchDigest, Digest, EncodedBatch};
 use rustc_hash::FxHashMap;
 
-use crate::{decode_value, StoreError};
+use crate::StoreError;
 
 /// A segment file is closed and a new one started past this many bytes.
 pub const SEGMENT_BYTES: u64 = 64 << 20;
@@ -159,7 +159,7 @@ impl BatchStore {
     }
 
     pub fn put(&self, digest: &BatchDigest, batch: &Batch) -> Result<(), StoreError> {
-        self.put_encoded(digest, &mako_types::encode(batch))
+        self.put_encoded(digest, &EncodedBatch::new(batch).0)
     }
 
     /// Stores a batch already in canonical bytes (as received), without decoding and encoding it again, on its
@@ -300,7 +300,11 @@ impl BatchStore {
 
     pub fn get(&self, digest: &BatchDigest) -> Result<Option<Batch>, StoreError> {
         match self.get_encoded(digest)? {
-            Some(bytes) => decode_value("batches", digest.as_bytes(), &bytes).map(Some),
+            Some(bytes) => EncodedBatch(bytes).decode().map(Some).map_err(|e| StoreError::Corrupt {
+                store: "batches",
+                key: digest.as_bytes().to_vec(),
+                reason: e.to_string(),
+            }),
             None => Ok(None),
         }
     }

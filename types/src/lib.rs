@@ -21,7 +21,7 @@ pub mod network_key;
 pub mod protocol;
 pub mod vote;
 
-pub use batch::{Batch, EncodedBatch, Transaction};
+pub use batch::{Batch, BatchBuilder, EncodedBatch, Transaction};
 pub use certificate::{Certificate, SignerBitmap};
 pub use committee::{Authority, AuthorityIndex, Committee, Stake, WorkerId};
 pub use crypto::{

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mako_types::{Batch, Transaction};
+use mako_types::{BatchBuilder, EncodedBatch, Transaction};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -37,7 +37,7 @@ impl Admitting {
 /// client connections its transactions came from, run-length (for their acknowledgements).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SealedBatch {
-    pub batch: Batch,
+    pub batch: EncodedBatch,
     pub created: Instant,
     pub origins: Vec<(ConnectionId, u32)>,
 }
@@ -49,11 +49,10 @@ pub struct BatchMaker {
     transactions: mpsc::Receiver<(ConnectionId, Transaction)>,
     sealed: mpsc::Sender<SealedBatch>,
     metrics: Arc<WorkerMetrics>,
-    /// The batch being filled, where its transactions came from, its transaction bytes, and when it must be
+    /// The batch being filled, in its canonical bytes, where its transactions came from, and when it must be
     /// sealed at the latest.
-    current: Vec<Transaction>,
+    current: BatchBuilder,
     origins: Origins,
-    current_bytes: usize,
     deadline: Option<Instant>,
 }
 
@@ -73,9 +72,8 @@ impl BatchMaker {
             transactions,
             sealed,
             metrics,
-            current: Vec::new(),
+            current: BatchBuilder::with_capacity(batch_size + batch_size / 8),
             origins: Origins::default(),
-            current_bytes: 0,
             deadline: None,
         };
         tokio::spawn(maker.run())
@@ -105,10 +103,9 @@ impl BatchMaker {
                             self.deadline = Some(deadline);
                             timer.as_mut().reset(deadline);
                         }
-                        self.current_bytes += transaction.0.len();
-                        self.current.push(transaction);
+                        self.current.push(&transaction.0);
                         self.origins.push(connection);
-                        if self.current_bytes >= self.batch_size && self.seal().await.is_err() {
+                        if self.current.payload_bytes() >= self.batch_size && self.seal().await.is_err() {
                             return;
                         }
                     }
@@ -126,8 +123,8 @@ impl BatchMaker {
 
     /// Seals the open batch and hands it on; an error means the next actor is gone (shutdown).
     async fn seal(&mut self) -> Result<(), mpsc::error::SendError<SealedBatch>> {
-        let batch = Batch::new(std::mem::take(&mut self.current));
-        self.current_bytes = 0;
+        let batch = self.current.seal();
+        self.current = BatchBuilder::with_capacity(self.batch_size + self.batch_size / 8);
         self.deadline = None;
         bump(&self.metrics.batches_sealed);
         let origins = self.origins.take();
@@ -175,11 +172,11 @@ mod tests {
             h.transactions.send((0, tx(i, 30))).await.unwrap();
         }
         let sealed = h.sealed.recv().await.unwrap();
-        assert_eq!(sealed.batch.transactions, (0..4).map(|i| tx(i, 30)).collect::<Vec<_>>());
+        assert_eq!(sealed.batch.decode().unwrap().transactions, (0..4).map(|i| tx(i, 30)).collect::<Vec<_>>());
         assert_eq!(sealed.created, start, "sealed by size, without waiting for the delay");
         // The next transaction opens a new batch.
         h.transactions.send((0, tx(9, 100))).await.unwrap();
-        assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(9, 100)]);
+        assert_eq!(h.sealed.recv().await.unwrap().batch.decode().unwrap().transactions, vec![tx(9, 100)]);
     }
 
     #[tokio::test(start_paused = true)]
@@ -190,7 +187,7 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(60)).await;
         h.transactions.send((0, tx(2, 10))).await.unwrap();
         let sealed = h.sealed.recv().await.unwrap();
-        assert_eq!(sealed.batch.transactions, vec![tx(1, 10), tx(2, 10)]);
+        assert_eq!(sealed.batch.decode().unwrap().transactions, vec![tx(1, 10), tx(2, 10)]);
         assert_eq!(sealed.created - start, Duration::from_millis(100), "delay counts from the first transaction");
         // Nothing is sealed while no transaction waits.
         tokio::time::sleep(Duration::from_secs(10)).await;
@@ -198,7 +195,7 @@ mod tests {
         let reopened = Instant::now();
         h.transactions.send((0, tx(3, 10))).await.unwrap();
         let sealed = h.sealed.recv().await.unwrap();
-        assert_eq!(sealed.batch.transactions, vec![tx(3, 10)]);
+        assert_eq!(sealed.batch.decode().unwrap().transactions, vec![tx(3, 10)]);
         assert_eq!(sealed.created - reopened, Duration::from_millis(100));
     }
 
@@ -207,7 +204,7 @@ mod tests {
         let mut h = harness(1_000, Duration::from_secs(60));
         h.transactions.send((0, tx(1, 10))).await.unwrap();
         drop(h.transactions);
-        assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(1, 10)]);
+        assert_eq!(h.sealed.recv().await.unwrap().batch.decode().unwrap().transactions, vec![tx(1, 10)]);
         assert!(h.sealed.recv().await.is_none());
     }
 
@@ -222,12 +219,20 @@ mod tests {
         for i in 2..102 {
             h.transactions.send((0, tx(i, 10))).await.unwrap();
         }
-        assert_eq!(h.sealed.recv().await.unwrap().batch.transactions, vec![tx(1, 10)], "sealed on its delay");
+        assert_eq!(
+            h.sealed.recv().await.unwrap().batch.decode().unwrap().transactions,
+            vec![tx(1, 10)],
+            "sealed on its delay"
+        );
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(h.sealed.try_recv().is_err(), "nothing read while closed");
         assert!(h.transactions.try_send((0, tx(0, 10))).is_err(), "the channel is full: the clients wait");
         h.progress.send_replace(Progress { committed: 14, executed: 11 });
         let resumed = h.sealed.recv().await.unwrap();
-        assert_eq!(resumed.batch.transactions.first(), Some(&tx(2, 10)), "reading resumes where it stopped");
+        assert_eq!(
+            resumed.batch.decode().unwrap().transactions.first(),
+            Some(&tx(2, 10)),
+            "reading resumes where it stopped"
+        );
     }
 }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 
 use mako_network::{Delivery, Endpoint};
 use mako_storage::Store;
-use mako_types::{AuthorityIndex, BatchDigest, Committee, EncodedBatch, Stake, WorkerId};
+use mako_types::{AuthorityIndex, BatchDigest, Committee, Stake, WorkerId};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -118,9 +118,8 @@ impl QuorumWaiter {
     /// Stores our batch and starts its reliable broadcast. A storage failure drops the batch (its
     /// transactions are lost, as if the worker had crashed before sealing); it is logged and counted.
     async fn disseminate(&mut self, sealed: SealedBatch) -> Result<(), mpsc::error::SendError<WorkerToPrimary>> {
-        let SealedBatch { batch, created, origins } = sealed;
-        // Encoded once: these bytes are stored, digested and sent to every peer.
-        let encoded = EncodedBatch::new(&batch);
+        // Encoded as it was filled: these bytes are stored, digested and sent to every peer.
+        let SealedBatch { batch: encoded, created, origins } = sealed;
         let digest = encoded.digest();
         if let Err(error) = store_batch(&self.store, &digest, &encoded.0) {
             bump(&self.metrics.storage_errors);

@@ -368,7 +368,7 @@ mod tests {
         let (verified, invalid) = verify(reply, &asked);
         assert_eq!(verified.len(), 1);
         assert_eq!(verified[0].0, wanted.digest());
-        assert_eq!(mako_types::decode::<Batch>(&verified[0].1).unwrap(), wanted);
+        assert_eq!(EncodedBatch(verified[0].1.clone()).decode().unwrap(), wanted);
         assert_eq!(invalid, 3, "a batch not asked for, a duplicate, and bytes that are not a batch");
     }
 }
