@@ -29,11 +29,6 @@ impl Batch {
     pub fn digest_of_encoded(bytes: &[u8]) -> BatchDigest {
         BatchDigest(Digest::of(context::BATCH, &[bytes]))
     }
-
-    /// Total transaction bytes (what `batch_size` counts).
-    pub fn payload_bytes(&self) -> usize {
-        self.transactions.iter().map(|t| t.0.len()).sum()
-    }
 }
 
 /// Bytes of a count or a length in a batch's encoding.
@@ -50,7 +45,7 @@ pub struct EncodedBatch(pub Vec<u8>);
 
 impl EncodedBatch {
     pub fn new(batch: &Batch) -> Self {
-        let mut builder = BatchBuilder::default();
+        let mut builder = BatchBuilder::with_capacity(batch.transactions.iter().map(|t| PREFIX + t.0.len()).sum());
         for transaction in &batch.transactions {
             builder.push(&transaction.0);
         }
@@ -61,8 +56,7 @@ impl EncodedBatch {
         Batch::digest_of_encoded(&self.0)
     }
 
-    /// The size of each transaction, read from the bytes in place (checked first): an error if they are not
-    /// a batch.
+    /// The size of each transaction, read from the bytes in place: an error if they are not a batch.
     pub fn transaction_sizes(&self) -> Result<Vec<usize>, WireError> {
         let mut sizes = Vec::new();
         self.for_each_transaction(|bytes| sizes.push(bytes.len()))?;
@@ -126,7 +120,7 @@ impl Default for BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// An empty batch with room for about `bytes` of transactions without growing.
+    /// An empty batch with room for `bytes` of transactions and their lengths without growing.
     pub fn with_capacity(bytes: usize) -> Self {
         let mut builder = Self::default();
         builder.bytes.reserve(bytes);
@@ -151,9 +145,10 @@ impl BatchBuilder {
         self.payload
     }
 
-    /// The batch's canonical bytes; the builder starts an empty batch.
+    /// The batch's canonical bytes; the builder starts an empty batch with the same room.
     pub fn seal(&mut self) -> EncodedBatch {
-        let Self { mut bytes, count, .. } = std::mem::take(self);
+        let room = self.bytes.capacity() - PREFIX;
+        let Self { mut bytes, count, .. } = std::mem::replace(self, Self::with_capacity(room));
         bytes[..PREFIX].copy_from_slice(&count.to_le_bytes());
         EncodedBatch(bytes)
     }

@@ -72,6 +72,8 @@ impl BatchMaker {
             transactions,
             sealed,
             metrics,
+            // Room for the lengths and the one transaction that takes a batch past its size; each sealed batch
+            // leaves the next the same room.
             current: BatchBuilder::with_capacity(batch_size + batch_size / 8),
             origins: Origins::default(),
             deadline: None,
@@ -124,7 +126,6 @@ impl BatchMaker {
     /// Seals the open batch and hands it on; an error means the next actor is gone (shutdown).
     async fn seal(&mut self) -> Result<(), mpsc::error::SendError<SealedBatch>> {
         let batch = self.current.seal();
-        self.current = BatchBuilder::with_capacity(self.batch_size + self.batch_size / 8);
         self.deadline = None;
         bump(&self.metrics.batches_sealed);
         let origins = self.origins.take();
