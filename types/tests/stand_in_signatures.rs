@@ -21,7 +21,7 @@ fn stand_in_signatures_bind_to_key_domain_message_and_signers() {
     assert!(keys[1].public().verify(Domain::Vote, b"m", &sig).is_err(), "another key");
     keys[2].public().verify_possession(&keys[2].proof_of_possession()).unwrap();
     assert!(keys[2].public().verify_possession(&keys[1].proof_of_possession()).is_err());
-    assert!(BlsSignature::from_bytes(&SignatureBytes([7; 192])).is_err(), "junk after the 32 stand-in bytes");
+    assert!(BlsSignature::from_bytes(&SignatureBytes([7; 96])).is_err(), "junk after the 32 stand-in bytes");
 
     let publics: Vec<_> = keys.iter().map(|k| k.public()).collect();
     let parts: Vec<_> = keys.iter().map(|k| k.sign(Domain::Vote, b"m")).collect();

@@ -66,7 +66,7 @@ impl StandIn {
     }
 
     pub(super) fn to_bytes(self) -> SignatureBytes {
-        let mut bytes = [0u8; 192];
+        let mut bytes = [0u8; 96];
         for (chunk, limb) in bytes[..32].chunks_exact_mut(8).zip(self.0) {
             chunk.copy_from_slice(&limb.to_le_bytes());
         }
