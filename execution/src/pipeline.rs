@@ -108,6 +108,16 @@ pub struct Executor {
     undeleted: std::collections::BTreeMap<WorkerId, Vec<BatchDigest>>,
     root_check: RootCheck,
     metrics: Arc<ExecutionMetrics>,
+    checkpoint_buffers: CheckpointBuffers,
+}
+
+/// The buffers a checkpoint is written into, kept for the next one.
+#[derive(Default)]
+struct CheckpointBuffers {
+    /// The state's canonical bytes.
+    state: Vec<u8>,
+    /// The whole checkpoint, encoded.
+    encoded: rkyv::util::AlignedVec,
 }
 
 pub struct ExecutorHandle {
@@ -203,6 +213,7 @@ impl Executor {
             pruned,
             undeleted: Default::default(),
             metrics: Arc::new(ExecutionMetrics::default()),
+            checkpoint_buffers: CheckpointBuffers::default(),
         })
     }
 
@@ -332,18 +343,26 @@ impl Executor {
         })?;
         let leader_round = consensus.last_leader_round;
         let encoded = measure(Component::Storage, || {
-            // The buffer sized up front: megabytes grown by doubling cost more in fresh pages than in copying.
-            let state = self.state.encode_canonical();
-            let size = state.len() + 64 * 1024 + consensus.committed_batches.len() * 48;
-            mako_types::encode_sized(&Checkpoint { index, root: previous.root, state, consensus }, size)
+            // Both buffers are the last checkpoint's, reused: megabytes written onto fresh pages cost more in
+            // the kernel's zeroing (and this VM's faults) than in encoding.
+            self.state.encode_canonical_into(&mut self.checkpoint_buffers.state);
+            let state = std::mem::take(&mut self.checkpoint_buffers.state);
+            let mut buffer = std::mem::take(&mut self.checkpoint_buffers.encoded);
+            buffer.clear();
+            buffer.reserve(state.len() + 64 * 1024 + consensus.committed_batches.len() * 48);
+            let checkpoint = Checkpoint { index, root: previous.root, state, consensus };
+            let encoded = mako_types::encode_in(&checkpoint, buffer);
+            self.checkpoint_buffers.state = checkpoint.state;
+            encoded
         });
         let id = CheckpointId { index, digest: measure(Component::Crypto, || checkpoint_digest(&encoded)) };
         writes.put_checkpoint_bytes(&encoded);
+        info!(index, digest = %id.digest, bytes = encoded.len(), "checkpoint");
+        self.checkpoint_buffers.encoded = encoded;
         writes.remove_consensus_snapshot(index);
         for (index, root) in self.since_checkpoint.drain(..) {
             writes.put_block(&BlockRecord { index, root, write_set: Vec::new() });
         }
-        info!(index, digest = %id.digest, bytes = encoded.len(), "checkpoint");
         Ok((id, leader_round))
     }
 

@@ -52,12 +52,13 @@ where
         >,
     >,
 {
-    encode_sized(value, 0)
+    encode_in(value, rkyv::util::AlignedVec::new())
 }
 
-/// [`encode`] into a buffer sized for `capacity` bytes up front: for values of tens of MB (a checkpoint), which
-/// would otherwise grow the buffer by doubling, each time onto fresh pages the kernel must zero.
-pub fn encode_sized<T>(value: &T, capacity: usize) -> rkyv::util::AlignedVec
+/// [`encode`] into `buffer`, cleared first: a caller that writes values of tens of MB (a checkpoint) reserves
+/// room once and hands the same buffer back each time, instead of growing a new one by doubling onto fresh
+/// pages that the kernel must zero.
+pub fn encode_in<T>(value: &T, mut buffer: rkyv::util::AlignedVec) -> rkyv::util::AlignedVec
 where
     T: for<'a> rkyv::Serialize<
         rkyv::api::high::HighSerializer<
@@ -67,8 +68,8 @@ where
         >,
     >,
 {
-    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, rkyv::util::AlignedVec::with_capacity(capacity))
-        .expect("serializing into memory cannot fail")
+    buffer.clear();
+    rkyv::api::high::to_bytes_in::<_, rkyv::rancor::Error>(value, buffer).expect("serializing into memory cannot fail")
 }
 
 /// Decodes a value from untrusted bytes: the archive is validated (bytecheck) before anything is read.

@@ -14,12 +14,22 @@ const MIN_ENTRY_BYTES: usize = 1 + 9;
 /// Encodes `entries`, which the caller gives in ascending key order, each key once.
 pub fn encode_entries(entries: impl ExactSizeIterator<Item = (StateKey, Value)>) -> Vec<u8> {
     let mut out = Vec::with_capacity(8 + entries.len() * MAX_ENTRY_BYTES);
-    out.extend_from_slice(&(entries.len() as u64).to_be_bytes());
-    for (key, value) in entries {
-        key.encode_into(&mut out);
-        value.encode_into(&mut out);
-    }
+    encode_entries_into(&mut out, entries);
     out
+}
+
+/// [`encode_entries`] into `out`, which is cleared first and keeps its capacity: a buffer reused for megabytes
+/// of entries is not faulted in afresh each time.
+pub fn encode_entries_into(out: &mut Vec<u8>, entries: impl Iterator<Item = (StateKey, Value)>) {
+    out.clear();
+    out.extend_from_slice(&[0; 8]);
+    let mut count = 0u64;
+    for (key, value) in entries {
+        key.encode_into(out);
+        value.encode_into(out);
+        count += 1;
+    }
+    out[..8].copy_from_slice(&count.to_be_bytes());
 }
 
 /// Hands each entry that [`encode_entries`] wrote as `bytes` to `each`, in order. Refuses what that function
@@ -81,7 +91,11 @@ mod tests {
         let good = bytes(2, &[first.clone(), second.clone()]);
         let entries = decoded(&good).unwrap();
         assert_eq!(entries, vec![(StateKey::Balance(a), Value::Amount(1)), (StateKey::Balance(b), Value::Amount(2))]);
-        assert_eq!(encode_entries(entries.into_iter()), good);
+        assert_eq!(encode_entries(entries.clone().into_iter()), good);
+        // A reused buffer, longer than what goes into it, ends with the same bytes and nothing of its past.
+        let mut reused = vec![0xee; 3 * good.len()];
+        encode_entries_into(&mut reused, entries.into_iter());
+        assert_eq!(reused, good);
         assert_eq!(decoded(&0u64.to_be_bytes()), Ok(Vec::new()));
 
         let refused = [
