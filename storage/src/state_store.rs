@@ -36,19 +36,17 @@ pub struct SubDagRecord {
     pub batches: Vec<(BatchDigest, WorkerId, AuthorityIndex)>,
 }
 
-/// One executed block in the block log: its write set (encoded by execution) and the state root after it.
-/// Restart = replay of the log onto the genesis state (DESIGN.md §5).
+/// One executed block in the block log: the state root after it. A restart executes the blocks after the latest
+/// checkpoint again, and each must give the root logged here (`mako_execution::pipeline`).
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct BlockRecord {
     pub index: u64,
     pub root: Digest,
-    pub write_set: Vec<u8>,
 }
 
 /// The whole execution state after block `index`, whose root is `root` (encoded by execution), and the
-/// consensus state after sub-DAG `index`: a restart loads it and replays only the blocks after it, whose write
-/// sets are all the log keeps, and a validator too far behind to replay fetches a peer's and resumes from it
-/// (state sync). Every honest validator takes the same checkpoint at the same index: its encoding is canonical,
+/// consensus state after sub-DAG `index`: a restart loads it and executes again only the blocks after it, and a
+/// validator too far behind to replay fetches a peer's and resumes from it (state sync). Every honest validator takes the same checkpoint at the same index: its encoding is canonical,
 /// and the blake3 digest of that encoding is the id validators publish in their headers.
 #[derive(Clone, PartialEq, Eq, Debug, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
 pub struct Checkpoint {
@@ -221,7 +219,7 @@ mod tests {
             set.put_last_vote(AuthorityIndex(2), &vote);
             set.put_consensus_state(&consensus);
             set.put_sub_dag(&record);
-            set.put_block(&BlockRecord { index: 2, root: Digest([9; 32]), write_set: vec![1, 2, 3] });
+            set.put_block(&BlockRecord { index: 2, root: Digest([7; 32]) });
             set.put_execution_progress(&execution);
             set.commit(Durability::Synced).unwrap();
         }
@@ -231,7 +229,7 @@ mod tests {
         assert_eq!(store.state.consensus_state().unwrap(), Some(consensus));
         assert_eq!(store.state.sub_dag(3).unwrap(), Some(record));
         assert_eq!(store.state.sub_dag(2).unwrap(), None);
-        assert_eq!(store.state.block(2).unwrap().unwrap().write_set, vec![1, 2, 3]);
+        assert_eq!(store.state.block(2).unwrap().unwrap().root, Digest([7; 32]));
         assert_eq!(store.state.execution_progress().unwrap(), Some(execution));
     }
 

@@ -337,7 +337,7 @@ fn install(
 ) -> Result<(), StoreError> {
     let mut writes = store.write_set();
     writes.put_checkpoint_bytes(bytes);
-    writes.put_block(&BlockRecord { index: checkpoint.index, root: checkpoint.root, write_set: Vec::new() });
+    writes.put_block(&BlockRecord { index: checkpoint.index, root: checkpoint.root });
     writes.put_execution_progress(&ExecutionProgress {
         last_executed_index: checkpoint.index,
         state_root: checkpoint.root,

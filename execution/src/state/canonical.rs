@@ -1,25 +1,16 @@
-//! The canonical bytes of a set of entries in ascending key order, the form a checkpoint's state and a block's
-//! write set are stored in: the number of entries (u64, big-endian), then each entry as its key's and its
+//! The canonical bytes of a set of entries in ascending key order, the form a checkpoint's state is stored in:
+//! the number of entries (u64, big-endian), then each entry as its key's and its
 //! value's canonical encodings (the bytes the state root hashes). An account field takes 30 bytes, against
 //! about 56 in rkyv's layout of the same entries (fixed-size enums, padded to their largest variant), and
 //! writing it is a few byte copies per entry.
 
 use crate::state::{StateKey, Value};
 
-/// The longest canonical entry: a token balance's key (1 + 4 + 20 bytes) with an address value (1 + 20).
-const MAX_ENTRY_BYTES: usize = 25 + 21;
 /// The shortest: the collected fees' key (1 byte) with an amount (1 + 8).
 const MIN_ENTRY_BYTES: usize = 1 + 9;
 
-/// Encodes `entries`, which the caller gives in ascending key order, each key once.
-pub fn encode_entries(entries: impl ExactSizeIterator<Item = (StateKey, Value)>) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + entries.len() * MAX_ENTRY_BYTES);
-    encode_entries_into(&mut out, entries);
-    out
-}
-
-/// [`encode_entries`] into `out`, which is cleared first and keeps its capacity: a buffer reused for megabytes
-/// of entries is not faulted in afresh each time.
+/// Encodes `entries`, which the caller gives in ascending key order, each key once, into `out`, which is cleared
+/// first and keeps its capacity: a buffer reused for megabytes of entries is not faulted in afresh each time.
 pub fn encode_entries_into(out: &mut Vec<u8>, entries: impl Iterator<Item = (StateKey, Value)>) {
     out.clear();
     out.extend_from_slice(&[0; 8]);
@@ -32,7 +23,7 @@ pub fn encode_entries_into(out: &mut Vec<u8>, entries: impl Iterator<Item = (Sta
     out[..8].copy_from_slice(&count.to_be_bytes());
 }
 
-/// Hands each entry that [`encode_entries`] wrote as `bytes` to `each`, in order. Refuses what that function
+/// Hands each entry that [`encode_entries_into`] wrote as `bytes` to `each`, in order. Refuses what that function
 /// cannot write: an unknown tag, a truncated entry, keys out of order or repeated, a count that does not match,
 /// and bytes after the last entry; entries before the fault may have been handed over.
 pub fn decode_entries(bytes: &[u8], mut each: impl FnMut(StateKey, Value)) -> Result<(), String> {
@@ -71,7 +62,7 @@ mod tests {
         Ok(entries)
     }
 
-    /// The bytes [`encode_entries`] cannot write are refused, not read as some other set of entries: entries
+    /// The bytes [`encode_entries_into`] cannot write are refused, not read as some other set of entries: entries
     /// out of order or repeated, a wrong count, a cut, bytes after the end.
     #[test]
     fn bytes_that_no_sorted_entries_encode_to_are_refused() {
@@ -91,7 +82,6 @@ mod tests {
         let good = bytes(2, &[first.clone(), second.clone()]);
         let entries = decoded(&good).unwrap();
         assert_eq!(entries, vec![(StateKey::Balance(a), Value::Amount(1)), (StateKey::Balance(b), Value::Amount(2))]);
-        assert_eq!(encode_entries(entries.clone().into_iter()), good);
         // A reused buffer, longer than what goes into it, ends with the same bytes and nothing of its past.
         let mut reused = vec![0xee; 3 * good.len()];
         encode_entries_into(&mut reused, entries.into_iter());
