@@ -9,6 +9,7 @@
 
 mod batch_store;
 mod certificate_store;
+mod direct_io;
 mod error;
 mod power_loss;
 mod state_store;
