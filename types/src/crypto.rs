@@ -301,8 +301,8 @@ static AGGREGATE_KEYS: LazyLock<Mutex<HashMap<[u8; 32], Arc<G2Prepared>>>> = Laz
 const AGGREGATE_KEYS_HELD: usize = 1024;
 
 /// Sums public keys into the key that verifies their aggregate signature on a common message, prepared for the
-/// Miller loop. Safe only for keys whose proof of possession was checked (the committee's). None for no keys,
-/// or keys that cancel out.
+/// Miller loop. Safe only for keys whose proof of possession was checked (the committee's). None for keys that
+/// sum to the identity: none at all, or keys that cancel out.
 fn aggregate_key(keys: &[&BlsPublicKey]) -> Option<Arc<G2Prepared>> {
     let mut hasher = blake3::Hasher::new_derive_key("mako 2026 bls aggregate key cache v1");
     keys.iter().for_each(|key| {
@@ -314,7 +314,7 @@ fn aggregate_key(keys: &[&BlsPublicKey]) -> Option<Arc<G2Prepared>> {
         return Some(Arc::clone(prepared));
     }
     let sum = keys.iter().map(|k| G2Projective::from(k.point)).sum::<G2Projective>().to_affine();
-    if keys.is_empty() || bool::from(sum.is_identity()) {
+    if bool::from(sum.is_identity()) {
         return None;
     }
     if cache.len() >= AGGREGATE_KEYS_HELD {

@@ -143,7 +143,7 @@ impl InMemoryState {
 
     /// All entries in key order (for hashing a genesis or comparing states).
     pub fn to_sorted(&self) -> BTreeMap<StateKey, Value> {
-        self.sorted_entries().into_iter().collect()
+        self.sorted_iter().collect()
     }
 
     /// All entries in key order, as a vector.
