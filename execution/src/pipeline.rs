@@ -446,7 +446,7 @@ impl Executor {
             BatchSource::Store => {
                 for (digest, worker, author) in payload {
                     let fetch = FetchRequest::new(&self.fetch_requests, digest, worker, author);
-                    let read = || async { Ok(self.store.batches.get_encoded(&digest)?.map(EncodedBatch)) };
+                    let read = || async { Ok(self.store.batches.take_encoded(&digest)?.map(EncodedBatch)) };
                     batches.push(wait_for_batch(index, &fetch, read).await?);
                 }
             }

@@ -138,7 +138,7 @@ impl WorkerLink {
                                     drop(responder);
                                 }
                                 LinkMessage::BatchRequest(digest) => {
-                                    let batch = store.batches.get_encoded(&digest).unwrap_or_else(|error| {
+                                    let batch = store.batches.take_encoded(&digest).unwrap_or_else(|error| {
                                         warn!(%digest, %error, "cannot read a batch the primary asked for");
                                         None
                                     });

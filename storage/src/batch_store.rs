@@ -16,6 +16,9 @@
 //! a few seconds after one was deleted, overwriting a cached one 0.07 s, and at 100k tx/s offered those
 //! copies were 14% of all CPU. A spare's old bytes past what is written are never read: reads go by the
 //! index.
+//!
+//! The executor takes the batches the workers stored lately from memory ([`crate::recent_batches`]), not
+//! from their segments; only an older batch (after a restart, or past the memory bound) is read back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
@@ -28,6 +31,7 @@ use mako_types::{Batch, BatchDigest, Digest, EncodedBatch};
 use rustc_hash::FxHashMap;
 
 use crate::direct_io::{Mode, Scratch};
+use crate::recent_batches::RecentBatches;
 use crate::StoreError;
 
 /// A segment file is closed and a new one started past this many bytes.
@@ -83,6 +87,8 @@ struct Segments {
     readers: BTreeMap<u64, Arc<File>>,
     /// The aligned buffer appends are copied into, in direct mode.
     scratch: Scratch,
+    /// Indexed batches' bytes kept in memory for the executor ([`crate::recent_batches`]).
+    recent: RecentBatches,
 }
 
 #[derive(Clone)]
@@ -257,6 +263,9 @@ impl BatchStore {
             if !committed {
                 continue;
             }
+            if location.is_none() {
+                segments.recent.drop_bytes(&digest);
+            }
             if let Some(old) = segments.located.remove(&digest) {
                 if let Some(live) = segments.live.get_mut(&old.segment) {
                     *live -= u64::from(old.len);
@@ -323,9 +332,36 @@ impl BatchStore {
 
     /// The stored canonical bytes, e.g. to serve a peer without decoding.
     pub fn get_encoded(&self, digest: &BatchDigest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(digest, |recent| recent.get(digest))
+    }
+
+    /// The stored canonical bytes, to execute them: taken from memory if the worker that stored them lately
+    /// still keeps them there ([`Self::keep_recent`]), else read. A later read finds them in their segment.
+    pub fn take_encoded(&self, digest: &BatchDigest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(digest, |recent| recent.take(digest))
+    }
+
+    /// Keeps the bytes of a batch just stored in memory, for [`Self::take_encoded`]; nothing if the batch is
+    /// not indexed (its write set failed, or it was removed since).
+    pub fn keep_recent(&self, digest: BatchDigest, bytes: Vec<u8>) {
+        let mut segments = self.lock();
+        if segments.located.contains_key(&digest) {
+            segments.recent.keep(digest, bytes);
+        }
+    }
+
+    /// An indexed batch's bytes, from memory (`recent`) if there, else from its segment.
+    fn read(
+        &self,
+        digest: &BatchDigest,
+        recent: impl FnOnce(&mut RecentBatches) -> Option<Vec<u8>>,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let (location, reader) = {
             let mut segments = self.lock();
             let Some(location) = segments.located.get(digest).copied() else { return Ok(None) };
+            if let Some(bytes) = recent(&mut segments.recent) {
+                return Ok(Some(bytes));
+            }
             let reader = match segments.readers.get(&location.segment) {
                 Some(reader) => Arc::clone(reader),
                 None => {
@@ -462,6 +498,36 @@ mod tests {
         let err = store.batches.get_encoded(&second.digest()).unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { store: "batches", .. }), "{err}");
         assert_eq!(store.batches.get_encoded(&first.digest()).unwrap(), Some(EncodedBatch::new(&first).0));
+    }
+
+    /// A batch the worker keeps in memory is taken from there once (its segment is cut to nothing here, so a
+    /// read from disk would fail), then read from its segment. Memory never answers for a batch the index does
+    /// not hold: one kept before it was stored, or one removed since (whose bytes go from memory at once).
+    #[test]
+    fn a_kept_batch_is_taken_from_memory_once_and_only_while_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (kept, never_stored, removed) = (batch(1, 10), batch(2, 10), batch(3, 10));
+        store.batches.put(&kept.digest(), &kept).unwrap();
+        store.batches.keep_recent(kept.digest(), EncodedBatch::new(&kept).0);
+        std::fs::OpenOptions::new().write(true).open(store.batches.path(0)).unwrap().set_len(0).unwrap();
+        let bytes = Some(EncodedBatch::new(&kept).0);
+        assert_eq!(store.batches.get_encoded(&kept.digest()).unwrap(), bytes, "a copy, from memory");
+        assert_eq!(store.batches.take_encoded(&kept.digest()).unwrap(), bytes, "taken from memory");
+        let err = store.batches.take_encoded(&kept.digest()).unwrap_err();
+        assert!(matches!(err, StoreError::Corrupt { store: "batches", .. }), "then read from the segment: {err}");
+
+        store.batches.keep_recent(never_stored.digest(), EncodedBatch::new(&never_stored).0);
+        assert_eq!(store.batches.take_encoded(&never_stored.digest()).unwrap(), None);
+        assert_eq!(store.batches.lock().recent.held(), 0, "not kept");
+
+        store.batches.put(&removed.digest(), &removed).unwrap();
+        store.batches.keep_recent(removed.digest(), EncodedBatch::new(&removed).0);
+        let mut writes = store.write_set();
+        writes.remove_batch(&removed.digest());
+        writes.commit(crate::Durability::Buffered).unwrap();
+        assert_eq!(store.batches.get_encoded(&removed.digest()).unwrap(), None);
+        assert_eq!(store.batches.lock().recent.held(), 0, "the removed batch's bytes left memory");
     }
 
     /// Each batch is written once (the same digest again appends nothing), and disk use follows deletion: a

@@ -12,6 +12,7 @@ mod certificate_store;
 mod direct_io;
 mod error;
 mod power_loss;
+mod recent_batches;
 mod state_store;
 mod write_set;
 
@@ -24,6 +25,7 @@ pub use batch_store::BatchStore;
 pub use certificate_store::CertificateStore;
 pub use error::StoreError;
 pub use power_loss::cut_power;
+pub use recent_batches::RECENT_BATCH_BYTES;
 pub use state_store::{BlockRecord, Checkpoint, ConsensusState, ExecutionProgress, LastVote, StateStore, SubDagRecord};
 pub use write_set::{Durability, WriteSet};
 

@@ -121,6 +121,7 @@ impl Handler {
         responder.ack();
         bump(&self.metrics.batches_received);
         let size = batch.0.len() as u64;
+        self.store.batches.keep_recent(digest, batch.0);
         self.to_primary.send(WorkerToPrimary::PeerBatch { digest, worker: self.id, from, size }).await
     }
 

@@ -127,13 +127,17 @@ impl QuorumWaiter {
             return Ok(());
         }
         self.acks.sealed(digest, origins);
-        let deliveries = match self.endpoint.broadcast_reliable(&WorkerMessage::Batch(encoded)).await {
+        let message = WorkerMessage::Batch(encoded);
+        let deliveries = match self.endpoint.broadcast_reliable(&message).await {
             Ok(deliveries) => deliveries,
             Err(error) => {
                 warn!(%digest, %error, "cannot broadcast our batch");
                 Vec::new()
             }
         };
+        if let WorkerMessage::Batch(encoded) = message {
+            self.store.batches.keep_recent(digest, encoded.0);
+        }
         let me = self.endpoint.me();
         self.pending.push(PendingQuorum { digest, created, stake: self.committee.stake(me), deliveries });
         // A committee where our own stake is a quorum (one validator) needs no acknowledgement.

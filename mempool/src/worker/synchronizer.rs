@@ -281,6 +281,7 @@ impl Synchronizer {
                 warn!(%digest, %error, "cannot store a fetched batch; will fetch it again");
                 continue;
             }
+            self.store.batches.keep_recent(digest, encoded);
             delivered = true;
             bump(&self.metrics.batches_fetched);
             self.forget(&digest);
