@@ -33,6 +33,10 @@ pub struct ValidatorConfig {
     /// `mako testnet` sets 1,452 when it emulates a WAN on loopback (`mako relay`), as the WAN would: 64 KiB
     /// datagrams fill a socket buffer in 64 packets, and a burst the size of a 100 ms path's window overflows it.
     pub max_udp_payload: u16,
+    /// Threads of the validator's async runtime (tokio's workers: network, consensus, the mempool); 0 (the
+    /// default) means one per core. Validators that share a machine should share its cores: `mako testnet`
+    /// gives each its share (at least one), as it does Block-STM's threads.
+    pub runtime_threads: usize,
 }
 
 /// The two ends of a primary–worker link (QUIC, pinned to the validator's network key).
@@ -72,6 +76,7 @@ impl Default for ValidatorConfig {
             worker_links: Vec::new(),
             quic_port_shift: 0,
             max_udp_payload: mako_network::NetworkConfig::default().max_udp_payload,
+            runtime_threads: 0,
         }
     }
 }

@@ -335,9 +335,8 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Validator { committee, keys, config, worker, log_format } => {
             init_logs(log_format);
-            let runtime = tokio::runtime::Runtime::new()?;
             let role = worker.map_or(validator::Role::Validator, validator::Role::Worker);
-            runtime.block_on(validator::run(&committee, &keys, config.as_deref(), role))
+            validator::run(&committee, &keys, config.as_deref(), role)
         }
         Command::Client {
             committee,

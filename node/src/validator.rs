@@ -125,12 +125,18 @@ impl Identity {
     }
 }
 
-pub async fn run(committee: &Path, keys: &Path, config: Option<&Path>, role: Role) -> anyhow::Result<()> {
+pub fn run(committee: &Path, keys: &Path, config: Option<&Path>, role: Role) -> anyhow::Result<()> {
     let identity = Identity::load(committee, keys, config)?;
-    match role {
-        Role::Validator => run_validator(identity).await,
-        Role::Worker(id) => run_worker(identity, id).await,
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if identity.config.runtime_threads > 0 {
+        runtime.worker_threads(identity.config.runtime_threads);
     }
+    runtime.enable_all().build()?.block_on(async {
+        match role {
+            Role::Validator => run_validator(identity).await,
+            Role::Worker(id) => run_worker(identity, id).await,
+        }
+    })
 }
 
 /// Worker `id` alone: its peers, its clients, its own store, and the link to its primary.
