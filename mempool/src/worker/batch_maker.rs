@@ -7,11 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use mako_types::{BatchBuilder, EncodedBatch, Transaction};
+use mako_types::{BatchBuilder, EncodedBatch};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::client::ClientFrames;
 use super::client_acks::{ConnectionId, Origins};
 use super::metrics::{bump, WorkerMetrics};
 use crate::admission::{admission, Admission, Progress};
@@ -46,7 +47,7 @@ pub struct BatchMaker {
     batch_size: usize,
     max_batch_delay: Duration,
     admitting: Admitting,
-    transactions: mpsc::Receiver<(ConnectionId, Transaction)>,
+    transactions: mpsc::Receiver<(ConnectionId, ClientFrames)>,
     sealed: mpsc::Sender<SealedBatch>,
     metrics: Arc<WorkerMetrics>,
     /// The batch being filled, in its canonical bytes, where its transactions came from, and when it must be
@@ -61,7 +62,7 @@ impl BatchMaker {
         batch_size: usize,
         max_batch_delay: Duration,
         admitting: Admitting,
-        transactions: mpsc::Receiver<(ConnectionId, Transaction)>,
+        transactions: mpsc::Receiver<(ConnectionId, ClientFrames)>,
         sealed: mpsc::Sender<SealedBatch>,
         metrics: Arc<WorkerMetrics>,
     ) -> JoinHandle<()> {
@@ -98,17 +99,19 @@ impl BatchMaker {
                     }
                 }
                 changed = self.admitting.progress.changed(), if reported => reported = changed.is_ok(),
-                transaction = self.transactions.recv(), if open => match transaction {
-                    Some((connection, transaction)) => {
-                        if self.current.is_empty() {
-                            let deadline = Instant::now() + self.max_batch_delay;
-                            self.deadline = Some(deadline);
-                            timer.as_mut().reset(deadline);
-                        }
-                        self.current.push(&transaction.0);
-                        self.origins.push(connection);
-                        if self.current.payload_bytes() >= self.batch_size && self.seal().await.is_err() {
-                            return;
+                frames = self.transactions.recv(), if open => match frames {
+                    Some((connection, frames)) => {
+                        for transaction in frames.iter() {
+                            if self.current.is_empty() {
+                                let deadline = Instant::now() + self.max_batch_delay;
+                                self.deadline = Some(deadline);
+                                timer.as_mut().reset(deadline);
+                            }
+                            self.current.push(transaction);
+                            self.origins.push(connection);
+                            if self.current.payload_bytes() >= self.batch_size && self.seal().await.is_err() {
+                                return;
+                            }
                         }
                     }
                     // Every client connection and the client port are gone: seal what is left and stop.
@@ -135,10 +138,12 @@ impl BatchMaker {
 
 #[cfg(test)]
 mod tests {
+    use mako_types::Transaction;
+
     use super::*;
 
     struct Harness {
-        transactions: mpsc::Sender<(ConnectionId, Transaction)>,
+        transactions: mpsc::Sender<(ConnectionId, ClientFrames)>,
         sealed: mpsc::Receiver<SealedBatch>,
         progress: watch::Sender<Progress>,
         _maker: JoinHandle<()>,
@@ -165,28 +170,55 @@ mod tests {
         Transaction(vec![byte; size])
     }
 
+    /// Transactions as one read of a client connection.
+    fn read(transactions: &[Transaction]) -> ClientFrames {
+        let mut frames = ClientFrames::default();
+        for transaction in transactions {
+            frames.push(&transaction.0);
+        }
+        frames
+    }
+
     #[tokio::test(start_paused = true)]
     async fn seals_when_the_size_is_reached() {
         let mut h = harness(100, Duration::from_secs(60));
         let start = Instant::now();
         for i in 0..4 {
-            h.transactions.send((0, tx(i, 30))).await.unwrap();
+            h.transactions.send((0, read(&[tx(i, 30)]))).await.unwrap();
         }
         let sealed = h.sealed.recv().await.unwrap();
         assert_eq!(sealed.batch.decode().unwrap().transactions, (0..4).map(|i| tx(i, 30)).collect::<Vec<_>>());
         assert_eq!(sealed.created, start, "sealed by size, without waiting for the delay");
         // The next transaction opens a new batch.
-        h.transactions.send((0, tx(9, 100))).await.unwrap();
+        h.transactions.send((0, read(&[tx(9, 100)]))).await.unwrap();
         assert_eq!(h.sealed.recv().await.unwrap().batch.decode().unwrap().transactions, vec![tx(9, 100)]);
+    }
+
+    /// One read that carries more than a batch: the batch seals at the transaction that reaches the size, as if
+    /// they had come one by one (a receiver refuses a batch that goes on past its size), and the rest open the
+    /// next batch, with the connection's count split the same way.
+    #[tokio::test(start_paused = true)]
+    async fn a_read_larger_than_a_batch_seals_where_the_size_is_reached() {
+        let mut h = harness(100, Duration::from_millis(100));
+        let all: Vec<Transaction> = (0..7).map(|i| tx(i, 30)).collect();
+        h.transactions.send((5, read(&all))).await.unwrap();
+        let first = h.sealed.recv().await.unwrap();
+        assert_eq!(first.batch.decode().unwrap().transactions, all[..4]);
+        assert_eq!(first.origins, vec![(5, 4)]);
+        let parameters = crate::config::MempoolParameters { batch_size: 100, ..Default::default() };
+        crate::worker::handler::check_batch(&first.batch.transaction_sizes().unwrap(), &parameters).unwrap();
+        let rest = h.sealed.recv().await.unwrap();
+        assert_eq!(rest.batch.decode().unwrap().transactions, all[4..]);
+        assert_eq!(rest.origins, vec![(5, 3)]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn seals_after_the_delay_since_the_first_transaction() {
         let mut h = harness(1_000, Duration::from_millis(100));
         let start = Instant::now();
-        h.transactions.send((0, tx(1, 10))).await.unwrap();
+        h.transactions.send((0, read(&[tx(1, 10)]))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(60)).await;
-        h.transactions.send((0, tx(2, 10))).await.unwrap();
+        h.transactions.send((0, read(&[tx(2, 10)]))).await.unwrap();
         let sealed = h.sealed.recv().await.unwrap();
         assert_eq!(sealed.batch.decode().unwrap().transactions, vec![tx(1, 10), tx(2, 10)]);
         assert_eq!(sealed.created - start, Duration::from_millis(100), "delay counts from the first transaction");
@@ -194,7 +226,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(h.sealed.try_recv().is_err());
         let reopened = Instant::now();
-        h.transactions.send((0, tx(3, 10))).await.unwrap();
+        h.transactions.send((0, read(&[tx(3, 10)]))).await.unwrap();
         let sealed = h.sealed.recv().await.unwrap();
         assert_eq!(sealed.batch.decode().unwrap().transactions, vec![tx(3, 10)]);
         assert_eq!(sealed.created - reopened, Duration::from_millis(100));
@@ -203,7 +235,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn seals_the_rest_when_clients_are_gone() {
         let mut h = harness(1_000, Duration::from_secs(60));
-        h.transactions.send((0, tx(1, 10))).await.unwrap();
+        h.transactions.send((0, read(&[tx(1, 10)]))).await.unwrap();
         drop(h.transactions);
         assert_eq!(h.sealed.recv().await.unwrap().batch.decode().unwrap().transactions, vec![tx(1, 10)]);
         assert!(h.sealed.recv().await.is_none());
@@ -214,11 +246,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn reads_nothing_while_the_executor_is_too_far_behind() {
         let mut h = harness(1_000, Duration::from_millis(100));
-        h.transactions.send((0, tx(1, 10))).await.unwrap();
+        h.transactions.send((0, read(&[tx(1, 10)]))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(1)).await;
         h.progress.send_replace(Progress { committed: 14, executed: 10 });
         for i in 2..102 {
-            h.transactions.send((0, tx(i, 10))).await.unwrap();
+            h.transactions.send((0, read(&[tx(i, 10)]))).await.unwrap();
         }
         assert_eq!(
             h.sealed.recv().await.unwrap().batch.decode().unwrap().transactions,
@@ -227,7 +259,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert!(h.sealed.try_recv().is_err(), "nothing read while closed");
-        assert!(h.transactions.try_send((0, tx(0, 10))).is_err(), "the channel is full: the clients wait");
+        assert!(h.transactions.try_send((0, read(&[tx(0, 10)]))).is_err(), "the channel is full: the clients wait");
         h.progress.send_replace(Progress { committed: 14, executed: 11 });
         let resumed = h.sealed.recv().await.unwrap();
         assert_eq!(

@@ -44,8 +44,10 @@ pub use metrics::{WorkerMetrics, WorkerMetricsSnapshot};
 pub use quorum_waiter::QuorumWaiter;
 pub use synchronizer::Synchronizer;
 
-/// Transactions waiting for the batch maker (at most 64 MB with the default 64 KB transaction limit).
-const TRANSACTION_CHANNEL_CAPACITY: usize = 1_000;
+/// Reads of client transactions waiting for the batch maker: each is at most a connection's read buffer of
+/// whole transactions and one more (128 KB with the default 64 KB transaction limit), so at most 1 MB, or
+/// about 1,000 transactions of 512 bytes read in full buffers.
+const CLIENT_FRAMES_CHANNEL_CAPACITY: usize = 8;
 /// Sealed batches waiting to be stored and broadcast (few: each is admitted transactions that wait).
 const SEALED_CHANNEL_CAPACITY: usize = 2;
 
@@ -83,7 +85,7 @@ impl Worker {
             setup;
         let metrics = Arc::new(WorkerMetrics::default());
         let client_address = clients.local_addr().ok();
-        let (tx_transaction, rx_transaction) = mpsc::channel(TRANSACTION_CHANNEL_CAPACITY);
+        let (tx_transaction, rx_transaction) = mpsc::channel(CLIENT_FRAMES_CHANNEL_CAPACITY);
         let (tx_sealed, rx_sealed) = mpsc::channel(SEALED_CHANNEL_CAPACITY);
         let (tx_progress, rx_progress) = watch::channel(Progress::default());
         let acks = ClientAcks::default();
