@@ -23,7 +23,7 @@
 //! nearly every account has a nonce: ~400k entries), then blocks of 25k uniform native transfers (what a
 //! testnet commit carries near 100k tx/s), each executed sequentially, its state root chained and its write
 //! set applied to the state, as [`mako_execution::pipeline`] does (without the block log's fjall write). It
-//! reports µs per transaction for the three steps; `MAKO_BENCH_THREADS`, `MAKO_BENCH_WORK` and
+//! reports µs per transaction for the three steps, and times a checkpoint's encoding of the warmed state; `MAKO_BENCH_THREADS`, `MAKO_BENCH_WORK` and
 //! `MAKO_BENCH_SIZES` do not apply to it.
 //!
 //! `cargo bench -p mako-execution --bench execution`
@@ -223,6 +223,11 @@ fn pipeline_path(criterion: &mut Criterion) -> Vec<(&'static str, &'static str, 
             )
         });
     }
+    // A checkpoint of the warmed state: its entries in key order, encoded (`Executor::put_checkpoint` does this
+    // every `checkpoint_interval` blocks, into the last checkpoint's buffer).
+    let mut buffer = Vec::new();
+    group.throughput(Throughput::Elements(warm.len() as u64));
+    group.bench_function("checkpoint_encode", |b| b.iter(|| warm.encode_canonical_into(&mut buffer)));
     group.finish();
 
     // Median of 7 runs of the whole path, with the steps of that run, each way.

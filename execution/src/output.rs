@@ -77,7 +77,7 @@ impl WriteSet {
 }
 
 /// A write's place in a write set: its key's [`StateKey::order_key`], then its position among the writes.
-type Ranked = ([u128; 2], u32);
+pub(crate) type Ranked = ([u128; 2], u32);
 
 /// Runs this short are sorted by comparison.
 const SHORT_RUN: usize = 32;
@@ -87,7 +87,7 @@ const SHORT_RUN: usize = 32;
 /// bytes of indexed addresses), and splits the run by that byte, stably, into runs sorted the same way. A run
 /// whose keys are all equal is then already in the order of the writes. A testnet block near 100k tx/s holds
 /// 75k writes: sorting them by comparison took 4 ms, a third of executing the block.
-fn radix_sort(ranked: &mut [Ranked], scratch: &mut Vec<Ranked>) {
+pub(crate) fn radix_sort(ranked: &mut [Ranked], scratch: &mut Vec<Ranked>) {
     if ranked.len() <= SHORT_RUN {
         ranked.sort_unstable();
         return;
