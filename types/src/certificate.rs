@@ -68,28 +68,9 @@ impl Certificate {
     }
 
     /// Assembles a certificate from votes for `header`, summing their signatures. The votes are not checked
-    /// one by one: verifying the result checks them all at once (the optimistic path of DESIGN.md §2).
+    /// one by one, nor is their sum: verifying the result checks them all at once (the optimistic path of
+    /// DESIGN.md §2), and the one subgroup check of the sum is the verifier's decode ([`SignatureShare::sum`]).
     pub fn from_votes(header: Header, votes: &[Vote], committee: &Committee) -> Result<Self, DagError> {
-        Self::assemble(header, votes, committee).map(|(certificate, _)| certificate)
-    }
-
-    /// [`Self::from_votes`], then [`Self::verify_hashed`] on the aggregate as summed, not decoded again from
-    /// the bytes just encoded: the aggregator's optimistic path, once per header.
-    pub fn from_votes_verified(
-        header: Header,
-        votes: &[Vote],
-        committee: &Committee,
-        message: &HashedMessage,
-    ) -> Result<Self, DagError> {
-        let (certificate, signature) = Self::assemble(header, votes, committee)?;
-        let keys = certificate.signer_keys(committee)?;
-        verify_aggregate_hashed(keys, message, &signature).map_err(|_| certificate.bad_signature())?;
-        Ok(certificate)
-    }
-
-    /// The votes' shares are decoded without a subgroup check each; their sum gets one
-    /// ([`BlsSignature::aggregate_shares`]).
-    fn assemble(header: Header, votes: &[Vote], committee: &Committee) -> Result<(Self, BlsSignature), DagError> {
         let shares = votes
             .iter()
             .map(|v| {
@@ -101,9 +82,9 @@ impl Certificate {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let signature = BlsSignature::aggregate_shares(&shares)?;
+        let signature = SignatureShare::sum(&shares)?;
         let signers = SignerBitmap::from_signers(committee.size(), votes.iter().map(|v| v.voter));
-        Ok((Self { header, signers, signature: signature.to_bytes() }, signature))
+        Ok(Self { header, signers, signature })
     }
 
     pub fn round(&self) -> Round {

@@ -253,26 +253,11 @@ impl BlsSignature {
             signatures.iter().map(|s| if let Signed::StandIn(t) = s { Some(*t) } else { None }).collect();
         stand_ins.map(|parts| Self(Signed::StandIn(StandIn::sum(parts)))).ok_or(CryptoError::MixedSchemes)
     }
-
-    /// Sums shares into one aggregate and checks the sum alone to be in the prime-order subgroup: the one
-    /// point a pairing then sees. A share off the subgroup can only pass when other shares cancel what lies
-    /// outside it, and then the sum is a valid signature in its own right (it verifies under the signers'
-    /// summed keys or it does not). Checking each share instead would cost one subgroup check per voter.
-    pub fn aggregate_shares(shares: &[SignatureShare]) -> Result<Self, CryptoError> {
-        let signatures: Vec<BlsSignature> = shares.iter().map(|share| BlsSignature(share.0)).collect();
-        let sum = Self::aggregate(&signatures)?;
-        match sum.0 {
-            Signed::Point(point) if !bool::from(measure(Component::Crypto, || point.is_torsion_free())) => {
-                Err(KeyError::InvalidPoint("BLS12-381 G1 aggregate outside the prime-order subgroup").into())
-            }
-            _ => Ok(sum),
-        }
-    }
 }
 
 /// One voter's part of an aggregate, decoded but not validated: on the curve, but not checked to be in the
-/// prime-order subgroup (about 60 µs a point here). Shares are only ever summed by
-/// [`BlsSignature::aggregate_shares`], which checks the sum; a share on its own verifies nothing.
+/// prime-order subgroup (about 60 µs a point here). Shares are only ever summed ([`SignatureShare::sum`]); a share
+/// on its own verifies nothing.
 #[derive(Clone, Copy)]
 pub struct SignatureShare(Signed);
 
@@ -283,6 +268,16 @@ impl SignatureShare {
             Option::<G1Affine>::from(G1Affine::from_uncompressed_unchecked(b)).filter(|p| bool::from(p.is_on_curve()))
         };
         Signed::decode(bytes, "BLS12-381 G1 signature share", on_curve).map(Self)
+    }
+
+    /// The bytes of the shares' sum, not validated: whoever verifies them decodes them checked
+    /// ([`BlsSignature::from_bytes`]), and that one subgroup check of the sum is the only one, since the sum is
+    /// the one point a pairing sees. A share off the subgroup only passes it when other shares cancel what lies
+    /// outside it, and the sum is then a valid signature in its own right (it verifies under the signers'
+    /// summed keys or it does not). Checking each share instead would cost one subgroup check per voter.
+    pub fn sum(shares: &[SignatureShare]) -> Result<SignatureBytes, CryptoError> {
+        let signatures: Vec<BlsSignature> = shares.iter().map(|share| BlsSignature(share.0)).collect();
+        BlsSignature::aggregate(&signatures).map(|sum| sum.to_bytes())
     }
 }
 
@@ -381,7 +376,7 @@ pub struct BatchItem<'a> {
 /// Checks many (aggregate key, message, signature) triples at once:
 /// e(Σ rᵢσᵢ, −g2) · Π e(rᵢ·H(mᵢ), pkᵢ) == 1 with random nonzero 64-bit rᵢ. One multi-Miller loop and one
 /// final exponentiation; a forged item passes with probability about 2⁻⁶⁴. On failure the caller falls
-/// back to checking items one by one to find the bad one.
+/// back to checking items one by one to find the bad one. A lone item needs no weight: it is checked as it is.
 pub fn batch_verify(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Result<(), CryptoError> {
     measure(Component::Crypto, || batch_verify_measured(items, rng))
 }
@@ -403,6 +398,9 @@ fn batch_verify_measured(items: &[BatchItem<'_>], rng: &mut impl RngCore) -> Res
                 });
             }
         }
+    }
+    if let ([item], [point]) = (items, points.as_slice()) {
+        return pairing_check(&item.keys, &item.message.point(), point).then_some(()).ok_or_else(invalid);
     }
     let scalars: Vec<u64> = items.iter().map(|_| rng.next_u64() | 1).collect();
     let mut signature_sum = G1Projective::identity();
@@ -717,12 +715,13 @@ mod tests {
         let outside = testing::off_subgroup_point();
         let share = |p| SignatureShare::from_bytes(&share_bytes(p)).unwrap();
 
+        let checked_sum = |shares: &[SignatureShare]| BlsSignature::from_bytes(&SignatureShare::sum(shares).unwrap());
         assert!(BlsSignature::from_bytes(&share_bytes(one + outside)).is_err(), "a checked decode refuses it");
-        assert!(BlsSignature::aggregate_shares(&[share(one + outside), share(two)]).is_err());
+        assert!(checked_sum(&[share(one + outside), share(two)]).is_err());
         let publics = [keys[0].public(), keys[1].public()];
-        let cancelled = BlsSignature::aggregate_shares(&[share(one + outside), share(two - outside)]).unwrap();
+        let cancelled = checked_sum(&[share(one + outside), share(two - outside)]).unwrap();
         verify_aggregate_hashed(&publics, &message, &cancelled).unwrap();
-        let honest = BlsSignature::aggregate_shares(&[share(one), share(two)]).unwrap();
+        let honest = checked_sum(&[share(one), share(two)]).unwrap();
         assert_eq!(honest, cancelled);
         assert!(SignatureShare::from_bytes(&SignatureBytes([0x13; 96])).is_err(), "off the curve");
     }

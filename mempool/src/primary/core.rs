@@ -25,7 +25,8 @@ use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
-use super::aggregator::VotesAggregator;
+use super::aggregator::{Aggregation, VotesAggregator};
+use super::certificate_check::{check_together, Verdict};
 use super::held_batches::HeldBatches;
 use super::metrics::PrimaryMetrics;
 use super::peer_penalties::{FrameDecision, PeerPenalties};
@@ -215,7 +216,7 @@ impl Core {
                     self.on_message(inbound).await;
                 }
                 () = tokio::time::sleep_until(self.unverified_since + CERTIFICATE_BATCH_WAIT),
-                    if !self.unverified.is_empty() => self.verify_unverified().await,
+                    if !self.unverified.is_empty() => self.verify_unverified(None).await,
                 // Last: only when no input is ready, so that one sync covers a whole burst.
                 () = std::future::ready(()), if sync_due => self.flush_outbox().await,
             }
@@ -231,7 +232,7 @@ impl Core {
         };
         if header.round() > self.dag.gc_round() && self.dag.get_at(header.round(), self.me).is_none() {
             debug!(round = header.round(), "re-sending our last header after restart");
-            self.aggregator = Some(VotesAggregator::new(header.clone(), self.vote_messages.of(&header).clone()));
+            self.aggregator = Some(VotesAggregator::new(header.clone()));
             self.vote_for_own(&header).await;
             self.outbox.push(Outgoing::Header(header));
         }
@@ -264,8 +265,7 @@ impl Core {
         }
         PrimaryMetrics::bump(&self.metrics.headers_proposed);
         self.metrics.observe_round(header.round());
-        let message = self.vote_messages.of(&header).clone();
-        if let Some(abandoned) = self.aggregator.replace(VotesAggregator::new(header.clone(), message)) {
+        if let Some(abandoned) = self.aggregator.replace(VotesAggregator::new(header.clone())) {
             self.requeue_payload(abandoned.header()).await;
         }
         self.vote_for_own(&header).await;
@@ -351,7 +351,7 @@ impl Core {
                 });
                 // Parents it names that the DAG lacks may be among the certificates waiting for verification.
                 if !self.unverified.is_empty() && header.parents().iter().any(|parent| !self.dag.contains(parent)) {
-                    self.verify_unverified().await;
+                    self.verify_unverified(None).await;
                 }
                 self.on_header(header).await;
             }
@@ -508,24 +508,42 @@ impl Core {
     async fn on_vote(&mut self, vote: Vote) {
         let Some(aggregator) = self.aggregator.as_mut() else { return };
         let outcome = aggregator.add(vote, &self.committee);
+        self.on_aggregation(outcome).await;
+    }
+
+    async fn on_aggregation(&mut self, mut outcome: Aggregation) {
+        if let Some(candidate) = outcome.candidate.take() {
+            // Checked at once, with the peers' certificates that wait: one multi-pairing for all of them.
+            self.verify_unverified(Some(candidate)).await;
+        }
+        self.on_checked_votes(outcome).await;
+    }
+
+    /// The bad votes are counted; the certificate of the good ones, if they hold a quorum, is ours.
+    async fn on_checked_votes(&mut self, outcome: Aggregation) {
         for (voter, error) in &outcome.bad_voters {
             warn!(%voter, %error, "bad vote");
             self.metrics.reject(error.reason());
         }
         if let Some(certificate) = outcome.certificate {
-            PrimaryMetrics::bump(&self.metrics.certificates_formed);
-            self.aggregator = None;
-            for (digest, _) in certificate.header.payload() {
-                if let Some(sealed) = self.batch_sealed.remove(digest) {
-                    self.metrics.observe_batch_latency(sealed.elapsed());
-                }
-            }
-            // Stored by `accept_verified`, it leaves only once synced: after a power loss we must still know
-            // that our header was certified, or we would take its batches back for a later header and commit
-            // them twice (found by the crash-restart scenario's machine crash, seed 1).
-            self.accept_verified(self.me, vec![certificate.clone()]).await;
-            self.outbox.push(Outgoing::Certificate(certificate));
+            self.accept_own(certificate).await;
         }
+    }
+
+    /// Our header is certified.
+    async fn accept_own(&mut self, certificate: Certificate) {
+        PrimaryMetrics::bump(&self.metrics.certificates_formed);
+        self.aggregator = None;
+        for (digest, _) in certificate.header.payload() {
+            if let Some(sealed) = self.batch_sealed.remove(digest) {
+                self.metrics.observe_batch_latency(sealed.elapsed());
+            }
+        }
+        // Stored by `accept_verified`, it leaves only once synced: after a power loss we must still know
+        // that our header was certified, or we would take its batches back for a later header and commit
+        // them twice (found by the crash-restart scenario's machine crash, seed 1).
+        self.accept_verified(self.me, vec![certificate.clone()]).await;
+        self.outbox.push(Outgoing::Certificate(certificate));
     }
 
     /// Checks the certificates of one frame from `from` cheaply (round window, list bounds) and queues them for
@@ -560,7 +578,7 @@ impl Core {
         self.unverified.push((from, fresh));
         if self.unverified_count >= MAX_UNVERIFIED_CERTIFICATES || rounds.into_iter().any(|r| self.completes_quorum(r))
         {
-            self.verify_unverified().await;
+            self.verify_unverified(None).await;
         }
     }
 
@@ -578,40 +596,42 @@ impl Core {
         self.committee.is_quorum(stake(&with_waiting))
     }
 
-    /// Verifies the queued frames in one batch and accepts them. If the batch fails, each frame is verified on
-    /// its own: the good ones are accepted, and a frame that fails is dropped whole and costs its sender a
-    /// penalty, during which its frames are not verified at all ([`PeerPenalties`], DESIGN.md §9.9). An honest
-    /// peer only sends certificates it verified, and whatever good ones a dropped frame held come again from
-    /// other peers through the synchronizer, so a Byzantine peer's junk costs a few multi-pairings per penalty.
-    async fn verify_unverified(&mut self) {
-        if self.unverified.is_empty() {
-            return;
-        }
+    /// Verifies the queued frames, with our candidate certificate if one is given, in one batch, and acts on the
+    /// verdicts of [`check_together`]: a frame that fails is dropped whole and costs its sender a penalty,
+    /// during which its frames are not verified at all ([`PeerPenalties`], DESIGN.md §9.9); a candidate of ours
+    /// that fails sends the aggregator to check the votes one by one. An honest peer only sends certificates it
+    /// verified, and whatever good ones a dropped frame held come again from other peers through the
+    /// synchronizer, so a Byzantine peer's junk costs a few multi-pairings per penalty.
+    async fn verify_unverified(&mut self, own: Option<Certificate>) {
         let mut frames = std::mem::take(&mut self.unverified);
         self.unverified_count = 0;
         // A certificate several peers sent (its author, and a synchronizer's answer) is verified once.
-        let mut seen = BTreeSet::new();
+        let mut seen: BTreeSet<_> = own.iter().map(Certificate::digest).collect();
         for (_, certificates) in &mut frames {
             certificates.retain(|certificate| seen.insert(certificate.digest()));
         }
         frames.retain(|(_, certificates)| !certificates.is_empty());
-        let all: Vec<&Certificate> = frames.iter().flat_map(|(_, certificates)| certificates).collect();
-        let verified = Certificate::verify_batch(&all, &self.committee, &self.vote_messages, &mut self.rng);
-        PrimaryMetrics::bump(&self.metrics.certificate_verifications);
-        self.metrics.certificates_verified.fetch_add(all.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        if verified.is_ok() || frames.len() == 1 {
-            if let Err(error) = verified {
-                return self.penalize(frames[0].0, frames[0].1.len(), &error);
-            }
-            for (from, certificates) in frames {
-                self.accept_verified(from, certificates).await;
-            }
+        if own.is_none() && frames.is_empty() {
             return;
         }
-        for (from, certificates) in frames {
-            match Certificate::verify_batch(&certificates, &self.committee, &self.vote_messages, &mut self.rng) {
-                Ok(()) => self.accept_verified(from, certificates).await,
-                Err(error) => self.penalize(from, certificates.len(), &error),
+        let peers_certificates: usize = frames.iter().map(|(_, certificates)| certificates.len()).sum();
+        let verdicts = check_together(own.as_ref(), frames, &self.committee, &self.vote_messages, &mut self.rng);
+        self.metrics.certificate_verifications.fetch_add(verdicts.checks as u64, std::sync::atomic::Ordering::Relaxed);
+        self.metrics.certificates_verified.fetch_add(peers_certificates as u64, std::sync::atomic::Ordering::Relaxed);
+        match (own, verdicts.own) {
+            (Some(certificate), Some(Verdict::Accept)) => self.accept_own(certificate).await,
+            (Some(_), Some(Verdict::Reject(_))) => {
+                if let Some(aggregator) = self.aggregator.as_mut() {
+                    let outcome = aggregator.reject_candidate(&self.committee);
+                    self.on_checked_votes(outcome).await;
+                }
+            }
+            _ => {}
+        }
+        for ((from, certificates), verdict) in verdicts.frames {
+            match verdict {
+                Verdict::Accept => self.accept_verified(from, certificates).await,
+                Verdict::Reject(error) => self.penalize(from, certificates.len(), &error),
             }
         }
     }
@@ -786,7 +806,7 @@ impl Core {
     async fn hold(&mut self, digest: BatchDigest) {
         self.held.insert(digest);
         if !self.parked.is_empty() {
-            self.verify_unverified().await; // the parked headers' parents may be waiting there
+            self.verify_unverified(None).await; // the parked headers' parents may be waiting there
             self.retry_parked().await;
         }
     }

@@ -7,6 +7,7 @@
 //! re-sends its last header if that has no certificate yet, so it never proposes two headers for one round.
 
 pub mod aggregator;
+pub mod certificate_check;
 pub mod core;
 pub mod held_batches;
 pub mod metrics;
