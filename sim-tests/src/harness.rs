@@ -372,8 +372,10 @@ async fn run_validator_once(node: usize, options: Options, store: Store, records
 /// read back from the store (their batches are deleted only two checkpoints later), with the time now.
 fn sample(store: &Store, record: &mut NodeRecord, index: u64) -> Result<(), mako_storage::StoreError> {
     let now = turmoil::sim_elapsed().unwrap_or_default();
-    for block in record.sampled_to + 1..=index {
-        // None below a checkpoint that state sync installed.
+    // A checkpoint that state sync installed covers blocks this validator never executed (it fell behind):
+    // they have no latency here, and their batches may be gone.
+    let synced_through = record.synced.iter().copied().max().unwrap_or(0);
+    for block in (record.sampled_to + 1).max(synced_through + 1)..=index {
         let Some(sub_dag) = store.state.sub_dag(block)? else { continue };
         for (digest, _, _) in &sub_dag.batches {
             let Some(batch) = store.batches.get(digest)? else {

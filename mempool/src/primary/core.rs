@@ -18,8 +18,8 @@ use mako_network::{Delivery, Endpoint, Inbound};
 use mako_storage::{Durability, LastVote, Store};
 use mako_types::bug::{injected, Bug};
 use mako_types::{
-    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CheckpointId, Committee, DagError, Header, LeaderTable,
-    Round, Vote, VoteMessages, WorkerId,
+    AuthorityIndex, BatchDigest, BlsKeyPair, Certificate, CertificateDigest, CheckpointId, Committee, DagError, Header,
+    LeaderTable, Round, Vote, VoteMessages, WorkerId,
 };
 use rand::SeedableRng;
 use tokio::sync::{mpsc, watch};
@@ -28,6 +28,7 @@ use tracing::{debug, warn};
 use super::aggregator::{Aggregation, VotesAggregator};
 use super::certificate_check::{check_together, Verdict};
 use super::held_batches::HeldBatches;
+use super::leader_wait::{leader_wait_over, proposer_waits_for};
 use super::metrics::PrimaryMetrics;
 use super::peer_penalties::{FrameDecision, PeerPenalties};
 use super::proposer::Parents;
@@ -43,10 +44,12 @@ pub(crate) const MAX_CERTIFICATES_PER_REPLY: usize = 500;
 
 /// Most loop steps a written vote or header waits for its sync while input keeps arriving.
 const MAX_UNSYNCED_STEPS: usize = 16;
-/// How long a certificate waits for others to be verified with it, unless a header needs them first or they
-/// complete a quorum of their round: the certificates of a round arrive from several peers some milliseconds
-/// apart, and one multi-pairing for two or three costs about half of one each.
-const CERTIFICATE_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long a certificate waits for others to be verified with it when nothing needs it sooner: the proposer
+/// (it completes a quorum of its round, or may end the leader wait), a header that names it, or our own
+/// certificate, which is checked with whatever waits. Each check ends in a final exponentiation, most of its
+/// cost. A round's certificates arrive some milliseconds apart, and the last of them, which nothing needs at
+/// once, waits here for the next round's first check: longer than a round at the default header floor (120 ms).
+const CERTIFICATE_BATCH_WAIT: std::time::Duration = std::time::Duration::from_millis(150);
 /// Certificates waiting to be verified together; past this they are verified at once (a bound on memory and on
 /// how long a certificate waits under a steady stream of input).
 const MAX_UNVERIFIED_CERTIFICATES: usize = 64;
@@ -547,11 +550,11 @@ impl Core {
     }
 
     /// Checks the certificates of one frame from `from` cheaply (round window, list bounds) and queues them for
-    /// verification. The queue is verified as one batch [`CERTIFICATE_BATCH_WAIT`] after its first frame, or
-    /// sooner: when it completes a quorum of a round, when a header names a parent the DAG lacks, when a batch
-    /// arrives for a parked header, or once [`MAX_UNVERIFIED_CERTIFICATES`] wait. The certificates of a round
-    /// arrive from several peers some milliseconds apart, and one multi-pairing for two or three of them costs
-    /// about half of one each (DESIGN.md §2).
+    /// verification. The queue is verified as one batch, with our own certificate when it forms, or
+    /// [`CERTIFICATE_BATCH_WAIT`] after its first frame, or sooner, when something waits for it: the proposer
+    /// ([`Self::unblocks_proposer`]), a header that names a parent the DAG lacks (arriving, or parked and
+    /// waiting), or the bound of [`MAX_UNVERIFIED_CERTIFICATES`]. One multi-pairing for several certificates
+    /// costs little more than one for one (DESIGN.md §2).
     async fn process_certificates(&mut self, from: AuthorityIndex, certificates: Vec<Certificate>) {
         if self.penalties.decide(from, tokio::time::Instant::now()) == FrameDecision::Drop {
             return self.metrics.reject("penalized_peer");
@@ -574,26 +577,36 @@ impl Core {
             self.unverified_since = tokio::time::Instant::now();
         }
         let rounds: BTreeSet<Round> = fresh.iter().map(Certificate::round).collect();
+        let fresh_digests: BTreeSet<CertificateDigest> = fresh.iter().map(Certificate::digest).collect();
+        let lacks_batches =
+            fresh.iter().any(|c| c.header.payload().iter().any(|(digest, _)| !self.held.contains(digest)));
         self.unverified_count += fresh.len();
         self.unverified.push((from, fresh));
-        if self.unverified_count >= MAX_UNVERIFIED_CERTIFICATES || rounds.into_iter().any(|r| self.completes_quorum(r))
-        {
+        let needed = lacks_batches
+            || rounds.into_iter().any(|r| self.unblocks_proposer(r))
+            || self.parked_header_needs(&fresh_digests);
+        if self.unverified_count >= MAX_UNVERIFIED_CERTIFICATES || needed {
             self.verify_unverified(None).await;
         }
     }
 
-    /// Whether the certificates waiting for verification make a quorum of round `round` with the DAG's, where
-    /// the DAG alone does not: the proposer may move on once they are in, so they are verified now.
-    fn completes_quorum(&self, round: Round) -> bool {
-        let in_dag: BTreeSet<AuthorityIndex> = self.dag.round(round).map(Certificate::author).collect();
-        let stake = |authors: &BTreeSet<AuthorityIndex>| authors.iter().map(|a| self.committee.stake(*a)).sum();
-        if self.committee.is_quorum(stake(&in_dag)) {
-            return false;
-        }
-        let mut with_waiting = in_dag;
+    /// Whether the proposer may be waiting for the certificates of `round` that wait for verification.
+    fn unblocks_proposer(&self, round: Round) -> bool {
+        let table = self.channels.leader_table.as_ref().map(|table| table.borrow());
         let waiting = self.unverified.iter().flat_map(|(_, certificates)| certificates);
-        with_waiting.extend(waiting.filter(|c| c.round() == round).map(Certificate::author));
-        self.committee.is_quorum(stake(&with_waiting))
+        proposer_waits_for(&self.dag, &self.committee, table.as_deref(), self.parents_sent.0, waiting, round)
+    }
+
+    /// Whether a parked header names a parent that the DAG lacks and that waits for verification.
+    fn parked_header_waits_for_unverified(&self) -> bool {
+        let waiting: BTreeSet<CertificateDigest> =
+            self.unverified.iter().flat_map(|(_, certificates)| certificates).map(Certificate::digest).collect();
+        !waiting.is_empty() && self.parked_header_needs(&waiting)
+    }
+
+    /// Whether a parked header waits for one of `digests` as a parent (one a synchronizer fetched for it).
+    fn parked_header_needs(&self, digests: &BTreeSet<CertificateDigest>) -> bool {
+        self.parked.values().any(|header| header.parents().iter().any(|parent| digests.contains(parent)))
     }
 
     /// Verifies the queued frames, with our candidate certificate if one is given, in one batch, and acts on the
@@ -747,28 +760,10 @@ impl Core {
         round.is_multiple_of(2) && table.borrow().leader(round) == self.me
     }
 
-    /// Bullshark's wait (DESIGN.md §4) for moving on from `round`: in an even round, the leader's certificate
-    /// is there; in an odd round, f+1 stake votes for the previous round's leader, or a quorum does not.
+    /// Bullshark's wait (DESIGN.md §4) for moving on from `round`.
     fn leader_ready(&self, round: Round) -> bool {
-        let Some(table) = &self.channels.leader_table else { return true };
-        if round == 0 {
-            return true;
-        }
-        let table = table.borrow();
-        if round.is_multiple_of(2) {
-            return self.dag.get_at(round, table.leader(round)).is_some();
-        }
-        let leader = self.dag.get_at(round - 1, table.leader(round - 1)).map(Certificate::digest);
-        let (mut support, mut against) = (0, 0);
-        for certificate in self.dag.round(round) {
-            let stake = self.committee.stake(certificate.author());
-            if leader.is_some_and(|l| certificate.header.parents().contains(&l)) {
-                support += stake;
-            } else {
-                against += stake;
-            }
-        }
-        self.committee.is_valid(support) || self.committee.is_quorum(against)
+        let table = self.channels.leader_table.as_ref().map(|table| table.borrow());
+        leader_wait_over(&self.dag, &self.committee, table.as_deref(), round)
     }
 
     async fn on_worker_report(&mut self, report: WorkerToPrimary) {
@@ -806,7 +801,9 @@ impl Core {
     async fn hold(&mut self, digest: BatchDigest) {
         self.held.insert(digest);
         if !self.parked.is_empty() {
-            self.verify_unverified(None).await; // the parked headers' parents may be waiting there
+            if self.parked_header_waits_for_unverified() {
+                self.verify_unverified(None).await;
+            }
             self.retry_parked().await;
         }
     }

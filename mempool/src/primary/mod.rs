@@ -10,6 +10,8 @@ pub mod aggregator;
 pub mod certificate_check;
 pub mod core;
 pub mod held_batches;
+pub mod leader_wait;
+
 pub mod metrics;
 pub mod peer_penalties;
 pub mod proposer;
