@@ -32,8 +32,9 @@ pub struct NetworkConfig {
     /// Largest UDP payload a QUIC packet may grow to. Packets start at 1,200 bytes and quinn's path-MTU
     /// discovery probes up to this, falling back when a probe is lost, so a high bound is safe on any path; on
     /// loopback (MTU 64 KiB) a batch then crosses in a few packets instead of one per 1,452 bytes, each with
-    /// its own encryption, acknowledgement and system-call share (issue 16, item 5). Bounded by quinn to
-    /// 1,200..=65,527.
+    /// its own encryption, acknowledgement and system-call share (issue 16, item 5). Above 6,550 bytes quinn
+    /// sends each packet in its own system call, without segmentation offload (`transport.rs` says why).
+    /// Bounded by quinn to 1,200..=65,527.
     pub max_udp_payload: u16,
     /// The UDP socket's kernel receive buffer, in bytes (capped by `net.core.rmem_max`, 4 MiB here). Linux's
     /// default, 208 KiB, overflowed under load: on the 2-core testnet at 35k tx/s, 14% of the datagrams

@@ -25,7 +25,7 @@ use crate::peers::Peers;
 use crate::receiver::{Inbound, Receiver};
 use crate::reliable::{Delivery, Route};
 use crate::sender::{Outgoing, PeerSender};
-use crate::tls::{client_crypto, server_crypto};
+use crate::transport::{connection_configs, endpoint_config, size_receive_buffer};
 
 /// A node's endpoint; cheap to clone.
 pub struct Endpoint<M> {
@@ -86,10 +86,7 @@ impl<M: Message> Endpoint<M> {
         let address = socket
             .local_addr()
             .map_err(|source| NetworkError::Bind { address: SocketAddr::from(([0, 0, 0, 0], 0)), source })?;
-        // Best effort: the kernel caps it at net.core.rmem_max, and a smaller buffer only costs drops.
-        if let Err(error) = socket2::SockRef::from(&socket).set_recv_buffer_size(config.socket_receive_buffer) {
-            tracing::warn!(%address, %error, "cannot size the UDP receive buffer");
-        }
+        size_receive_buffer(&socket, &config);
         Self::start(config, key, peers, |endpoint_config, server_config| {
             quinn::Endpoint::new(endpoint_config, Some(server_config), socket, Arc::new(quinn::TokioRuntime))
                 .map_err(|source| NetworkError::Bind { address, source })
@@ -129,31 +126,8 @@ impl<M: Message> Endpoint<M> {
         let config = Arc::new(config);
         let metrics = Arc::new(NetworkMetrics::default());
 
-        let mut transport = quinn::TransportConfig::default();
-        let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
-            .map_err(|e| NetworkError::InvalidConfig(format!("idle timeout {:?}: {e}", config.idle_timeout)))?;
-        transport.max_idle_timeout(Some(idle));
-        transport.keep_alive_interval(Some(config.keep_alive_interval));
-        // Room for every stream a peer may keep open, whatever its own configuration says.
-        let streams =
-            quinn::VarInt::from_u32(u32::try_from(config.max_streams_per_peer.max(1) * 2).unwrap_or(u32::MAX));
-        transport.max_concurrent_bidi_streams(streams);
-        transport.max_concurrent_uni_streams(streams);
-        let mut mtu_discovery = quinn::MtuDiscoveryConfig::default();
-        mtu_discovery.upper_bound(config.max_udp_payload);
-        transport.mtu_discovery_config(Some(mtu_discovery));
-        let transport = Arc::new(transport);
-
-        let mut server_config = quinn::ServerConfig::with_crypto(Arc::new(server_crypto(key, Arc::clone(&peers))?));
-        server_config.transport_config(Arc::clone(&transport));
-        let mut client_config = quinn::ClientConfig::new(Arc::new(client_crypto(key, Arc::clone(&peers))?));
-        client_config.transport_config(transport);
-        let mut endpoint_config = quinn::EndpointConfig::default();
-        endpoint_config.rng_seed(config.rng_seed);
-        endpoint_config
-            .max_udp_payload_size(config.max_udp_payload)
-            .map_err(|e| NetworkError::InvalidConfig(format!("max_udp_payload {}: {e}", config.max_udp_payload)))?;
-        let quic = open(endpoint_config, server_config)?;
+        let (server_config, client_config) = connection_configs(&config, key, &peers)?;
+        let quic = open(endpoint_config(&config)?, server_config)?;
 
         let (inbound, inbound_rx) = mpsc::channel(config.inbound_capacity);
         let mut tasks =

@@ -28,6 +28,7 @@ pub mod receiver;
 pub mod reliable;
 mod sender;
 pub mod tls;
+pub mod transport;
 pub mod turmoil_socket;
 
 pub use config::NetworkConfig;
