@@ -3,8 +3,15 @@
 //! Every input the endpoint drops is counted here rather than reported as an error to the protocol: a
 //! malformed or oversized frame, a message dropped because a bounded queue was full, a handshake from a
 //! key outside the committee. `snapshot()` gives plain numbers for tests and for the node's Prometheus page.
+//! It also reads quinn's path statistics of the connections we dialed (the ones our frames go out on): the
+//! packets they sent and lost, and the smallest path MTU among them, which is how a link that fell back to
+//! 1,200-byte packets shows (`transport.rs`).
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use mako_types::AuthorityIndex;
 
 /// The live counters.
 #[derive(Debug, Default)]
@@ -20,6 +27,37 @@ pub struct NetworkMetrics {
     pub(crate) send_failures: AtomicU64,
     pub(crate) retries: AtomicU64,
     pub(crate) acked: AtomicU64,
+    paths: Mutex<Paths>,
+}
+
+/// The connections we dialed, one per peer, and what the ones they replaced had counted.
+#[derive(Debug, Default)]
+struct Paths {
+    live: BTreeMap<AuthorityIndex, quinn::Connection>,
+    replaced: PathCounts,
+}
+
+/// Packet counts of QUIC paths, summed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct PathCounts {
+    sent: u64,
+    lost: u64,
+    black_holes: u64,
+}
+
+impl PathCounts {
+    fn of(connection: &quinn::Connection) -> Self {
+        let path = connection.stats().path;
+        Self { sent: path.sent_packets, lost: path.lost_packets, black_holes: path.black_holes_detected }
+    }
+
+    fn add(self, other: Self) -> Self {
+        Self {
+            sent: self.sent + other.sent,
+            lost: self.lost + other.lost,
+            black_holes: self.black_holes + other.black_holes,
+        }
+    }
 }
 
 /// A copy of the counters at one moment.
@@ -47,6 +85,14 @@ pub struct MetricsSnapshot {
     pub retries: u64,
     /// Answers (ack or reply) received for bidirectional sends.
     pub acked: u64,
+    /// QUIC packets sent on the connections we dialed, those since replaced included.
+    pub packets_sent: u64,
+    /// Of those, the packets quinn declared lost (each one resent, and a congestion signal).
+    pub packets_lost: u64,
+    /// Times quinn judged a path a black hole for large packets and fell back to 1,200-byte ones.
+    pub black_holes: u64,
+    /// The smallest path MTU (largest UDP payload) among the live connections we dialed; 0 with none.
+    pub min_path_mtu: u64,
 }
 
 pub(crate) fn bump(counter: &AtomicU64) {
@@ -54,8 +100,23 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl NetworkMetrics {
+    /// Counts `connection` as the link we dialed to `peer`, in place of the one before it.
+    pub(crate) fn track_dialed(&self, peer: AuthorityIndex, connection: &quinn::Connection) {
+        let mut paths = self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(replaced) = paths.live.insert(peer, connection.clone()) {
+            paths.replaced = paths.replaced.add(PathCounts::of(&replaced));
+        }
+    }
+
     pub fn snapshot(&self) -> MetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (paths, min_path_mtu) = {
+            let paths = self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let counts = paths.live.values().map(PathCounts::of).fold(paths.replaced, PathCounts::add);
+            let open = paths.live.values().filter(|connection| connection.close_reason().is_none());
+            let min_mtu = open.map(|connection| connection.stats().path.current_mtu).min();
+            (counts, min_mtu.map_or(0, u64::from))
+        };
         MetricsSnapshot {
             received: get(&self.received),
             malformed: get(&self.malformed),
@@ -68,6 +129,10 @@ impl NetworkMetrics {
             send_failures: get(&self.send_failures),
             retries: get(&self.retries),
             acked: get(&self.acked),
+            packets_sent: paths.sent,
+            packets_lost: paths.lost,
+            black_holes: paths.black_holes,
+            min_path_mtu,
         }
     }
 }

@@ -90,6 +90,7 @@ impl PeerSender {
         loop {
             match self.dial().await {
                 Ok(connection) => {
+                    self.metrics.track_dialed(self.peer.index, &connection);
                     self.connection = Some(connection.clone());
                     return Some(connection);
                 }

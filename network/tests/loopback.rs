@@ -221,3 +221,41 @@ async fn dropping_a_delivery_cancels_it() {
     let second = within(5, endpoint.send_reliable(AuthorityIndex(1), &note(3))).await.unwrap();
     assert!(!second.is_finished());
 }
+
+/// The packet counts are of every link we dialed, not only the live ones: the adversary is a peer that
+/// restarts, so that our link to it is replaced by one that has sent almost nothing. Counting only live links,
+/// `packets_sent` would fall from hundreds to the handful of the new handshake.
+#[tokio::test]
+async fn packet_counts_survive_a_redial() {
+    let socket = loopback_socket();
+    let restarting_address = loopback_socket().local_addr().unwrap();
+    let peers = Peers::new([peer(0, socket.local_addr().unwrap()), peer(1, restarting_address)]).unwrap();
+    let (sender, _sender_inbound) =
+        Endpoint::<Note>::from_socket(fast_config(), &key(0), peers.clone(), socket).unwrap();
+    let send_to_a_fresh_peer = |seqs: std::ops::Range<u64>| {
+        let (sender, peers) = (sender.clone(), peers.clone());
+        async move {
+            let (receiver, mut inbound) =
+                Endpoint::<Note>::bind(fast_config(), &key(1), peers, restarting_address).unwrap();
+            for seq in seqs {
+                let delivery = sender.send_reliable(AuthorityIndex(1), &note(seq)).await.unwrap();
+                let message = within(10, inbound.recv()).await.unwrap();
+                assert_eq!(message.message, note(seq));
+                drop(message);
+                assert_eq!(within(10, delivery).await.unwrap(), Response::Ack);
+            }
+            receiver.shutdown();
+        }
+    };
+
+    send_to_a_fresh_peer(0..200).await;
+    let before = sender.metrics().snapshot();
+    assert!(before.packets_sent >= 200, "{before:?}");
+    assert!(before.min_path_mtu >= 1_200, "{before:?}");
+    assert_eq!(before.black_holes, 0, "{before:?}");
+
+    tokio::time::sleep(Duration::from_millis(100)).await; // the old receiver's socket is closed
+    send_to_a_fresh_peer(200..201).await;
+    let after = sender.metrics().snapshot();
+    assert!(after.packets_sent > before.packets_sent, "the old link's packets still count: {before:?} then {after:?}");
+}

@@ -153,6 +153,12 @@ impl Collector for ValidatorCollector {
         counter(&mut e, "mako_network_frames_dropped", "Malformed or oversized frames dropped", dropped)?;
         counter(&mut e, "mako_network_queue_full", "Messages dropped on a full queue", net(&|n| n.dropped_queue_full))?;
         counter(&mut e, "mako_network_retries", "Reliable sends retried", net(&|n| n.retries))?;
+        counter(&mut e, "mako_network_packets_sent", "QUIC packets sent on dialed links", net(&|n| n.packets_sent))?;
+        counter(&mut e, "mako_network_packets_lost", "QUIC packets declared lost", net(&|n| n.packets_lost))?;
+        let black_holes = net(&|n| n.black_holes);
+        counter(&mut e, "mako_network_black_holes", "Links fallen back to 1,200-byte packets", black_holes)?;
+        let min_mtu = networks.iter().map(|n| n.min_path_mtu).filter(|&mtu| mtu > 0).min().unwrap_or(0);
+        gauge(&mut e, "mako_network_min_path_mtu", "Smallest path MTU among live dialed links, bytes", min_mtu)?;
         for component in Component::ALL {
             let name = format!("mako_cpu_{}_micros", component.name());
             let micros = (cpu_time::spent_seconds(component) * 1e6) as u64;

@@ -130,6 +130,34 @@ pub struct TestnetReport {
     pub restarts: Vec<Restart>,
     /// What became of the acknowledged transactions (none if the client wrote no acks file).
     pub delivery: Option<Delivery>,
+    /// The QUIC links the validators dialed, at the end of the run.
+    pub links: Links,
+}
+
+/// The validators' QUIC links, summed over those that answered the last scrape: a link that lost packets or
+/// fell back to small ones shows here (`mako_network_packets_lost`, `mako_network_min_path_mtu`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Links {
+    pub packets_sent: u64,
+    pub packets_lost: u64,
+    /// The smallest path MTU among their live links, bytes (0: none reported).
+    pub min_path_mtu: u64,
+}
+
+impl Links {
+    fn of<'a>(scrapes: impl IntoIterator<Item = &'a Scrape>) -> Self {
+        scrapes.into_iter().fold(Self::default(), |links, scrape| {
+            let mtu = scrape.value("mako_network_min_path_mtu") as u64;
+            Self {
+                packets_sent: links.packets_sent + scrape.value("mako_network_packets_sent") as u64,
+                packets_lost: links.packets_lost + scrape.value("mako_network_packets_lost") as u64,
+                min_path_mtu: match (links.min_path_mtu, mtu) {
+                    (0, mtu) | (mtu, 0) => mtu,
+                    (a, b) => a.min(b),
+                },
+            }
+        })
+    }
 }
 
 /// Acknowledged transactions, how many of them were executed, and how many were lost.
@@ -779,6 +807,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
     let final_scrapes = scrape_all(&addresses).await;
     let executed_by = |v: &usize| Some(final_scrapes.get(*v)?.as_ref()?.value(EXECUTED) as u64);
     let executed = steady.iter().filter_map(executed_by).min().unwrap_or(0);
+    let links = Links::of(final_scrapes.iter().flatten());
     processes.stop(Duration::from_secs(10));
     let (end_to_end_tps, latency, window_executed, rounds_per_second) = match (&window_start, &window_end) {
         (Some((t0, start)), Some((t1, end))) => {
@@ -832,6 +861,7 @@ pub async fn run(options: &TestnetOptions) -> anyhow::Result<TestnetReport> {
         rounds_per_second,
         restarts,
         delivery,
+        links,
     })
 }
 
@@ -914,6 +944,11 @@ pub fn print_summary(report: &TestnetReport) {
     if let Some(d) = report.delivery {
         println!("testnet: acknowledged {}, executed {}, lost {}", d.acknowledged, d.executed, d.lost);
     }
+    let links = report.links;
+    println!(
+        "testnet: QUIC packets lost {} of {} sent, smallest path MTU {} bytes",
+        links.packets_lost, links.packets_sent, links.min_path_mtu
+    );
     for line in restart_lines(report) {
         println!("{line}");
     }
