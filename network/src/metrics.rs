@@ -46,8 +46,7 @@ struct PathCounts {
 }
 
 impl PathCounts {
-    fn of(connection: &quinn::Connection) -> Self {
-        let path = connection.stats().path;
+    fn of(path: &quinn::PathStats) -> Self {
         Self { sent: path.sent_packets, lost: path.lost_packets, black_holes: path.black_holes_detected }
     }
 
@@ -104,7 +103,7 @@ impl NetworkMetrics {
     pub(crate) fn track_dialed(&self, peer: AuthorityIndex, connection: &quinn::Connection) {
         let mut paths = self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(replaced) = paths.live.insert(peer, connection.clone()) {
-            paths.replaced = paths.replaced.add(PathCounts::of(&replaced));
+            paths.replaced = paths.replaced.add(PathCounts::of(&replaced.stats().path));
         }
     }
 
@@ -112,9 +111,14 @@ impl NetworkMetrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (paths, min_path_mtu) = {
             let paths = self.paths.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let counts = paths.live.values().map(PathCounts::of).fold(paths.replaced, PathCounts::add);
-            let open = paths.live.values().filter(|connection| connection.close_reason().is_none());
-            let min_mtu = open.map(|connection| connection.stats().path.current_mtu).min();
+            let (mut counts, mut min_mtu) = (paths.replaced, None::<u16>);
+            for connection in paths.live.values() {
+                let path = connection.stats().path;
+                counts = counts.add(PathCounts::of(&path));
+                if connection.close_reason().is_none() {
+                    min_mtu = Some(min_mtu.map_or(path.current_mtu, |mtu| mtu.min(path.current_mtu)));
+                }
+            }
             (counts, min_mtu.map_or(0, u64::from))
         };
         MetricsSnapshot {

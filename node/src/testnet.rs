@@ -145,18 +145,14 @@ pub struct Links {
 }
 
 impl Links {
-    fn of<'a>(scrapes: impl IntoIterator<Item = &'a Scrape>) -> Self {
-        scrapes.into_iter().fold(Self::default(), |links, scrape| {
-            let mtu = scrape.value("mako_network_min_path_mtu") as u64;
-            Self {
-                packets_sent: links.packets_sent + scrape.value("mako_network_packets_sent") as u64,
-                packets_lost: links.packets_lost + scrape.value("mako_network_packets_lost") as u64,
-                min_path_mtu: match (links.min_path_mtu, mtu) {
-                    (0, mtu) | (mtu, 0) => mtu,
-                    (a, b) => a.min(b),
-                },
-            }
-        })
+    fn of<'a>(scrapes: impl IntoIterator<Item = &'a Scrape> + Clone) -> Self {
+        let sum = |name: &str| scrapes.clone().into_iter().map(|scrape| scrape.value(name) as u64).sum();
+        let mtus = scrapes.clone().into_iter().map(|scrape| scrape.value("mako_network_min_path_mtu") as u64);
+        Self {
+            packets_sent: sum("mako_network_packets_sent"),
+            packets_lost: sum("mako_network_packets_lost"),
+            min_path_mtu: mtus.filter(|&mtu| mtu > 0).min().unwrap_or(0),
+        }
     }
 }
 
