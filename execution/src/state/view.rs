@@ -17,7 +17,7 @@ use std::fmt;
 use rustc_hash::FxHashMap;
 
 use crate::ids::Address;
-use crate::output::{radix_sort, Ranked, WriteSet};
+use crate::output::{sort_order, WriteSet};
 use crate::state::{canonical, StateKey, Value};
 
 /// Read access to the state a block executes over. `Sync` is what Block-STM's threads need.
@@ -216,9 +216,7 @@ impl InMemoryState {
 
 /// `entries` sorted by the order of their keys (`key` says each one's), each key once.
 fn by_order_key<T: Copy>(entries: Vec<T>, key: impl Fn(&T) -> StateKey) -> Vec<T> {
-    let mut ranked: Vec<Ranked> = entries.iter().enumerate().map(|(i, e)| (key(e).order_key(), i as u32)).collect();
-    radix_sort(&mut ranked, &mut Vec::new());
-    ranked.into_iter().map(|(_, i)| entries[i as usize]).collect()
+    sort_order(entries.iter().map(|e| key(e).order_key()).collect()).into_iter().map(|i| entries[i as usize]).collect()
 }
 
 impl StateView for InMemoryState {
