@@ -145,8 +145,8 @@ fn caption(base: &TestnetOptions) -> String {
     let cores = std::thread::available_parallelism().map_or(0, usize::from);
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now());
     format!(
-        "mako at {commit}, {cores} cores ({cpu}), {date}; each point {} after a {} warm-up, {}-byte {} \
-         transactions over {} accounts, {} worker(s) per validator{}, GC depth {}, checkpoints every {} \
+        "mako at {commit}, {cores} cores ({cpu}), {date}; each point {} after a {} warm-up, {}-byte \
+         transactions ({} workload) over {} accounts, {} worker(s) per validator{}, GC depth {}, checkpoints every {} \
          sub-DAGs, headers at least {} ms apart{}",
         humantime::format_duration(base.duration),
         humantime::format_duration(base.warmup),
