@@ -102,9 +102,14 @@ pub(crate) fn sort_order(keys: Vec<[u128; 2]>) -> Vec<u32> {
 
 /// The bytes (0 = most significant) at which some of `keys` differ from the others.
 fn varying_bytes(keys: &[[u128; 2]]) -> Vec<usize> {
-    let Some(&first) = keys.first() else { return Vec::new() };
-    let differ = keys.iter().fold([0u128; 2], |acc, key| [acc[0] | (key[0] ^ first[0]), acc[1] | (key[1] ^ first[1])]);
+    let differ = differing_bits(keys.iter());
     (0..32).filter(|&byte| byte_at(&differ, byte) != 0).collect()
+}
+
+/// The bits at which some of `keys` differ from the first of them.
+fn differing_bits<'k>(mut keys: impl Iterator<Item = &'k [u128; 2]>) -> [u128; 2] {
+    let Some(&first) = keys.next() else { return [0; 2] };
+    keys.fold([0; 2], |acc, key| [acc[0] | (key[0] ^ first[0]), acc[1] | (key[1] ^ first[1])])
 }
 
 /// Varying bytes that still fit one `u64`.
@@ -156,15 +161,12 @@ fn radix_sort(ranked: &mut [Ranked], scratch: &mut Vec<Ranked>) {
         ranked.sort_unstable();
         return;
     }
-    let first = ranked[0].0;
-    let differ =
-        ranked.iter().fold([0u128; 2], |acc, (key, _)| [acc[0] | (key[0] ^ first[0]), acc[1] | (key[1] ^ first[1])]);
-    let byte = match differ {
+    let byte = match differing_bits(ranked.iter().map(|(key, _)| key)) {
         [0, 0] => return,
         [0, low] => 16 + low.leading_zeros() as usize / 8,
         [high, _] => high.leading_zeros() as usize / 8,
     };
-    let digit = |key: &[u128; 2]| (key[byte / 16] >> (8 * (15 - byte % 16))) as u8 as usize;
+    let digit = |key: &[u128; 2]| usize::from(byte_at(key, byte));
     let mut ends = [0usize; 256];
     for (key, _) in ranked.iter() {
         ends[digit(key)] += 1;
@@ -356,7 +358,7 @@ mod tests {
             prop_assert_eq!(sort_order(mixed.clone()), stable_order(&mixed));
         }
 
-        /// The radix sort ranks writes as a comparison sort does, so each key keeps the value written to it
+        /// The writes are ordered as a comparison sort orders them, so each key keeps the value written to it
         /// last: checked against a map filled in write order, over runs long enough to be split many times.
         #[test]
         fn a_write_set_is_what_a_map_of_the_writes_holds(
